@@ -1,0 +1,268 @@
+#include "ui/batch/cli.h"
+#include "app/core/atomic_file.h"
+#include "app/formats/tokenizer.h"
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+LmwbCliCommon lmwb_cli;
+
+static const GOptionEntry model_entry[] = {
+  {"model", 'm', 0, G_OPTION_ARG_FILENAME, &lmwb_cli.model,
+   "Hugging Face model folder (config.json, *.safetensors, tokenizer.json); default: the built-in model", "DIR"},
+  {NULL}};
+static const GOptionEntry out_entry[] = {
+  {"out", 'o', 0, G_OPTION_ARG_FILENAME, &lmwb_cli.out, "Write the result to FILE (atomically) instead of stdout", "FILE"},
+  {NULL}};
+static const GOptionEntry threads_entry[] = {
+  {"threads", 0, 0, G_OPTION_ARG_INT, &lmwb_cli.threads, "Compute threads (default: all cores)", "N"},
+  {NULL}};
+static const GOptionEntry clamp_entries[] = {
+  {"clamp", 0, 0, G_OPTION_ARG_STRING_ARRAY, &lmwb_cli.clamps,
+   "Clamp MLP neuron N of layer L to VALUE (at every position, or only at the listed positions); repeatable", "L:N=VALUE[@P1,P2]"},
+  {"clamp-site", 0, 0, G_OPTION_ARG_STRING, &lmwb_cli.clamp_site,
+   "Where clamps act: post (after the activation function, default) or pre (before it)", "post|pre"},
+  {NULL}};
+
+gboolean lmwb_cli_parse(int *argc, char ***argv, const char *usage, const char *summary, const char *description,
+                        const GOptionEntry *entries, unsigned common) {
+  g_autoptr(GOptionContext) ctx = g_option_context_new(usage);
+  if (summary) g_option_context_set_summary(ctx, summary);
+  if (description) g_option_context_set_description(ctx, description);
+  if (entries) g_option_context_add_main_entries(ctx, entries, NULL);
+  if (common & LMWB_CLI_MODEL) g_option_context_add_main_entries(ctx, model_entry, NULL);
+  if (common & LMWB_CLI_OUT) g_option_context_add_main_entries(ctx, out_entry, NULL);
+  if (common & LMWB_CLI_THREADS) g_option_context_add_main_entries(ctx, threads_entry, NULL);
+  if (common & LMWB_CLI_CLAMP) g_option_context_add_main_entries(ctx, clamp_entries, NULL);
+  GError *err = NULL;
+  if (!g_option_context_parse(ctx, argc, argv, &err)) {
+    fprintf(stderr, "lmwb-batch: error: %s (see --help)\n", err->message);
+    g_error_free(err);
+    return FALSE;
+  }
+  if (*argc > 1) {
+    fprintf(stderr, "lmwb-batch: error: unexpected argument \"%s\" (see --help)\n", (*argv)[1]);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+int lmwb_cli_fail(GError *err) {
+  int status = lmwb_error_exit_status(err);
+  fprintf(stderr, "\nlmwb-batch: error: %s\n", err ? err->message : "unknown error");
+  if (err) g_error_free(err);
+  return status;
+}
+
+int lmwb_cli_usage_error(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "lmwb-batch: error: %s (see --help)\n", msg);
+  return 2;
+}
+
+const char *lmwb_cli_default_model_dir(void) {
+  const char *env = g_getenv("LMWB_DEFAULT_MODEL");
+  if (env && *env) return env;
+  if (g_file_test(LMWB_BUILTIN_MODEL_DIR, G_FILE_TEST_IS_DIR)) return LMWB_BUILTIN_MODEL_DIR;
+  return LMWB_INSTALLED_MODEL_DIR;
+}
+
+LmwbModel *lmwb_cli_load_model(GError **error) {
+  const char *dir = lmwb_cli.model ? lmwb_cli.model : lmwb_cli_default_model_dir();
+  if (lmwb_cli.threads < 0) {
+    lmwb_input_error(error, "--threads %d must be positive", lmwb_cli.threads);
+    return NULL;
+  }
+  LmwbModel *m = lmwb_model_load(dir, error);
+  if (m && lmwb_cli.threads > 0 && m->be->set_threads) m->be->set_threads(lmwb_cli.threads);
+  return m;
+}
+
+gboolean lmwb_cli_apply_clamps(LmwbRunner *r, GError **error) {
+  const LmwbConfig *c = &lmwb_runner_model(r)->cfg;
+  LmwbSiteKind kind = LMWB_SITE_MLP_POST;
+  if (lmwb_cli.clamp_site && !strcmp(lmwb_cli.clamp_site, "pre")) kind = LMWB_SITE_MLP_PRE;
+  else if (lmwb_cli.clamp_site && strcmp(lmwb_cli.clamp_site, "post")) {
+    lmwb_input_error(error, "--clamp-site \"%s\": expected post or pre", lmwb_cli.clamp_site);
+    return FALSE;
+  }
+  for (char **p = lmwb_cli.clamps; p && *p; p++) {
+    LmwbClampSpec s;
+    if (!lmwb_clamp_parse(c, *p, &s, error)) return FALSE;
+    LmwbHook h = {.site = {kind, s.layer}, .op = LMWB_HOOK_SET, .positions = s.positions,
+                  .n_positions = s.n_positions, .indices = &s.neuron, .n_indices = 1, .value = s.value};
+    lmwb_runner_add_hook(r, &h);
+    lmwb_clamp_spec_clear(&s);
+  }
+  return TRUE;
+}
+
+gboolean lmwb_cli_parse_ids(const char *text, int32_t **ids, int *B, int *T, GError **error) {
+  g_auto(GStrv) rows = g_strsplit(text, ";", -1);
+  int nb = 0, nt = -1;
+  GArray *all = g_array_new(FALSE, FALSE, sizeof(int32_t));
+  for (char **row = rows; *row; row++) {
+    if (!*g_strstrip(*row)) continue;
+    g_auto(GStrv) items = g_strsplit(*row, ",", -1);
+    int n = 0;
+    for (char **it = items; *it; it++) {
+      char *s = g_strstrip(*it), *end = NULL;
+      gint64 v = g_ascii_strtoll(s, &end, 10);
+      if (!*s || *end || v < 0 || v > G_MAXINT32) {
+        lmwb_input_error(error, "--ids: \"%s\" in sequence %d is not a token id", s, nb);
+        g_array_free(all, TRUE);
+        return FALSE;
+      }
+      int32_t id = (int32_t)v;
+      g_array_append_val(all, id);
+      n++;
+    }
+    if (nt >= 0 && n != nt) {
+      lmwb_input_error(error, "--ids: sequence %d has %d tokens but sequence 0 has %d (rows must be of equal length)", nb, n, nt);
+      g_array_free(all, TRUE);
+      return FALSE;
+    }
+    nt = n;
+    nb++;
+  }
+  if (nb == 0 || nt <= 0) {
+    lmwb_input_error(error, "--ids: no token ids given (e.g. --ids \"464,3290,318;464,3797,318\")");
+    g_array_free(all, TRUE);
+    return FALSE;
+  }
+  *B = nb;
+  *T = nt;
+  *ids = (int32_t *)g_array_free(all, FALSE);
+  return TRUE;
+}
+
+gboolean lmwb_cli_input_ids(LmwbModel *m, const char *ids_text, const char *text, int32_t **ids, int *B, int *T,
+                            GError **error) {
+  if ((ids_text != NULL) == (text != NULL)) {
+    lmwb_input_error(error, "give exactly one of --ids or --text");
+    return FALSE;
+  }
+  if (ids_text) return lmwb_cli_parse_ids(ids_text, ids, B, T, error);
+  if (!m->tokenizer) {
+    lmwb_input_error(error, "%s has no tokenizer: use --ids", m->dir);
+    return FALSE;
+  }
+  size_t n = 0;
+  *ids = lmwb_tokenizer_encode(m->tokenizer, text, strlen(text), TRUE, &n, error);
+  if (!*ids) return FALSE;
+  if (n == 0) {
+    g_free(*ids);
+    lmwb_input_error(error, "--text encodes to no tokens");
+    return FALSE;
+  }
+  *B = 1;
+  *T = (int)n;
+  return TRUE;
+}
+
+gboolean lmwb_cli_emit_json(JsonNode *root, const char *out, GError **error) {
+  g_autoptr(JsonGenerator) gen = json_generator_new();
+  json_generator_set_pretty(gen, out == NULL && isatty(1));
+  json_generator_set_root(gen, root);
+  gsize len = 0;
+  g_autofree char *s = json_generator_to_data(gen, &len);
+  json_node_unref(root);
+  if (out) {
+    GString *g = g_string_new_len(s, len);
+    g_string_append_c(g, '\n');
+    gboolean ok = lmwb_file_write_atomic(out, g->str, g->len, error);
+    g_string_free(g, TRUE);
+    return ok;
+  }
+  fwrite(s, 1, len, stdout);
+  fputc('\n', stdout);
+  fflush(stdout);
+  return TRUE;
+}
+
+char *lmwb_cli_read_text(const char *path, GError **error) {
+  char *data = NULL;
+  gsize len = 0;
+  GError *e = NULL;
+  if (!g_file_get_contents(path, &data, &len, &e)) {
+    lmwb_input_error(error, "cannot read %s: %s", path, e->message);
+    g_error_free(e);
+    return NULL;
+  }
+  if (!g_utf8_validate(data, (gssize)len, NULL)) {
+    g_free(data);
+    lmwb_input_error(error, "%s is not valid UTF-8 text", path);
+    return NULL;
+  }
+  return data;
+}
+
+void lmwb_json_add_ids(JsonBuilder *b, const int32_t *ids, size_t n) {
+  json_builder_begin_array(b);
+  for (size_t i = 0; i < n; i++) json_builder_add_int_value(b, ids[i]);
+  json_builder_end_array(b);
+}
+
+void lmwb_json_add_tokens(JsonBuilder *b, const LmwbModel *m, const int32_t *ids, size_t n) {
+  json_builder_begin_array(b);
+  for (size_t i = 0; i < n; i++) {
+    g_autofree char *t = m->tokenizer ? lmwb_tokenizer_token_text(m->tokenizer, ids[i]) : NULL;
+    if (!t) t = g_strdup_printf("<%d>", ids[i]);
+    json_builder_add_string_value(b, t);
+  }
+  json_builder_end_array(b);
+}
+
+/* ---- progress bar ------------------------------------------------------------------------- */
+
+typedef struct {
+  LmwbReporter r;
+  gint64 start, last_draw;
+  gboolean tty;
+} CliReporter;
+
+static CliReporter cli_rep;
+
+static void on_sigint(int sig) {
+  (void)sig;
+  if (g_atomic_int_get(&cli_rep.r.cancel_requested)) _exit(130);
+  g_atomic_int_set(&cli_rep.r.cancel_requested, 1);
+  static const char msg[] = "\nlmwb-batch: cancelling (Ctrl-C again to quit at once)\n";
+  ssize_t w = write(2, msg, sizeof msg - 1);
+  (void)w;
+}
+
+static void draw_progress(LmwbReporter *r, double f, const char *stage) {
+  CliReporter *c = (CliReporter *)r;
+  if (!c->tty) return;
+  gint64 now = g_get_monotonic_time();
+  if (now - c->last_draw < 100000 && f < 1.0) return;
+  c->last_draw = now;
+  double el = (now - c->start) / 1e6;
+  double eta = f > 0.001 ? el * (1 - f) / f : 0;
+  int w = 30, k = (int)(f * w);
+  char bar[64];
+  for (int i = 0; i < w; i++) bar[i] = i < k ? '#' : '.';
+  bar[w] = 0;
+  fprintf(stderr, "\r%-22.22s [%s] %5.1f%%  %5.0fs elapsed, ETA %5.0fs ", stage ? stage : "", bar, 100 * f, el, eta);
+  if (f >= 1.0) fputc('\n', stderr);
+  fflush(stderr);
+}
+
+static void print_log(LmwbReporter *r, const char *msg) {
+  (void)r;
+  fprintf(stderr, "%s\n", msg);
+}
+
+LmwbReporter *lmwb_cli_reporter(void) {
+  cli_rep.r.progress = draw_progress;
+  cli_rep.r.log = print_log;
+  cli_rep.start = g_get_monotonic_time();
+  cli_rep.tty = isatty(2);
+  signal(SIGINT, on_sigint);
+  return &cli_rep.r;
+}

@@ -1,0 +1,69 @@
+/* Shared plumbing of the lmwb-batch subcommands: option parsing with the common options,
+ * model loading (the built-in model when --model is omitted), id lists, JSON/.npy output,
+ * a terminal progress bar with Ctrl-C cancel, and error reporting with the exit statuses
+ * (2: bad input, 1: failure). No GTK here: lmwb-batch runs on a display-less server. */
+#pragma once
+#include "app/core/errors.h"
+#include "app/engine/runner.h"
+#include "app/jobs/reporter.h"
+#include <json-glib/json-glib.h>
+
+typedef struct LmwbCommand {
+  const char *name;    /* e.g. "logits" or "neurons decode" */
+  const char *summary; /* one line for the command list */
+  int (*run)(int argc, char **argv);
+} LmwbCommand;
+
+/* Options most commands share; fill by adding lmwb_cli_common_entries() to a context. */
+typedef struct LmwbCliCommon {
+  char *model;    /* --model DIR */
+  char *out;      /* --out FILE */
+  int threads;    /* --threads N */
+  char **clamps;  /* --clamp L:N=V[@P,...] (repeatable) */
+  char *clamp_site; /* --clamp-site post|pre */
+} LmwbCliCommon;
+
+extern LmwbCliCommon lmwb_cli;
+
+enum {
+  LMWB_CLI_MODEL = 1 << 0,
+  LMWB_CLI_OUT = 1 << 1,
+  LMWB_CLI_THREADS = 1 << 2,
+  LMWB_CLI_CLAMP = 1 << 3,
+};
+
+/* Parse argv with the given entries plus the common ones selected by `common` (flags above).
+ * On --help prints and exits 0; on a parse error prints it and returns FALSE (exit 2). */
+gboolean lmwb_cli_parse(int *argc, char ***argv, const char *usage, const char *summary, const char *description,
+                        const GOptionEntry *entries, unsigned common);
+
+/* Print "lmwb-batch: error: ..." to stderr, free the error; returns the exit status. */
+int lmwb_cli_fail(GError *err);
+int lmwb_cli_usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+
+const char *lmwb_cli_default_model_dir(void);
+/* Load --model (or the built-in model), set threads. */
+LmwbModel *lmwb_cli_load_model(GError **error);
+/* Add the --clamp hooks to a runner (validated against the model). */
+gboolean lmwb_cli_apply_clamps(LmwbRunner *r, GError **error);
+
+/* "1,2,3;4,5,6" -> ids [B*T]; rows must be of equal length. */
+gboolean lmwb_cli_parse_ids(const char *text, int32_t **ids, int *B, int *T, GError **error);
+/* --ids or --text (encoded with the model's tokenizer, add_special as HF's default). */
+gboolean lmwb_cli_input_ids(LmwbModel *m, const char *ids_text, const char *text, int32_t **ids, int *B, int *T,
+                            GError **error);
+
+/* Write JSON to --out (atomic) or stdout. Takes ownership of root. */
+gboolean lmwb_cli_emit_json(JsonNode *root, const char *out, GError **error);
+/* Read a whole text file (input error naming it on failure). */
+char *lmwb_cli_read_text(const char *path, GError **error);
+
+/* A reporter that draws a progress bar on stderr (when it is a terminal) and cancels on Ctrl-C. */
+LmwbReporter *lmwb_cli_reporter(void);
+
+/* Array helpers for JsonBuilder. */
+void lmwb_json_add_ids(JsonBuilder *b, const int32_t *ids, size_t n);
+void lmwb_json_add_tokens(JsonBuilder *b, const LmwbModel *m, const int32_t *ids, size_t n);
+
+/* All registered commands (commands.c), NULL-terminated by name. */
+extern const LmwbCommand lmwb_commands[];

@@ -1,0 +1,11 @@
+/* Entry points of the lmwb-batch subcommands (each file of ui/batch/ owns a few). */
+#pragma once
+
+int lmwb_cmd_info(int argc, char **argv);
+int lmwb_cmd_tokenize(int argc, char **argv);
+int lmwb_cmd_logits(int argc, char **argv);
+int lmwb_cmd_grad(int argc, char **argv);
+int lmwb_cmd_activations(int argc, char **argv);
+int lmwb_cmd_generate(int argc, char **argv);
+int lmwb_cmd_perplexity(int argc, char **argv);
+int lmwb_cmd_bench(int argc, char **argv);
