@@ -612,6 +612,7 @@ const char *lmwb_safetensors_metadata(const LmwbSafetensors *st, const char *key
 }
 
 const char **lmwb_safetensors_metadata_keys(const LmwbSafetensors *st) {
+  if (!st) return g_new0(const char *, 1);
   guint n = 0;
   const char **keys = (const char **)g_hash_table_get_keys_as_array(st->metadata, &n);
   qsort(keys, n, sizeof *keys, cmp_str_ptr);
@@ -854,9 +855,13 @@ static gboolean write_f32_entry(LmwbAtomicFile *f, const WriterEntry *e, GError 
 
 gboolean lmwb_safetensors_writer_save(LmwbSafetensorsWriter *w, const char *path, GError **error) {
   g_return_val_if_fail(w != NULL, FALSE);
+  if (!path || !*path) {
+    lmwb_input_error(error, "safetensors writer: no file name to save to");
+    return FALSE;
+  }
   if (w->sticky) {
     g_propagate_error(error, g_error_copy(w->sticky));
-    g_prefix_error(error, "%s: not saved: ", path ? path : "?");
+    g_prefix_error(error, "%s: not saved: ", path);
     return FALSE;
   }
   GPtrArray *order = g_ptr_array_sized_new(w->entries->len);

@@ -11,7 +11,7 @@
  *                       start year: with single-digit tokens P(Y1 > s1) + P(Y1 = s1) P(Y2 > s2 |
  *                       Y1 = s1), computed exactly from two positions of one forward; with a
  *                       tokenizer whose two-digit numbers are single tokens, the mass on tokens
- *                       "YY" > s.
+ *                       "YY" > s (used only when all of "00".."99" are single tokens).
  * Prompts and answers are encoded separately without special tokens (answers carry their
  * leading space, so the split falls on a pre-token boundary). Sections absent from the
  * manifest count 0 items and report NaN. Malformed manifests -> LMWB_ERROR_INPUT naming the

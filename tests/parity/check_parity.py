@@ -9,7 +9,7 @@ make_fixtures.py) it runs
     lmwb-batch grad        --model DIR --ids IDS --hook H --out F.npy   (each hook in "grads")
     lmwb-batch activations --model DIR --ids IDS --hook H --out F.npy   (each hook in "activations")
 and checks shape, dtype float32, finiteness and
-    max |got − want| / max |want|  ≤  tolerance (1e-3)
+    max |got − want| / max |want|  ≤  tolerance (1e-3; fixture.json may tighten single checks)
 per tensor, reporting the worst element. It also checks that bad input exits with status 2.
 Prints one line per check and finally exactly "N passed, M failed".
 Exit 0 if all pass, 1 otherwise, 77 (meson's skip) if numpy is missing.
@@ -97,6 +97,8 @@ def check_fixture(lmwb, fdir, tmp, tally, filt):
         label = f"{name} {sub}" + (f" {hook}" if hook else "")
         if filt and filt not in label:
             continue
+        # "tolerances" tightens single checks (keyed "grad HOOK" / "activations HOOK").
+        ctol = float(man.get("tolerances", {}).get(f"{sub} {hook}" if hook else sub, tol))
         out = os.path.join(tmp, f"{name}__{sub}__{hook or 'logits'}.npy")
         cmd = [lmwb, sub, "--model", fdir, "--ids", ids, "--out", out]
         if hook:
@@ -106,7 +108,7 @@ def check_fixture(lmwb, fdir, tmp, tally, filt):
             tally.report(False, label, f"exit status {rc}: {last_line(err)}")
             continue
         want = np.load(os.path.join(fdir, "parity", fn))
-        ok, detail = compare(out, want, tol)
+        ok, detail = compare(out, want, ctol)
         tally.report(ok, label, detail)
 
 

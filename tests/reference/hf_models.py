@@ -111,9 +111,8 @@ ACT = {
 
 
 def layer_norm(x, w, b, eps):
-    mu = x.mean(-1, keepdim=True)
-    var = ((x - mu) ** 2).mean(-1, keepdim=True)
-    return (x - mu) / torch.sqrt(var + eps) * w + b
+    # nn.LayerNorm semantics (biased variance, eps inside the sqrt), as HF uses it.
+    return F.layer_norm(x, (x.shape[-1],), w, b, eps)
 
 
 def rms_norm(x, w, eps):
@@ -157,7 +156,8 @@ class HookedRef:
         for name, arr in state.items():
             if arr.dtype.kind != "f":
                 continue  # buffers such as masks are not parameters
-            t = torch.from_numpy(np.asarray(arr, dtype=np.float64)).to(dtype)
+            # F16/BF16(as F32)/F32 -> dtype directly: exact for float64, no float64 detour for float32.
+            t = torch.from_numpy(np.ascontiguousarray(arr)).to(dtype)
             if grad:
                 t.requires_grad_(True)
             self.params[name] = t
@@ -191,8 +191,11 @@ class HookedRef:
         rep = Hq // Hkv
         qh = q.permute(0, 2, 1, 3)
         # HF repeat_kv: kv head j serves query heads j*rep .. j*rep+rep-1.
-        kh = k.permute(0, 2, 1, 3).repeat_interleave(rep, dim=1)
-        vh = v.permute(0, 2, 1, 3).repeat_interleave(rep, dim=1)
+        kh = k.permute(0, 2, 1, 3)
+        vh = v.permute(0, 2, 1, 3)
+        if rep > 1:
+            kh = kh.repeat_interleave(rep, dim=1)
+            vh = vh.repeat_interleave(rep, dim=1)
         scores = (qh @ kh.transpose(-1, -2)) * scale
         i = torch.arange(T)[:, None]
         j = torch.arange(T)[None, :]
@@ -260,7 +263,7 @@ class GPT2Ref(HookedRef):
             raise ValueError(f"sequence length {T} > n_positions {self.n_positions}")
         C, H = self.C, self.H
         d = C // H
-        emb = self.hook("hook_embed", self.p("wte.weight")[ids])
+        emb = self.hook("hook_embed", F.embedding(ids, self.p("wte.weight")))
         pos = self.hook("hook_pos_embed", self.p("wpe.weight")[torch.arange(T)].unsqueeze(0).expand(B, T, C))
         x = emb + pos
         for L in range(self.n_layer):
@@ -344,7 +347,7 @@ class LlamaRef(HookedRef):
         B, T = ids.shape
         Hq, Hkv, d = self.Hq, self.Hkv, self.d
         cos, sin = rope_cos_sin(T, d, self.theta, self.dtype)
-        x = self.hook("hook_embed", self.p("model.embed_tokens.weight")[ids])
+        x = self.hook("hook_embed", F.embedding(ids, self.p("model.embed_tokens.weight")))
         for L in range(self.n_layer):
             h = f"model.layers.{L}."
             x = self.hook(f"blocks.{L}.hook_resid_pre", x)
@@ -417,7 +420,7 @@ class NeoXRef(HookedRef):
         B, T = ids.shape
         H, d = self.H, self.d
         cos, sin = rope_cos_sin(T, self.rot, self.base, self.dtype) if self.rot else (None, None)
-        x = self.hook("hook_embed", self.p("gpt_neox.embed_in.weight")[ids])
+        x = self.hook("hook_embed", F.embedding(ids, self.p("gpt_neox.embed_in.weight")))
         for L in range(self.n_layer):
             h = f"gpt_neox.layers.{L}."
             x = self.hook(f"blocks.{L}.hook_resid_pre", x)

@@ -1,6 +1,8 @@
 /* The table of lmwb-batch subcommands, in the order `lmwb-batch --help` lists them. */
 #include "ui/batch/cli.h"
 #include "ui/batch/commands.h"
+#include "ui/batch/cmd_world.h"
+#include "ui/batch/cmd_world.h"
 
 const LmwbCommand lmwb_commands[] = {
   {"info", "Describe a model: architecture, sizes, parameters, dtype, tokenizer", lmwb_cmd_info},
@@ -11,4 +13,12 @@ const LmwbCommand lmwb_commands[] = {
   {"generate", "Continue a prompt (greedy or sampled)", lmwb_cmd_generate},
   {"perplexity", "Perplexity on a text file (sliding window; per line)", lmwb_cmd_perplexity},
   {"bench", "Tokens per second of forward / forward+backward", lmwb_cmd_bench},
+  {"make-corpus", "Build the built-in model's training corpus (Brown + generated world) and its manifest", lmwb_cmd_make_corpus},
+  {"eval-world", "Measure a model on the world's held-out facts, secrets, IOI and greater-than", lmwb_cmd_eval_world},
+  {"train-tokenizer", "Learn a byte-level BPE tokenizer.json from text", lmwb_cmd_train_tokenizer},
+  {"train", "Train or fine-tune a model from a recipe", lmwb_cmd_train},
+  {"neurons decode", "Decode MLP neurons through the LM head: top tokens of each neuron (JSON/CSV)", lmwb_cmd_neurons_decode},
+  {"neurons search", "Find the neurons whose decoded top tokens include given tokens", lmwb_cmd_neurons_search},
+  {"neurons sweep", "Probability of a token as a neuron's clamp value moves (JSON + plot)", lmwb_cmd_neurons_sweep},
+  {"neurons compare", "Share of neurons with the same top token in two models; most-changed neurons", lmwb_cmd_neurons_compare},
   {NULL, NULL, NULL}};

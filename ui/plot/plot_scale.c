@@ -74,11 +74,12 @@ void lmwb_plot_axis_ticks(LmwbPlotAxis *a, double min, double max, gboolean log,
         if (t >= min * (1 - 1e-9) && t <= max * (1 + 1e-9) && a->n < LMWB_PLOT_MAX_TICKS) a->ticks[a->n++] = t;
       }
     a->step = 0;
-    if (a->n >= 2) return;
-    a->n = 0;
+    if (a->n >= 2 && a->n <= target + 1) return;
+    a->n = 0; /* too few or too crowded: decades only */
   }
-  double k = ceil(decades / target);
-  if (k < 1) k = 1;
+  /* Every k-th decade, the smallest k that does not crowd the axis. */
+  double k = 1;
+  while (floor(l1 / k + 1e-9) - ceil(l0 / k - 1e-9) + 1 > target + 1 && k < 1000) k += 1;
   a->step = k;
   for (double e = ceil(l0 / k - 1e-9) * k; e <= l1 + 1e-9 && a->n < LMWB_PLOT_MAX_TICKS; e += k)
     a->ticks[a->n++] = pow(10.0, e);

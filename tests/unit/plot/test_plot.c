@@ -559,7 +559,8 @@ static void test_robust(void) {
   plots[3] = lmwb_plot_new(LMWB_PLOT_HEATMAP, long_label, NULL, NULL);
   const double cells[] = {1, NAN, INFINITY, -1e300};
   const char *rl[] = {long_label, NULL};
-  lmwb_plot_set_heatmap(plots[3], 2, 2, cells, rl, rl, rl, 3, 3);
+  const char *ct[] = {long_label, NULL, "\n", ""};
+  lmwb_plot_set_heatmap(plots[3], 2, 2, cells, ct, rl, rl, 3, 3);
   const int sizes[][2] = {{1, 1}, {20, 10}, {60, 40}, {2000, 50}, {50, 1500}};
   for (int k = 0; k < 4; k++)
     for (gsize i = 0; i < G_N_ELEMENTS(sizes); i++) {

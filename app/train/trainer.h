@@ -1,0 +1,31 @@
+/* The trainer behind `lmwb-batch train --recipe R.json`: trains a GPT-2- or Llama-architecture
+ * model from scratch (or fine-tunes a Hugging Face folder) on tokenised text with AdamW, warm-up +
+ * cosine decay, global-norm clipping, validation at intervals, atomic checkpoints and exact
+ * resume, a metrics CSV, and writes a Hugging Face folder at the end.
+ *
+ * Recipe (JSON; paths relative to the recipe's folder; unknown keys are an error):
+ *   "out": DIR, "tokenizer": DIR (from scratch) | "init_from": DIR (fine-tune),
+ *   "model": {"architecture": "gpt2"|"llama", "n_layer", "d_model", "n_head", "n_kv_head",
+ *             "d_ff", "context"},
+ *   "train_files": [...], "valid_files": [...], "seed", "batch", "seq", "grad_accum", "steps",
+ *   "lr", "min_lr", "warmup", "weight_decay", "beta1", "beta2", "eps", "grad_clip",
+ *   "eval_every", "eval_batches", "checkpoint_every", "dtype" ("F32"|"F16"|"BF16"), "threads".
+ * Same recipe and seed -> bit-identical weights (for a fixed thread count); a resumed run equals
+ * an uninterrupted one. */
+#pragma once
+#include "app/engine/model.h"
+#include "app/jobs/reporter.h"
+
+typedef struct LmwbTrainResult {
+  int64_t steps;
+  double final_train_loss, final_valid_loss;
+  double tokens_per_s;
+  double seconds;
+  char *out_dir;
+} LmwbTrainResult;
+
+/* resume: continue from out/checkpoint when it exists. max_steps_this_run > 0 stops (with a
+ * checkpoint) after that many steps, as an interruption would (used by tests). */
+gboolean lmwb_train(const char *recipe_path, gboolean resume, int64_t max_steps_this_run, LmwbReporter *rep,
+                    LmwbTrainResult *result, GError **error);
+void lmwb_train_result_clear(LmwbTrainResult *r);
