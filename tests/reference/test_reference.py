@@ -12,7 +12,6 @@ No `transformers` is available, so the references are checked by independent rou
 Run: /usr/bin/python3 tests/reference/test_reference.py  (exit 0 = all pass)
 """
 
-import math
 import os
 import sys
 import tempfile

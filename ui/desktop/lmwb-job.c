@@ -75,7 +75,7 @@ static gboolean flush_updates(gpointer p) {
     g_free(mp->series);
   }
   g_array_unref(pts);
-  if (job->spec.progress && !job->finished) job->spec.progress(job->owner, job, frac, stage);
+  if (job->spec.progress && !job->finished) job->spec.progress(job->spec.host, job, frac, stage);
   g_free(stage);
   return G_SOURCE_REMOVE;
 }
@@ -115,6 +115,7 @@ static gboolean job_done(gpointer p) {
   flush_updates(job); /* the last points arrive before done */
   job->finished = TRUE;
   if (job->spec.done) job->spec.done(job->owner, job->result, job->error, job->spec.data);
+  if (job->spec.finished) job->spec.finished(job->spec.host, job);
   if (job->spec.result_free && job->result) job->spec.result_free(job->result);
   job->result = NULL;
   g_clear_error(&job->error);

@@ -21,7 +21,8 @@ typedef struct LmwbJob LmwbJob;
 typedef gpointer (*LmwbJobFunc)(gpointer data, LmwbReporter *rep, GError **error);
 /* Main loop. Owns neither: result is freed with result_free after done returns. */
 typedef void (*LmwbJobDone)(GObject *owner, gpointer result, const GError *error, gpointer data);
-typedef void (*LmwbJobProgress)(GObject *owner, LmwbJob *job, double fraction, const char *stage);
+typedef void (*LmwbJobProgress)(gpointer host, LmwbJob *job, double fraction, const char *stage);
+typedef void (*LmwbJobFinished)(gpointer host, LmwbJob *job);
 typedef void (*LmwbJobMetric)(GObject *owner, const char *series, double x, double y, gpointer data);
 
 typedef struct LmwbJobSpec {
@@ -32,7 +33,11 @@ typedef struct LmwbJobSpec {
   GDestroyNotify result_free;
   LmwbJobDone done;
   LmwbJobMetric metric;       /* optional: streamed points, in order */
-  LmwbJobProgress progress;   /* optional */
+  /* Optional, for whoever shows the job (the window's status bar): progress as it moves and a
+   * notice after done has run. host is not referenced: it must outlive the job or cancel it. */
+  LmwbJobProgress progress;
+  LmwbJobFinished finished;
+  gpointer host;
 } LmwbJobSpec;
 
 LmwbJob *lmwb_job_start(GObject *owner, const LmwbJobSpec *spec);

@@ -1,0 +1,123 @@
+#include "ui/desktop/lmwb-app.h"
+#include "ui/desktop/lmwb-script.h"
+#include "ui/desktop/lmwb-window.h"
+
+struct _LmwbApp {
+  GtkApplication parent;
+  char *model_dir;
+  char *script;
+  int script_status;
+};
+
+G_DEFINE_FINAL_TYPE(LmwbApp, lmwb_app, GTK_TYPE_APPLICATION)
+
+const char *lmwb_app_default_model_dir(void) {
+  const char *env = g_getenv("LMWB_DEFAULT_MODEL");
+  if (env && *env) return env;
+  if (g_file_test(LMWB_BUILTIN_MODEL_DIR, G_FILE_TEST_IS_DIR)) return LMWB_BUILTIN_MODEL_DIR;
+  return LMWB_INSTALLED_MODEL_DIR;
+}
+
+static void act_quit(GSimpleAction *a, GVariant *p, gpointer user) {
+  GList *wins = gtk_application_get_windows(GTK_APPLICATION(user));
+  for (GList *l = wins; l; l = l->next) gtk_window_destroy(l->data);
+  g_application_quit(G_APPLICATION(user));
+}
+
+static void act_about(GSimpleAction *a, GVariant *p, gpointer user) {
+  static const char *authors[] = {"LM Workbench contributors", NULL};
+  gtk_show_about_dialog(gtk_application_get_active_window(GTK_APPLICATION(user)), "program-name", "LM Workbench",
+                        "logo-icon-name", "org.lmwb.Workbench", "version", LMWB_VERSION, "comments",
+                        "Look inside transformer language models: logit lens, neuron decoding and clamping.",
+                        "license-type", GTK_LICENSE_MIT_X11, "authors", authors, NULL);
+}
+
+static void act_dark(GSimpleAction *a, GVariant *p, gpointer user) {
+  gboolean on = !g_variant_get_boolean(g_action_get_state(G_ACTION(a)));
+  g_simple_action_set_state(a, g_variant_new_boolean(on));
+  g_object_set(gtk_settings_get_default(), "gtk-application-prefer-dark-theme", on, NULL);
+}
+
+static const GActionEntry app_actions[] = {
+  {"quit", act_quit}, {"about", act_about}, {"dark", act_dark, NULL, "false"},
+};
+
+static void startup(GApplication *app) {
+  G_APPLICATION_CLASS(lmwb_app_parent_class)->startup(app);
+  g_action_map_add_action_entries(G_ACTION_MAP(app), app_actions, G_N_ELEMENTS(app_actions), app);
+  GtkApplication *ga = GTK_APPLICATION(app);
+  static const struct {
+    const char *action;
+    const char *accels[3];
+  } keys[] = {
+    {"app.quit", {"<Control>q", NULL}},          {"app.dark", {"<Control><Shift>d", NULL}},
+    {"win.open", {"<Control>o", NULL}},          {"win.run", {"<Control>Return", NULL}},
+    {"win.cancel", {"Escape", NULL}},            {"win.view::model", {"<Alt>1", NULL}},
+    {"win.view::lens", {"<Alt>2", NULL}},        {"win.view::neurons", {"<Alt>3", NULL}},
+    {"win.find", {"<Control>f", NULL}},          {"win.export-plot", {"<Control>e", NULL}},
+    {"win.sweep", {"<Control><Shift>s", NULL}},  {"win.unclamp", {"<Control>u", NULL}},
+    {"win.show-help-overlay", {"<Control>question", NULL}},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(keys); i++) gtk_application_set_accels_for_action(ga, keys[i].action, keys[i].accels);
+  GtkCssProvider *css = gtk_css_provider_new();
+  gtk_css_provider_load_from_resource(css, "/org/lmwb/Workbench/style.css");
+  gtk_style_context_add_provider_for_display(gdk_display_get_default(), GTK_STYLE_PROVIDER(css),
+                                             GTK_STYLE_PROVIDER_PRIORITY_APPLICATION);
+  g_object_unref(css);
+  gtk_window_set_default_icon_name("org.lmwb.Workbench");
+}
+
+static void activate(GApplication *app) {
+  LmwbApp *self = LMWB_APP(app);
+  GtkWindow *active = gtk_application_get_active_window(GTK_APPLICATION(app));
+  if (active) {
+    gtk_window_present(active);
+    return;
+  }
+  LmwbWindow *w = lmwb_window_new(GTK_APPLICATION(app));
+  lmwb_window_refresh_recent(w);
+  gtk_window_present(GTK_WINDOW(w));
+  const char *dir = self->model_dir ? self->model_dir : lmwb_app_default_model_dir();
+  if (g_file_test(dir, G_FILE_TEST_IS_DIR)) {
+    lmwb_window_open_model(w, dir);
+  } else {
+    g_autofree char *msg = g_strdup_printf(
+        "The built-in model is not at %s. Open a Hugging Face model folder with Open… (Ctrl+O).", dir);
+    lmwb_window_show_error(w, msg);
+  }
+  if (self->script) {
+    GError *err = NULL;
+    if (!lmwb_script_run(self->script, w, &self->script_status, &err)) {
+      g_printerr("lmwb: %s\n", err->message);
+      g_error_free(err);
+      self->script_status = 2;
+      g_application_quit(app);
+    }
+  }
+}
+
+static void finalize(GObject *o) {
+  LmwbApp *self = LMWB_APP(o);
+  g_free(self->model_dir);
+  g_free(self->script);
+  G_OBJECT_CLASS(lmwb_app_parent_class)->finalize(o);
+}
+
+static void lmwb_app_class_init(LmwbAppClass *k) {
+  G_OBJECT_CLASS(k)->finalize = finalize;
+  G_APPLICATION_CLASS(k)->startup = startup;
+  G_APPLICATION_CLASS(k)->activate = activate;
+}
+
+static void lmwb_app_init(LmwbApp *self) {}
+
+LmwbApp *lmwb_app_new(const char *model_dir, const char *script) {
+  /* Non-unique: a test or a second window on another model must not be routed to a running one. */
+  LmwbApp *app = g_object_new(LMWB_TYPE_APP, "application-id", "org.lmwb.Workbench", "flags",
+                              G_APPLICATION_NON_UNIQUE, NULL);
+  app->model_dir = g_strdup(model_dir);
+  app->script = g_strdup(script);
+  return app;
+}
+
+int lmwb_app_script_status(LmwbApp *app) { return app->script_status; }
