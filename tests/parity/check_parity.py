@@ -114,10 +114,11 @@ def check_fixture(lmwb, fdir, tmp, tally, filt):
 
 def check_bad_input(lmwb, fdir, tmp, tally):
     """The CLI contract: bad input is exit status 2 with a message, never a crash."""
-    man = json.load(open(os.path.join(fdir, "parity", "fixture.json")))
-    ids = man["ids"]
+    with open(os.path.join(fdir, "parity", "fixture.json")) as f:
+        ids = json.load(f)["ids"]
     rows = ids.split(";")
-    vocab = json.load(open(os.path.join(fdir, "config.json")))["vocab_size"]
+    with open(os.path.join(fdir, "config.json")) as f:
+        vocab = json.load(f)["vocab_size"]
     out = os.path.join(tmp, "bad.npy")
     cases = [
         ("unknown hook", ["grad", "--model", fdir, "--ids", ids, "--hook", "blocks.0.hook_nonsense", "--out", out]),
@@ -166,9 +167,15 @@ def main(argv):
     os.makedirs(tmp, exist_ok=True)
     try:
         for fdir in fixtures:
-            check_fixture(lmwb, fdir, tmp, tally, filt)
+            try:
+                check_fixture(lmwb, fdir, tmp, tally, filt)
+            except (OSError, ValueError, KeyError) as e:  # a broken fixture is a failure, not a crash
+                tally.report(False, os.path.basename(fdir), f"fixture unreadable: {e}")
         if not filt or "bad input" in filt:
-            check_bad_input(lmwb, fixtures[0], tmp, tally)
+            try:
+                check_bad_input(lmwb, fixtures[0], tmp, tally)
+            except (OSError, ValueError, KeyError) as e:
+                tally.report(False, "bad input", f"fixture unreadable: {e}")
     finally:
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -108,6 +108,20 @@ def test_gqa_equals_mha():
     check("llama GQA == MHA with duplicated kv", rel(a, b) < 1e-12, f"rel {rel(a, b):.2e}")
 
 
+def test_mistral_window():
+    cfg = small_cfg("llama")
+    st = hw.random_state(cfg, np.random.default_rng(8))
+    ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
+    ref = hm.model_from_state(cfg, st).run(ids)
+    mc = dict(cfg, model_type="mistral", sliding_window=64)
+    check("mistral (window >= T) == llama", rel(hm.model_from_state(mc, st).run(ids), ref) < 1e-14)
+    m = hm.model_from_state(dict(mc, sliding_window=3), st)
+    m.run(ids)
+    p = m.hooks["blocks.0.attn.hook_pattern"][0, 0]
+    # HF: query i sees keys j with i - window < j <= i.
+    check("mistral sliding window 3 masks keys j <= i-3", bool((p[5, :3] == 0).all()) and bool((p[5, 3:6] > 0).all()))
+
+
 def test_neox_vs_gpt2():
     C, H, d = 32, 4, 8
     g = small_cfg("gpt2", activation_function="gelu", n_embd=C, n_head=H)
@@ -248,6 +262,7 @@ def main():
         test_sharded(tmp)
         test_tokenizer(tmp)
     test_gqa_equals_mha()
+    test_mistral_window()
     test_neox_vs_gpt2()
     test_rope_complex()
     test_grads()

@@ -92,7 +92,10 @@ char *lmwb_lens_view_describe(LmwbLensView *v) {
   for (int row = a->lens->n_rows - 1; row >= 0; row--) {
     g_autofree char *name = lmwb_logit_lens_row_name(row);
     g_string_append_printf(s, "lens %s:", name);
-    for (int t = 0; t < a->n; t++) g_string_append_printf(s, " [%s]", lmwb_analysis_lens_text(a, row, t, 0));
+    for (int t = 0; t < a->n; t++) {
+      g_autofree char *e = g_strescape(lmwb_analysis_lens_text(a, row, t, 0), NULL);
+      g_string_append_printf(s, " [%s %.4f]", e, lmwb_logit_lens_probs(a->lens, row, t)[0]);
+    }
     g_string_append_c(s, '\n');
   }
   return g_string_free(s, FALSE);

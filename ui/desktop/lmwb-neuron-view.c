@@ -42,6 +42,7 @@ struct _LmwbNeuronView {
   LmwbJob *sweep_job;
   int n_hits;
   int sweep_points;
+  int sweep_steps;
 };
 
 G_DEFINE_FINAL_TYPE(LmwbNeuronView, lmwb_neuron_view, GTK_TYPE_BOX)
@@ -66,6 +67,7 @@ typedef struct {
   int n;
   double value, from, to;
   int32_t target;
+  int steps;
 } JobIn;
 
 static JobIn *job_in_new(LmwbNeuronView *v) {
@@ -271,7 +273,7 @@ static gpointer run_sweep(gpointer data, LmwbReporter *rep, GError **error) {
   int32_t target = in->target;
   if (in->text && *in->text && !lmwb_neurons_token_lookup(m, in->text, &target, error)) return NULL;
   LmwbNeuronSweepOptions o = {.layer = in->layer, .neuron = in->neuron, .target = target, .prompt = in->ids,
-                              .n_prompt = in->n, .from = in->from, .to = in->to, .steps = SWEEP_STEPS};
+                              .n_prompt = in->n, .from = in->from, .to = in->to, .steps = in->steps};
   return lmwb_neurons_sweep(m, &o, rep, error);
 }
 
@@ -549,6 +551,7 @@ void lmwb_neuron_view_sweep(LmwbNeuronView *v) {
   JobIn *in = job_in_new(v);
   in->text = g_strdup(gtk_editable_get_text(GTK_EDITABLE(v->target_entry)));
   in->target = v->top_token;
+  in->steps = v->sweep_steps;
   in->from = gtk_adjustment_get_lower(v->clamp_adj);
   in->to = gtk_adjustment_get_upper(v->clamp_adj);
   LmwbModel *m = lmwb_shared_model_get(v->model);
@@ -611,6 +614,7 @@ static void lmwb_neuron_view_init(LmwbNeuronView *v) {
   gtk_widget_init_template(GTK_WIDGET(v));
   v->layer = v->neuron = -1;
   v->top_token = -1;
+  v->sweep_steps = SWEEP_STEPS;
   g_signal_connect(v->search_entry, "activate", G_CALLBACK(on_search_activate), v);
   g_signal_connect(v->hit_list, "row-activated", G_CALLBACK(on_row_activated), v);
   g_signal_connect(v->clamp_adj, "value-changed", G_CALLBACK(on_clamp_changed), v);
@@ -657,7 +661,7 @@ LmwbPlotView *lmwb_neuron_view_plot(LmwbNeuronView *v, int which) {
 
 char *lmwb_neuron_view_describe(LmwbNeuronView *v) {
   GString *s = g_string_new(NULL);
-  g_string_append_printf(s, "neurons hits=%d\n", v->n_hits);
+  g_string_append_printf(s, "neuron hits=%d\n", v->n_hits);
   g_string_append_printf(s, "neuron selected=%d:%d top_token=%d\n", v->layer, v->neuron, v->top_token);
   g_autofree char *eb = g_strescape(v->baseline ? v->baseline : "", NULL);
   g_string_append_printf(s, "neuron baseline=%s\n", eb);
@@ -667,3 +671,5 @@ char *lmwb_neuron_view_describe(LmwbNeuronView *v) {
   g_string_append_printf(s, "neuron sweep_points=%d\n", v->sweep_points);
   return g_string_free(s, FALSE);
 }
+
+void lmwb_neuron_view_set_sweep_steps(LmwbNeuronView *v, int steps) { v->sweep_steps = CLAMP(steps, 2, 10000); }

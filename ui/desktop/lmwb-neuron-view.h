@@ -24,6 +24,8 @@ void lmwb_neuron_view_select(LmwbNeuronView *v, int layer, int neuron);
 void lmwb_neuron_view_set_clamp(LmwbNeuronView *v, double value); /* moves the slider */
 void lmwb_neuron_view_clear_clamp(LmwbNeuronView *v);
 void lmwb_neuron_view_sweep(LmwbNeuronView *v);
+/* Clamp values per sweep (2..10000; default 41). */
+void lmwb_neuron_view_set_sweep_steps(LmwbNeuronView *v, int steps);
 void lmwb_neuron_view_focus_search(LmwbNeuronView *v);
 LmwbPlotView *lmwb_neuron_view_plot(LmwbNeuronView *v, int which); /* 0 tokens, 1 activation, 2 sweep */
 char *lmwb_neuron_view_describe(LmwbNeuronView *v); /* state lines for the script log; g_free */

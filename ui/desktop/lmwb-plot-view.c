@@ -4,6 +4,7 @@ struct _LmwbPlotView {
   GtkDrawingArea parent;
   LmwbPlot *plot;
   guint64 drawn_version;
+  gint64 drawn_at; /* monotonic µs of the last draw */
   gboolean dark;
   LmwbPlotTooltipFunc tip_fn;
   gpointer tip_user;
@@ -30,12 +31,16 @@ static void draw(GtkDrawingArea *area, cairo_t *cr, int w, int h, gpointer user)
     lmwb_plot_set_dark(v->plot, dark);
   }
   v->drawn_version = lmwb_plot_version(v->plot);
+  v->drawn_at = g_get_monotonic_time();
   lmwb_plot_draw(v->plot, cr, w, h);
 }
 
 static gboolean tick(GtkWidget *w, GdkFrameClock *clock, gpointer user) {
   LmwbPlotView *v = LMWB_PLOT_VIEW(w);
-  if (v->plot && lmwb_plot_version(v->plot) != v->drawn_version) gtk_widget_queue_draw(w);
+  /* Streamed points redraw at most ~12 times a second: a long series must not eat the main loop. */
+  if (v->plot && lmwb_plot_version(v->plot) != v->drawn_version &&
+      gdk_frame_clock_get_frame_time(clock) - v->drawn_at >= 80000)
+    gtk_widget_queue_draw(w);
   return G_SOURCE_CONTINUE;
 }
 

@@ -304,6 +304,10 @@ static void act_unclamp(GSimpleAction *a, GVariant *p, gpointer user) {
 static void act_sweep(GSimpleAction *a, GVariant *p, gpointer user) {
   lmwb_neuron_view_sweep(LMWB_WINDOW(user)->neuron_view);
 }
+static void act_sweep_steps(GSimpleAction *a, GVariant *p, gpointer user) {
+  lmwb_neuron_view_set_sweep_steps(LMWB_WINDOW(user)->neuron_view, g_variant_get_int32(p));
+  g_simple_action_set_state(a, p);
+}
 static void act_find(GSimpleAction *a, GVariant *p, gpointer user) {
   LmwbWindow *w = user;
   gtk_stack_set_visible_child_name(w->stack, "neurons");
@@ -333,7 +337,7 @@ static const GActionEntry win_actions[] = {
   {"open", act_open}, {"open-model", act_open_model, "s"}, {"run", act_run}, {"cancel", act_cancel},
   {"view", act_view, "s", "'model'"}, {"set-prompt", act_set_prompt, "s"}, {"show-error", act_show_error, "s"},
   {"neuron-search", act_neuron_search, "s"}, {"select-neuron", act_select_neuron, "s"}, {"clamp", act_clamp, "d"},
-  {"unclamp", act_unclamp}, {"sweep", act_sweep}, {"find", act_find}, {"export-plot", act_export_plot},
+  {"unclamp", act_unclamp}, {"sweep", act_sweep}, {"sweep-steps", NULL, "i", "41", act_sweep_steps}, {"find", act_find}, {"export-plot", act_export_plot},
   {"export-plot-to", act_export_plot_to, "s"},
 };
 

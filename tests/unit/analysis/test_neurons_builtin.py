@@ -22,7 +22,7 @@ VALUES = [4.0, 8.0, 16.0, 32.0]
 
 
 def run(*args):
-    p = subprocess.run([BATCH, "--model", MODEL, *args] if False else [BATCH, *args], capture_output=True, text=True)
+    p = subprocess.run([BATCH, *args], capture_output=True, text=True)
     return p.returncode, p.stdout, p.stderr
 
 

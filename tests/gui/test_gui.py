@@ -1,0 +1,267 @@
+#!/usr/bin/python3
+"""GUI tests of `lmwb` as a person would use it: run it under Xvfb in its scripted mode, drive
+every view through its GActions, take screenshots with `import -window root`, and check what the
+screen and the window show. Exit 77 (skip) without xvfb-run/import/PIL.
+
+  test_gui.py main        views, logit-lens heatmap cells, neuron search, clamp, sweep, responsiveness, cancel
+  test_gui.py badinput    not-a-model folder, corrupt weights, bad tokenizer: banner, model kept
+  test_gui.py cli         --help, no display -> exit 2 with a hint
+Screenshots go to $LMWB_GUI_SHOTS (default: a temp folder)."""
+import os, re, shutil, subprocess, sys, tempfile
+
+SRC = os.environ.get("LMWB_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.environ.get("LMWB_BUILD_ROOT", os.path.join(SRC, "build"))
+LMWB = os.path.join(BUILD, "ui", "desktop", "lmwb")
+FIXTURE = os.path.join(SRC, "tests", "fixtures", "models", "gpt2")
+BUILTIN = os.path.join(SRC, "data", "models", "tiny-world")
+
+
+def skip(msg):
+    print("SKIP:", msg)
+    sys.exit(77)
+
+
+def model_dir():
+    env = os.environ.get("LMWB_GUI_TEST_MODEL")
+    if env:
+        return env
+    if os.path.exists(os.path.join(BUILTIN, "config.json")) and os.path.exists(os.path.join(BUILTIN, "tokenizer.json")):
+        return BUILTIN
+    return FIXTURE
+
+
+def run_script(lines, model, timeout=240):
+    with tempfile.NamedTemporaryFile("w", suffix=".lmwb", delete=False) as f:
+        f.write("\n".join(lines) + "\n")
+        path = f.name
+    env = dict(os.environ, LMWB_CONFIG_DIR=tempfile.mkdtemp(prefix="lmwb-cfg-"), GDK_BACKEND="x11",
+               GTK_A11Y="none", NO_AT_BRIDGE="1")
+    env.pop("WAYLAND_DISPLAY", None)
+    cmd = ["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", LMWB, "--model", model, "--script", path]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    os.unlink(path)
+    if p.returncode != 0:
+        print(p.stdout[-4000:], p.stderr[-4000:])
+    assert p.returncode == 0, f"lmwb exited with {p.returncode}"
+    assert "script: line" not in p.stdout, p.stdout
+    return p.stdout
+
+
+def dumps(out):
+    """Every `dump` block as a dict of its key=value lines plus the raw lines."""
+    blocks = []
+    for m in re.finditer(r"--- dump\n(.*?)--- end\n", out, re.S):
+        d = {"lines": m.group(1).splitlines()}
+        for line in d["lines"]:
+            if "=" in line and not line.startswith(("token ", "lens ")):
+                k, _, v = line.partition("=")
+                d.setdefault(k, v)
+        blocks.append(d)
+    return blocks
+
+
+def neuron_field(d, key):
+    for line in d["lines"]:
+        if line.startswith("neuron " + key):
+            return line[len("neuron " + key):]
+    return None
+
+
+def shots_dir():
+    d = os.environ.get("LMWB_GUI_SHOTS") or tempfile.mkdtemp(prefix="lmwb-shots-")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+# ---- screen analysis ----------------------------------------------------------------------
+
+def is_viridis(px):
+    """A colour-map colour: clearly chromatic (not the grey UI) and not the theme's bright accent
+    blue (viridis never has blue above ~160)."""
+    r, g, b = px[:3]
+    return max(r, g, b) - min(r, g, b) >= 35 and b <= 175
+
+
+def luminance(px):
+    r, g, b = px[:3]
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def widest_run(flags):
+    best, start = (0, 0), None
+    for i, f in enumerate(list(flags) + [False]):
+        if f and start is None:
+            start = i
+        elif not f and start is not None:
+            if i - start > best[1] - best[0]:
+                best = (start, i)
+            start = None
+    return best
+
+
+def check_heatmap(png, rows, cols, probs):
+    """Find the heatmap on the screen and check its rows x cols cells: each one is coloured from
+    the colour map and brighter cells have the higher probability (viridis is monotonic)."""
+    from PIL import Image
+    im = Image.open(png).convert("RGB")
+    W, H = im.size
+    px = im.load()
+    y0 = 120  # below the header bar and the prompt
+    colcount = [sum(1 for y in range(y0, H, 2) if is_viridis(px[x, y])) for x in range(W)]
+    peak = max(colcount)
+    assert peak > 40, f"{png}: no heatmap colours on the screen (blank view?)"
+    x_lo, x_hi = widest_run([c > 0.5 * peak for c in colcount])
+    rowcount = [sum(1 for x in range(x_lo, x_hi, 2) if is_viridis(px[x, y])) for y in range(H)]
+    y_lo, y_hi = widest_run([c > 0.5 * max(rowcount) for c in rowcount])
+    assert x_hi - x_lo > 300 and y_hi - y_lo > 40 * rows * 0.5, f"heatmap too small: {(x_lo, y_lo, x_hi, y_hi)}"
+    cw, ch = (x_hi - x_lo) / cols, (y_hi - y_lo) / rows
+    samples = {}
+    for r in range(rows):
+        for c in range(cols):
+            # A corner of the cell, away from its centred text.
+            x, y = int(x_lo + (c + 0.12) * cw), int(y_lo + (r + 0.15) * ch)
+            p = px[x, y]
+            assert is_viridis(p), f"cell {r},{c} at {x},{y} is not coloured: {p}"
+            samples[(r, c)] = luminance(p)
+    distinct = len({px[int(x_lo + (c + 0.12) * cw), int(y_lo + (r + 0.15) * ch)] for r in range(rows) for c in range(cols)})
+    n_distinct_probs = len({round(p, 2) for p in probs.values()})
+    assert distinct >= min(n_distinct_probs, 4), f"only {distinct} distinct cell colours for {n_distinct_probs} probabilities"
+    checked = 0
+    keys = list(samples)
+    for i in range(len(keys)):
+        for j in range(i + 1, len(keys)):
+            a, b = keys[i], keys[j]
+            if abs(probs[a] - probs[b]) > 0.15:
+                checked += 1
+                assert (samples[a] > samples[b]) == (probs[a] > probs[b]), \
+                    f"cells {a} (p={probs[a]:.2f}) and {b} (p={probs[b]:.2f}) are coloured in the wrong order"
+    return distinct, checked
+
+
+def lens_from_dump(d):
+    rows = []
+    for line in d["lines"]:
+        m = re.match(r"lens (\S+):(.*)", line)
+        if m:
+            cells = re.findall(r"\[(.*?) ([0-9.]+)\]", m.group(2))
+            rows.append((m.group(1), [float(p) for _, p in cells]))
+    return rows
+
+
+# ---- tests --------------------------------------------------------------------------------
+
+def test_main():
+    model = model_dir()
+    shots = shots_dir()
+    out = run_script([
+        "idle 120", "wait 500", "dump", f"shot {shots}/model.png",
+        "action win.view 'lens'", "wait 1200", "dump", f"shot {shots}/lens.png",
+        "action win.neuron-search ' the'", "idle 120", "dump",
+        "action win.select-neuron '1:5'", "idle 120", "dump",
+        "action win.clamp 8.0", "idle 120", "wait 300", "dump",
+        "action win.clamp -8.0", "idle 120", "wait 300", "dump",
+        "action win.sweep", "idle 120", "wait 500", "dump", f"shot {shots}/neurons.png",
+        # Responsiveness: a long sweep runs on a worker while a 20 ms timer must keep firing.
+        "action win.sweep-steps 3000", "action win.sweep", "ticks-start", "wait 2500", "dump", "ticks-stop",
+        f"shot {shots}/busy.png", "action win.cancel", "idle 60", "dump",
+        "quit",
+    ], model)
+    d = dumps(out)
+    assert len(d) == 9, f"expected 9 dumps, got {len(d)}"
+    base = os.path.basename(os.path.normpath(model))
+    assert base in d[0]["title"] and "LM Workbench" in d[0]["title"], d[0]["title"]
+    assert d[0]["banner"] == "", d[0]["banner"]
+    ntok = sum(1 for l in d[0]["lines"] if l.startswith("token "))
+    assert ntok > 3, "the model view shows no token strip"
+    # Logit lens: rows = layers + embeddings, one column per token; the last row is the model's output.
+    m = re.search(r"lens rows=(\d+) cols=(\d+)", "\n".join(d[1]["lines"]))
+    rows, cols = int(m.group(1)), int(m.group(2))
+    assert cols == ntok and rows >= 2
+    lens = lens_from_dump(d[1])
+    assert len(lens) == rows and all(len(r[1]) == cols for r in lens)
+    probs = {(r, c): lens[r][1][c] for r in range(rows) for c in range(cols)}
+    distinct, checked = check_heatmap(f"{shots}/lens.png", rows, cols, probs)
+    print(f"heatmap: {rows}x{cols} cells found, {distinct} distinct colours, {checked} ordered pairs checked")
+    # Neuron search lists neurons; selecting one gives a baseline continuation.
+    hits = int(neuron_field(d[2], "hits="))
+    assert hits > 0, "search found no neurons"
+    assert neuron_field(d[3], "selected=").startswith("1:5")
+    baseline = neuron_field(d[3], "baseline=")
+    assert baseline, "no baseline continuation"
+    c_plus, c_minus = neuron_field(d[4], "clamped "), neuron_field(d[5], "clamped ")
+    assert c_plus.startswith("value=8 ") and c_minus.startswith("value=-8 "), (c_plus, c_minus)
+    t_plus, t_minus = c_plus.split("text=", 1)[1], c_minus.split("text=", 1)[1]
+    assert t_plus != baseline or t_minus != baseline, "clamping the neuron at ±8 never changed the continuation"
+    assert int(neuron_field(d[6], "sweep_points=")) == 41
+    # Responsiveness and cancel.
+    assert d[7]["jobs"] != "0", "the long sweep was not running while ticks were counted"
+    m = re.search(r"ticks hz=([0-9.]+) max_gap_ms=([0-9.]+)", out)
+    hz, gap = float(m.group(1)), float(m.group(2))
+    print(f"main loop during the sweep: {hz:.1f} Hz, longest gap {gap:.0f} ms")
+    assert hz >= 5.0, f"main loop answered at {hz} Hz while a job ran"
+    assert gap < 1000, f"main loop stalled for {gap} ms"
+    pts = int(neuron_field(d[8], "sweep_points="))
+    assert d[8]["jobs"] == "0" and pts < 3000, f"cancel did not stop the sweep ({pts} points)"
+    assert d[8]["banner"] == "", "cancel must not show an error"
+
+
+def test_badinput():
+    model = model_dir()
+    tmp = tempfile.mkdtemp(prefix="lmwb-bad-")
+    empty = os.path.join(tmp, "not-a-model")
+    os.makedirs(empty)
+    with open(os.path.join(empty, "notes.txt"), "w") as f:
+        f.write("hello\n")
+    corrupt = os.path.join(tmp, "corrupt-weights")
+    shutil.copytree(FIXTURE, corrupt)
+    with open(os.path.join(corrupt, "model.safetensors"), "r+b") as f:
+        f.truncate(1000)
+    badtok = os.path.join(tmp, "bad-tokenizer")
+    shutil.copytree(FIXTURE, badtok)
+    with open(os.path.join(badtok, "tokenizer.json"), "w") as f:
+        f.write('{"model": {"type": "WordPiece", "vocab": {}}}')
+    shots = shots_dir()
+    out = run_script([
+        "idle 120", "dump",
+        f"action win.open-model '{empty}'", "idle 60", "dump",
+        f"action win.open-model '{corrupt}'", "idle 60", "dump", f"shot {shots}/error.png",
+        f"action win.open-model '{badtok}'", "idle 60", "dump",
+        "action win.run", "idle 60", "dump",
+        "quit",
+    ], model)
+    d = dumps(out)
+    assert len(d) == 5
+    for i, folder in ((1, empty), (2, corrupt), (3, badtok)):
+        assert folder in d[i]["banner"], f"banner does not name {folder}: {d[i]['banner']}"
+        assert "previous model stays loaded" in d[i]["banner"]
+        assert d[i]["model"] == d[0]["model"], "a failed open replaced the model"
+    assert "safetensors" in d[2]["banner"], d[2]["banner"]
+    assert "tokenizer" in d[3]["banner"], d[3]["banner"]
+    # The window still works on the kept model.
+    assert sum(1 for l in d[4]["lines"] if l.startswith("token ")) > 3
+    shutil.rmtree(tmp)
+
+
+def test_cli():
+    p = subprocess.run([LMWB, "--help"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and "--model" in p.stdout and "lmwb-batch" in p.stdout, p.stdout
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    p = subprocess.run([LMWB], capture_output=True, text=True, timeout=30, env=env)
+    assert p.returncode == 2 and "lmwb-batch --help" in p.stderr, (p.returncode, p.stderr)
+    p = subprocess.run([LMWB, "--bogus"], capture_output=True, text=True, timeout=30, env=env)
+    assert p.returncode == 2
+
+
+if __name__ == "__main__":
+    which = sys.argv[1] if len(sys.argv) > 1 else "main"
+    if not os.path.exists(LMWB):
+        skip(f"{LMWB} was not built (GTK4 missing?)")
+    if which != "cli":
+        if not shutil.which("xvfb-run") or not shutil.which("import"):
+            skip("xvfb-run or ImageMagick import is not installed")
+        try:
+            import PIL  # noqa: F401
+        except ImportError:
+            skip("python3-pil is not installed")
+    {"main": test_main, "badinput": test_badinput, "cli": test_cli}[which]()
+    print("ok")

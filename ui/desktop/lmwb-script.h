@@ -1,0 +1,14 @@
+/* Test-only scripted mode (`lmwb --script FILE`): drives the window as a person would, one
+ * command per line, on the main loop (so the window keeps drawing between commands):
+ *   action NAME [GVARIANT]  activate a GAction, e.g. `action win.set-prompt 'The cat'`, `action win.clamp 4.0`
+ *   wait MS                 let the main loop run MS milliseconds
+ *   idle [SECONDS]          wait until no job runs (default timeout 120 s; a timeout fails the script)
+ *   shot PATH               screenshot of the whole screen with `import -window root PATH`
+ *   dump                    print what the window shows (title, banner, views) to stdout
+ *   ticks-start / ticks-stop  count main-loop ticks of a 20 ms timer; stop prints "ticks hz=H max_gap_ms=G"
+ *   quit                    close the window and exit with the script's status
+ * Lines starting with # are comments. Errors print "script: line N: ..." and set status 1. */
+#pragma once
+#include "ui/desktop/lmwb-window.h"
+
+gboolean lmwb_script_run(const char *path, LmwbWindow *w, int *status, GError **error);
