@@ -132,7 +132,7 @@ static void read_gpt2(Reader *r, LmwbConfig *c) {
   read_act(r, get_str(r, "activation_function", "gelu_new"), c);
   c->tied_head = get_bool(r, "tie_word_embeddings", TRUE);
   c->qkv_bias = c->o_bias = c->mlp_bias = c->norm_bias = true;
-  if (get_bool(r, "scale_attn_by_inverse_layer_idx", FALSE) || !get_bool(r, "scale_attn_weights", TRUE)) {
+  if (r->ok && (get_bool(r, "scale_attn_by_inverse_layer_idx", FALSE) || !get_bool(r, "scale_attn_weights", TRUE)) && r->ok) {
     lmwb_input_error(r->error, "%s: scale_attn_by_inverse_layer_idx = true or scale_attn_weights = false is not supported", r->origin);
     r->ok = FALSE;
   }
