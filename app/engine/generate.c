@@ -1,5 +1,6 @@
 #include "app/engine/generate.h"
 #include "app/core/errors.h"
+#include "app/core/rng.h"
 #include <math.h>
 #include <string.h>
 
@@ -20,13 +21,6 @@ void lmwb_softmax_row(float *p, const float *x, int V) {
   }
   float inv = (float)(1.0 / s);
   for (int i = 0; i < V; i++) p[i] *= inv;
-}
-
-static guint64 next_u64(guint64 *s) {
-  guint64 z = (*s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
 }
 
 typedef struct { float p; int id; } Cand;
@@ -68,7 +62,7 @@ static int32_t pick(const float *logits, int V, const LmwbGenerateOptions *o, gu
     total = 0;
     for (int i = 0; i < n; i++) total += c[i].p;
   }
-  double u = ((next_u64(rng) >> 11) * (1.0 / 9007199254740992.0)) * total;
+  double u = ((lmwb_splitmix64(rng) >> 11) * (1.0 / 9007199254740992.0)) * total;
   for (int i = 0; i < n; i++) {
     u -= c[i].p;
     if (u <= 0) return c[i].id;

@@ -3,6 +3,7 @@
 #include "app/engine/model.h"
 #include "app/core/errors.h"
 #include "app/core/memory.h"
+#include "app/core/rng.h"
 #include "app/core/atomic_file.h"
 #include "app/formats/safetensors.h"
 #include "app/formats/tokenizer.h"
@@ -142,17 +143,9 @@ uint64_t lmwb_model_param_count(const LmwbModel *m) { return m->n_params; }
 
 /* ---- random init ------------------------------------------------------------------------ */
 
-static guint64 splitmix(guint64 *s) {
-  guint64 z = (*s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 static void fill_normal(float *p, size_t n, double stdv, guint64 *state) {
   for (size_t i = 0; i < n; i += 2) {
-    double u1 = ((splitmix(state) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-    double u2 = ((splitmix(state) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    double u1 = lmwb_rng_uniform(state), u2 = lmwb_rng_uniform(state);
     double r = sqrt(-2.0 * log(u1)) * stdv;
     p[i] = (float)(r * cos(2 * M_PI * u2));
     if (i + 1 < n) p[i + 1] = (float)(r * sin(2 * M_PI * u2));

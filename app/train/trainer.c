@@ -1,6 +1,7 @@
 #include "app/train/trainer.h"
 #include "app/core/atomic_file.h"
 #include "app/core/errors.h"
+#include "app/core/rng.h"
 #include "app/engine/optim.h"
 #include "app/engine/runner.h"
 #include "app/formats/safetensors.h"
@@ -241,13 +242,6 @@ static int32_t *tokenize_files(const LmwbTokenizer *tok, char **files, size_t *n
   return (int32_t *)g_array_free(all, FALSE);
 }
 
-static guint64 rng_next(guint64 *s) {
-  guint64 z = (*s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 /* ---- checkpoints ---------------------------------------------------------------------------- */
 
 static gboolean save_checkpoint(const char *dir, const LmwbModel *m, const LmwbAdamW *opt, gint64 step, guint64 rng,
@@ -450,7 +444,7 @@ gboolean lmwb_train(const char *recipe_path, gboolean resume, int64_t max_steps_
     double loss_sum = 0;
     for (gint64 a = 0; ok && a < rc.grad_accum; a++) {
       for (int b = 0; b < B; b++) {
-        size_t start = (size_t)(rng_next(&rng) % (guint64)(n_train - T - 1));
+        size_t start = (size_t)(lmwb_splitmix64(&rng) % (guint64)(n_train - T - 1));
         memcpy(ids + (size_t)b * T, train + start, (size_t)T * sizeof(int32_t));
         memcpy(tg + (size_t)b * T, train + start + 1, (size_t)T * sizeof(int32_t));
       }
