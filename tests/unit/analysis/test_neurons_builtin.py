@@ -18,7 +18,9 @@ if not os.path.exists(os.path.join(MODEL, "config.json")):
 
 NOUNS = [" dog", " man", " house", " king", " water", " city", " time", " cat", " book", " people"]
 PROMPTS = ["The", "Then", "It was", "Yesterday I saw the", "She said that"]
-VALUES = [4.0, 8.0, 16.0, 32.0]
+# Clamp values: sweeps from 8 to 64 in 8 steps (a neuron's natural activations are a few units;
+# steering, as in LM-Debugger and Davies 2025, sets it well beyond them).
+SWEEP = ("8", "64", "8")
 
 
 def run(*args):
@@ -35,7 +37,8 @@ def j(*args):
 
 best = None
 for noun in NOUNS:
-    rc, out, err = run("neurons", "search", "--model", MODEL, "--token", noun, "--top", "1", "--limit", "5")
+    # Output vectors write to the residual stream, so they steer the next token directly.
+    rc, out, err = run("neurons", "search", "--model", MODEL, "--token", noun, "--which", "out", "--top", "1", "--limit", "4")
     if rc == 2:
         print(f"note: {noun!r}: {err.strip()}")
         continue
@@ -45,13 +48,11 @@ for noun in NOUNS:
     for h in json.loads(out)["neurons"]:
         # Sweep the candidate on the neutral prompts; keep the value that raises the noun most.
         ratios_at = {}
-        for v in VALUES:
-            ratios = []
-            for prompt in PROMPTS:
-                s = j("neurons", "sweep", "--model", MODEL, "--layer", str(h["layer"]), "--neuron", str(h["index"]),
-                      "--target", noun, "--prompt", prompt, "--from", str(v), "--to", str(v), "--steps", "1")
-                ratios.append(s["points"][0]["prob"] / max(s["baseline"], 1e-30))
-            ratios_at[v] = ratios
+        for prompt in PROMPTS:
+            s = j("neurons", "sweep", "--model", MODEL, "--layer", str(h["layer"]), "--neuron", str(h["index"]),
+                  "--target", noun, "--prompt", prompt, "--from", SWEEP[0], "--to", SWEEP[1], "--steps", SWEEP[2])
+            for pt in s["points"]:
+                ratios_at.setdefault(pt["value"], []).append(pt["prob"] / max(s["baseline"], 1e-30))
         v, ratios = max(ratios_at.items(), key=lambda kv: min(kv[1]))
         print(f"{noun!r}: neuron L{h['layer']}N{h['index']} (rank {h['rank']}, p {h['prob']:.3f}) clamp {v}: "
               f"min ratio {min(ratios):.1f}")
