@@ -275,6 +275,13 @@ gboolean lmwb_config_load(const char *path, LmwbConfig *cfg, GError **error) {
   return lmwb_config_load_data(data, len, path, cfg, error);
 }
 
+/* A float field as the short decimal a person wrote (1e-05, not 9.99999974737875e-06). */
+static double short_decimal(float v) {
+  char buf[32];
+  g_snprintf(buf, sizeof buf, "%.7g", v);
+  return g_ascii_strtod(buf, NULL);
+}
+
 char *lmwb_config_to_json(const LmwbConfig *c, const char *torch_dtype) {
   g_autoptr(JsonBuilder) b = json_builder_new();
   json_builder_begin_object(b);
@@ -296,7 +303,7 @@ char *lmwb_config_to_json(const LmwbConfig *c, const char *torch_dtype) {
   if (c->arch == LMWB_ARCH_GPT2) {
     KI("n_layer", c->n_layer); KI("n_embd", c->d_model); KI("n_head", c->n_head);
     KI("n_inner", c->d_ff); KI("n_positions", c->n_ctx); KI("n_ctx", c->n_ctx);
-    KD("layer_norm_epsilon", c->norm_eps); KS("activation_function", act);
+    KD("layer_norm_epsilon", short_decimal(c->norm_eps)); KS("activation_function", act);
     KD("attn_pdrop", 0.0); KD("embd_pdrop", 0.0); KD("resid_pdrop", 0.0);
     KD("initializer_range", 0.02); KB("tie_word_embeddings", c->tied_head);
   } else {
@@ -306,11 +313,11 @@ char *lmwb_config_to_json(const LmwbConfig *c, const char *torch_dtype) {
     KB("tie_word_embeddings", c->tied_head);
     if (c->arch == LMWB_ARCH_LLAMA) {
       KI("num_key_value_heads", c->n_kv_head); KI("head_dim", c->head_dim);
-      KD("rms_norm_eps", c->norm_eps); KD("rope_theta", c->rope_theta);
+      KD("rms_norm_eps", short_decimal(c->norm_eps)); KD("rope_theta", short_decimal(c->rope_theta));
       if (strcmp(c->model_type, "qwen2")) KB("attention_bias", c->qkv_bias);
       KB("mlp_bias", c->mlp_bias);
     } else {
-      KD("layer_norm_eps", c->norm_eps); KD("rotary_emb_base", c->rope_theta);
+      KD("layer_norm_eps", short_decimal(c->norm_eps)); KD("rotary_emb_base", short_decimal(c->rope_theta));
       KD("rotary_pct", (double)c->rotary_dim / c->head_dim);
       KB("use_parallel_residual", c->parallel_residual); KB("attention_bias", c->qkv_bias);
     }
