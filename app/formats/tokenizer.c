@@ -354,6 +354,24 @@ static JsonArray *array_member(JsonObject *o, const char *name, const char *src,
   return json_node_get_array(n);
 }
 
+/* ------------------------------------------------------------------ Sequence steps */
+
+typedef gboolean (*StepParser)(LmwbTokenizer *t, JsonNode *n, const char *src, const char *path, GError **error);
+
+/* HF's "Sequence" wraps a list of steps under `key`: parse each with `parse`, naming its index. */
+static gboolean parse_sequence(LmwbTokenizer *t, JsonObject *o, const char *key, StepParser parse, const char *src,
+                               const char *path, GError **error) {
+  JsonArray *a = array_member(o, key, src, path, error);
+  if (!a) return FALSE;
+  for (guint i = 0; i < json_array_get_length(a); i++) {
+    char *p = g_strdup_printf("%s.%s[%u]", path, key, i);
+    gboolean ok = parse(t, json_array_get_element(a, i), src, p, error);
+    g_free(p);
+    if (!ok) return FALSE;
+  }
+  return TRUE;
+}
+
 /* ------------------------------------------------------------------ normalizer */
 
 static gboolean parse_normalizer(LmwbTokenizer *t, JsonNode *n, const char *src, const char *path,
@@ -364,15 +382,7 @@ static gboolean parse_normalizer(LmwbTokenizer *t, JsonNode *n, const char *src,
   JsonObject *o = json_node_get_object(n);
   NormStep st = {0};
   if (strcmp(type, "Sequence") == 0) {
-    JsonArray *a = array_member(o, "normalizers", src, path, error);
-    if (!a) return FALSE;
-    for (guint i = 0; i < json_array_get_length(a); i++) {
-      char *p = g_strdup_printf("%s.normalizers[%u]", path, i);
-      gboolean ok = parse_normalizer(t, json_array_get_element(a, i), src, p, error);
-      g_free(p);
-      if (!ok) return FALSE;
-    }
-    return TRUE;
+    return parse_sequence(t, o, "normalizers", parse_normalizer, src, path, error);
   } else if (strcmp(type, "Prepend") == 0) {
     const char *s;
     if (!get_string(o, "prepend", TRUE, &s, src, path, error)) return FALSE;
@@ -477,15 +487,7 @@ static gboolean parse_pretok(LmwbTokenizer *t, JsonNode *n, const char *src, con
   JsonObject *o = json_node_get_object(n);
   PreStep st = {0};
   if (strcmp(type, "Sequence") == 0) {
-    JsonArray *a = array_member(o, "pretokenizers", src, path, error);
-    if (!a) return FALSE;
-    for (guint i = 0; i < json_array_get_length(a); i++) {
-      char *p = g_strdup_printf("%s.pretokenizers[%u]", path, i);
-      gboolean ok = parse_pretok(t, json_array_get_element(a, i), src, p, error);
-      g_free(p);
-      if (!ok) return FALSE;
-    }
-    return TRUE;
+    return parse_sequence(t, o, "pretokenizers", parse_pretok, src, path, error);
   } else if (strcmp(type, "Split") == 0) {
     const char *regex, *behavior;
     const char *pat = pattern_string(o, &regex, src, path, error);
@@ -876,15 +878,7 @@ static gboolean parse_decoder(LmwbTokenizer *t, JsonNode *n, const char *src, co
   JsonObject *o = json_node_get_object(n);
   DecStep st = {0};
   if (strcmp(type, "Sequence") == 0) {
-    JsonArray *a = array_member(o, "decoders", src, path, error);
-    if (!a) return FALSE;
-    for (guint i = 0; i < json_array_get_length(a); i++) {
-      char *p = g_strdup_printf("%s.decoders[%u]", path, i);
-      gboolean ok = parse_decoder(t, json_array_get_element(a, i), src, p, error);
-      g_free(p);
-      if (!ok) return FALSE;
-    }
-    return TRUE;
+    return parse_sequence(t, o, "decoders", parse_decoder, src, path, error);
   } else if (strcmp(type, "ByteLevel") == 0) st.kind = DEC_BYTELEVEL;
   else if (strcmp(type, "ByteFallback") == 0) st.kind = DEC_BYTEFALLBACK;
   else if (strcmp(type, "Fuse") == 0) st.kind = DEC_FUSE;
@@ -1106,15 +1100,7 @@ static gboolean parse_post(LmwbTokenizer *t, JsonNode *n, const char *src, const
   JsonObject *o = json_node_get_object(n);
   if (strcmp(type, "ByteLevel") == 0) return TRUE; /* offsets only */
   if (strcmp(type, "Sequence") == 0) {
-    JsonArray *a = array_member(o, "processors", src, path, error);
-    if (!a) return FALSE;
-    for (guint i = 0; i < json_array_get_length(a); i++) {
-      char *p = g_strdup_printf("%s.processors[%u]", path, i);
-      gboolean ok = parse_post(t, json_array_get_element(a, i), src, p, error);
-      g_free(p);
-      if (!ok) return FALSE;
-    }
-    return TRUE;
+    return parse_sequence(t, o, "processors", parse_post, src, path, error);
   }
   if (t->tmpl) {
     field_error(error, src, path, "more than one template post-processor");
