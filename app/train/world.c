@@ -302,7 +302,7 @@ enum {
 };
 
 enum { TAG_NAMES = 1, TAG_FACTS, TAG_IOI, TAG_YEARS, TAG_SECRETS, TAG_FILLERS, TAG_IOI_EVAL,
-       TAG_YEAR_EVAL };
+       TAG_YEAR_EVAL, TAG_FACT_EXTRA };
 
 /* ---------- helpers ---------- */
 
@@ -452,8 +452,11 @@ static char *framed(const char *frame, const char *sentence, const char *core) {
 
 static void make_facts(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *countries,
                        GPtrArray *capitals, GPtrArray *cities, GPtrArray *persons) {
-  LmwbWorldRng r;
+  /* Frames of mentions beyond the first FACT_MENTIONS come from their own stream, so that
+   * `repeats` changes no fact (objects are drawn from `r` between the mentions). */
+  LmwbWorldRng r, extra;
   part_rng(&r, seed, TAG_FACTS);
+  part_rng(&extra, seed, TAG_FACT_EXTRA);
   JsonArray *facts = json_array_new();
   JsonObject *rels = json_object_new();
   for (guint ri = 0; ri < G_N_ELEMENTS(k_relations); ri++) {
@@ -493,7 +496,8 @@ static void make_facts(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *count
       const char *core = rel->cores[m % 8];
       char *sentence = fill(core, subs, 2);
       /* A third of the mentions are bare; the rest get a random training frame. */
-      const char *frame = lmwb_world_rng_below(&r, 3) == 0 ? NULL : PICK(&r, k_train_frames);
+      LmwbWorldRng *fr = m < FACT_MENTIONS ? &r : &extra;
+      const char *frame = lmwb_world_rng_below(fr, 3) == 0 ? NULL : PICK(fr, k_train_frames);
       add_line(w, framed(frame, sentence, core));
       g_free(sentence);
     }
