@@ -18,8 +18,7 @@ typedef struct {
 } LayerBufs;
 
 typedef struct {
-  LmwbHook h;
-  gboolean edits; /* changes values (so backward must see it) */
+  LmwbHook h; /* a copy that owns its position/index/value arrays */
 } HookEntry;
 
 struct LmwbRunner {
@@ -135,7 +134,7 @@ void lmwb_runner_free(LmwbRunner *r) {
 }
 
 void lmwb_runner_add_hook(LmwbRunner *r, const LmwbHook *h) {
-  HookEntry e = {*h, h->op != LMWB_HOOK_CALL || h->bwd_fn != NULL || h->fn != NULL};
+  HookEntry e = {*h};
   e.h.positions = h->positions ? g_memdup2(h->positions, sizeof(int) * h->n_positions) : NULL;
   e.h.indices = h->indices ? g_memdup2(h->indices, sizeof(int) * h->n_indices) : NULL;
   e.h.values = NULL;

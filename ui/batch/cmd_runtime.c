@@ -10,6 +10,12 @@
 #include <math.h>
 #include <string.h>
 
+/* JsonBuilder shorthands: one member of each type. */
+#define KI(k, v) do { json_builder_set_member_name(b, k); json_builder_add_int_value(b, v); } while (0)
+#define KS(k, v) do { json_builder_set_member_name(b, k); json_builder_add_string_value(b, v); } while (0)
+#define KB(k, v) do { json_builder_set_member_name(b, k); json_builder_add_boolean_value(b, v); } while (0)
+#define KD(k, v) do { json_builder_set_member_name(b, k); json_builder_add_double_value(b, v); } while (0)
+
 #define MODEL_HELP \
   "The model is a Hugging Face folder (GPT-2, Llama/Mistral/Qwen2 or GPT-NeoX/Pythia); without\n" \
   "--model the built-in model is used. Exit status: 0 ok, 2 bad input (the message names the file\n" \
@@ -27,9 +33,6 @@ int lmwb_cmd_info(int argc, char **argv) {
   const LmwbConfig *c = &m->cfg;
   g_autoptr(JsonBuilder) b = json_builder_new();
   json_builder_begin_object(b);
-#define KI(k, v) do { json_builder_set_member_name(b, k); json_builder_add_int_value(b, v); } while (0)
-#define KS(k, v) do { json_builder_set_member_name(b, k); json_builder_add_string_value(b, v); } while (0)
-#define KB(k, v) do { json_builder_set_member_name(b, k); json_builder_add_boolean_value(b, v); } while (0)
   KS("path", m->dir);
   KS("architecture", lmwb_arch_name(c->arch));
   KS("model_type", c->model_type);
@@ -298,17 +301,12 @@ int lmwb_cmd_perplexity(int argc, char **argv) {
   }
   g_autoptr(JsonBuilder) b = json_builder_new();
   json_builder_begin_object(b);
-  json_builder_set_member_name(b, "perplexity");
-  json_builder_add_double_value(b, res.perplexity);
-  json_builder_set_member_name(b, "nll");
-  json_builder_add_double_value(b, res.nll);
-  json_builder_set_member_name(b, "tokens");
-  json_builder_add_int_value(b, (gint64)res.n_tokens);
+  KD("perplexity", res.perplexity);
+  KD("nll", res.nll);
+  KI("tokens", (gint64)res.n_tokens);
   if (per_line) {
-    json_builder_set_member_name(b, "mean_line_perplexity");
-    json_builder_add_double_value(b, res.mean_line_perplexity);
-    json_builder_set_member_name(b, "lines");
-    json_builder_add_int_value(b, (gint64)res.n_lines);
+    KD("mean_line_perplexity", res.mean_line_perplexity);
+    KI("lines", (gint64)res.n_lines);
   }
   json_builder_end_object(b);
   g_free(res.line_perplexity);
@@ -342,7 +340,6 @@ int lmwb_cmd_bench(int argc, char **argv) {
   double peak = lmwb_bench_sgemm_peak(m->be);
   g_autoptr(JsonBuilder) b = json_builder_new();
   json_builder_begin_object(b);
-#define KD(k, v) do { json_builder_set_member_name(b, k); json_builder_add_double_value(b, v); } while (0)
   json_builder_set_member_name(b, "mode");
   json_builder_add_string_value(b, backward ? "forward+backward" : "forward");
   KI("batch", batch);
