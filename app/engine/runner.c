@@ -712,7 +712,6 @@ static void layer_backward(LmwbRunner *r, int l, const LmwbBackwardOptions *opt)
   if (l + 1 < c->n_layer) run_hooks(r, S(LMWB_SITE_RESID_PRE, l + 1), dy, TRUE);
   run_hooks(r, S(LMWB_SITE_RESID_POST, l), dy, TRUE);
 
-  zero(&d->mlp_out, NC);
   memcpy(d->mlp_out.p, dy, NC * sizeof(float));
   run_hooks(r, S(LMWB_SITE_MLP_OUT, l), d->mlp_out.p, TRUE);
   zero(&d->post, (size_t)N * F);
@@ -734,9 +733,8 @@ static void layer_backward(LmwbRunner *r, int l, const LmwbBackwardOptions *opt)
   }
   run_hooks(r, S(LMWB_SITE_LN2, l), d->ln2.p, TRUE);
 
-  zero(&d->attn_out, NC);
-  memcpy(dx, dy, NC * sizeof(float)); /* residual path */
   if (c->parallel_residual) {
+    memcpy(dx, dy, NC * sizeof(float)); /* residual path */
     norm_bwd(r, dx, PG(ln2_w), PG(ln2_b), d->ln2.p, x, w->ln2_w, a->ln2_mean.p, a->ln2_rstd.p, N, fz);
     memcpy(d->attn_out.p, dy, NC * sizeof(float));
   } else {
