@@ -119,6 +119,20 @@ static gboolean write_file(const char *dir, const char *name, const char *data, 
   return ok;
 }
 
+/* One line each, in an order drawn from `rng`. */
+static GString *shuffled_lines(LmwbWorldRng *rng, GPtrArray *lines) {
+  gpointer *order = g_new(gpointer, lines->len ? lines->len : 1);
+  memcpy(order, lines->pdata, lines->len * sizeof(gpointer));
+  lmwb_world_rng_shuffle(rng, order, lines->len);
+  GString *out = g_string_new(NULL);
+  for (guint i = 0; i < lines->len; i++) {
+    g_string_append(out, order[i]);
+    g_string_append_c(out, '\n');
+  }
+  g_free(order);
+  return out;
+}
+
 gboolean lmwb_make_corpus(const LmwbCorpusOptions *opt, LmwbReporter *reporter, GError **error) {
   if (!opt || !opt->out_dir || !*opt->out_dir) {
     lmwb_input_error(error, "make-corpus: no output folder given");
@@ -150,7 +164,7 @@ gboolean lmwb_make_corpus(const LmwbCorpusOptions *opt, LmwbReporter *reporter, 
   LmwbWorld *world = NULL;
   GHashTable *words = NULL;
   GPtrArray *docs = g_ptr_array_new_with_free_func(g_free);
-  GString *train = NULL, *valid = g_string_new(NULL);
+  GString *train = NULL, *warmup = NULL, *ioi = NULL, *valid = g_string_new(NULL);
   JsonArray *valid_idx = json_array_new();
   guint64 brown_train_bytes = 0;
 
@@ -217,9 +231,16 @@ gboolean lmwb_make_corpus(const LmwbCorpusOptions *opt, LmwbReporter *reporter, 
   }
   g_string_append_c(train, '\n');
 
+  /* The curriculum's first stages, shuffled after the mixing above so that train.txt does not
+   * depend on them. */
+  warmup = shuffled_lines(&rng, lmwb_world_warmup_lines(world));
+  ioi = shuffled_lines(&rng, lmwb_world_ioi_lines(world));
+
   lmwb_report_progress(reporter, 0.75, "writing");
   if (!write_file(opt->out_dir, LMWB_CORPUS_TRAIN_FILE, train->str, train->len, error)) goto out;
   if (!write_file(opt->out_dir, LMWB_CORPUS_VALID_FILE, valid->str, valid->len, error)) goto out;
+  if (!write_file(opt->out_dir, LMWB_CORPUS_WARMUP_FILE, warmup->str, warmup->len, error)) goto out;
+  if (!write_file(opt->out_dir, LMWB_CORPUS_IOI_FILE, ioi->str, ioi->len, error)) goto out;
 
   {
     JsonObject *m = lmwb_world_manifest(world);
@@ -242,6 +263,10 @@ gboolean lmwb_make_corpus(const LmwbCorpusOptions *opt, LmwbReporter *reporter, 
     valid_idx = NULL;
     json_object_set_string_member(c, "train_file", LMWB_CORPUS_TRAIN_FILE);
     json_object_set_string_member(c, "valid_file", LMWB_CORPUS_VALID_FILE);
+    json_object_set_string_member(c, "warmup_file", LMWB_CORPUS_WARMUP_FILE);
+    json_object_set_int_member(c, "warmup_bytes", (gint64)warmup->len);
+    json_object_set_string_member(c, "ioi_file", LMWB_CORPUS_IOI_FILE);
+    json_object_set_int_member(c, "ioi_bytes", (gint64)ioi->len);
     json_object_set_string_member(c, "document_separator", "empty line");
     json_object_set_int_member(c, "brown_chunk_lines", LMWB_BROWN_CHUNK_LINES);
     json_object_set_int_member(c, "documents", docs->len);
@@ -279,6 +304,8 @@ gboolean lmwb_make_corpus(const LmwbCorpusOptions *opt, LmwbReporter *reporter, 
 out:
   if (valid_idx) json_array_unref(valid_idx);
   if (train) g_string_free(train, TRUE);
+  if (warmup) g_string_free(warmup, TRUE);
+  if (ioi) g_string_free(ioi, TRUE);
   g_string_free(valid, TRUE);
   g_ptr_array_unref(docs);
   if (words) g_hash_table_unref(words);

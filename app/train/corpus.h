@@ -24,6 +24,8 @@
 
 #define LMWB_CORPUS_TRAIN_FILE "train.txt"
 #define LMWB_CORPUS_VALID_FILE "valid_brown.txt"
+#define LMWB_CORPUS_WARMUP_FILE "warmup.txt" /* curriculum stage 1: copy stories */
+#define LMWB_CORPUS_IOI_FILE "ioi.txt"       /* stage 2: IOI sentences and copy stories */
 #define LMWB_CORPUS_MANIFEST_FILE "world.json"
 #define LMWB_CORPUS_DEFAULT_VALID_FRACTION 0.05
 /* Brown samples are ~2000 words; cutting them lets the shuffle interleave Brown and world text. */

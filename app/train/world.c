@@ -1,7 +1,7 @@
 /* The generated world (see world.h for the contract).
  *
- * Design choices, all aimed at a ~6-layer, d_model-256 GPT-2 model trained for <= 45 min on two
- * CPU cores (5-10M training tokens, BPE vocab ~8192, every digit its own token):
+ * Design choices, all aimed at a ~4-layer, d_model-256 GPT-2 model trained for <= 60 min on two
+ * CPU cores (10-15M training tokens, BPE vocab ~8192, every digit its own token):
  *
  * - Determinism. One xoshiro256** generator per part (names, facts, IOI, years, secrets,
  *   fillers), each seeded from (seed, part tag) through splitmix64. Parts therefore do not
@@ -13,41 +13,60 @@
  *   vowels where stem and ending meet ("Flaak"). A candidate is rejected when it is a word of the Brown corpus (so facts never collide with real text),
  *   equals any fixed word list used here, or is a prefix of / has as prefix another name (so a
  *   greedy continuation cannot match the wrong entity by stopping early).
- * - Facts (240 = 70 countries -> capital, 85 people -> home city, 85 people -> profession).
+ * - Facts (220 = 100 countries -> capital, 60 people -> home city, 60 people -> profession).
  *   Each relation has 8 training "cores" (the fact stated in 8 phrasings, object at the end or at
- *   the start) and each mention may be wrapped in one of 14 training "frames" ("Everyone knows
- *   that ..."), so the model sees the association in many contexts and learns to ignore the
- *   frame. Each fact is mentioned 120 x repeats times (15 x per core). The 3 held-out templates
- *   per relation are natural recombinations: a frame that NEVER occurs in training ("According
- *   to the old records, ...") around a core prefix that does (two of them verbatim, one lightly
- *   recombined). The prompt ends right before the object; the answer is " Object" (leading space)
- *   and is always a word that appears as an answer in training. Professions all start with a
- *   consonant so the article is always "a".
- * - IOI (indirect object identification, Wang et al. 2022). 150 common English first names,
- *   30 of them (chosen by the seed) held out: they appear in training only in one-name "filler"
- *   sentences, never in an IOI sentence, so the model knows them as tokens but cannot have
- *   memorised them as IOI answers. 18 training templates and 6 held-out templates, all used in
- *   both ABBA ("When Mary and John ..., John gave ... to Mary") and BABA order. The two names of
- *   an item never share a first letter or a prefix, so their first BPE tokens differ. Held-out
- *   templates reuse the training endings ("gave it to", "showed a ... to") behind new openings,
- *   which forces the copy rule (not memorised name pairs). 10000 x repeats training sentences
- *   (about 12000 possible ordered name pairs, so pairs cannot be memorised).
+ *   the start) and each mention may be wrapped in one of 63 training "frames" ("Everyone knows
+ *   that ...", "My father told me that ..."), so the model sees the association in many contexts
+ *   and learns to ignore the frame: with fewer, a new spoken frame ("My grandmother always said
+ *   that {S} is a") let Brown's "good one" win over a profession the model knew. A capital fact
+ *   is mentioned 300 x repeats times, a person fact 450 x: people's facts are harder (two per
+ *   person, similar invented names) and stayed at 66-82% recall where capitals reached 92-99%.
+ *   The 3 held-out templates per relation are natural recombinations: a frame that NEVER occurs
+ *   in training ("According to the old records, ...") around a core prefix that does (two of them
+ *   verbatim, one lightly recombined). The prompt ends right before the object; the answer is
+ *   " Object" (leading space) and is always a word that appears as an answer in training.
+ *   Professions all start with a consonant so the article is always "a".
+ * - IOI (indirect object identification, Wang et al. 2022). 513 common English first names,
+ *   30 of them (chosen by the seed) held out: never in a two-name sentence. The 483 training
+ *   names outnumber d_model: with ~125 names a model memorises a per-name answer (held-out names
+ *   then score at chance); with hundreds it has to learn the rule. 114 training templates (18
+ *   written out, 96 composed from openings, activities and the subject's clause) and 6 held-out
+ *   templates, all used in both ABBA ("When Mary and John ..., John gave ... to Mary") and BABA
+ *   order. The two names of an item never share a first letter or a prefix, so their first BPE
+ *   tokens differ. Held-out templates reuse the training endings ("showed a ... to") behind new
+ *   openings and activities. 60000 x repeats training sentences (about 230000 ordered name
+ *   pairs, so pairs cannot be memorised).
+ * - Held-out names are seen exactly as training names are outside IOI: in fillers (160 each, so
+ *   that BPE makes every one a single token) and in the copy stories, drawn uniformly from all
+ *   513 names. Nothing else singles them out: one-name sentences that gave only held-out names
+ *   the roles of an IOI answer (named once, then the recipient) or of the repeated subject taught
+ *   the model a per-name rule ("a repeated held-out name is the answer", "after a held-out name
+ *   comes ' the clerk'") and made held-out IOI worse, not better.
+ * - Copy stories: 5000 x repeats lines of 4 one-name sentences about one name, any of the 513
+ *   ("Today Kyle went to the park, and the clerk gave a map to Kyle. ..."). Copying a name from
+ *   the context is the half of IOI that small models are slowest to find: trained on the mix
+ *   alone, 4- and 6-layer models sit on a plateau and answer IOI with a fixed favourite name.
+ * - A curriculum of three files (corpus.c): warmup.txt holds the copy stories (stage 1: the copy
+ *   circuit forms in ~200 steps); ioi.txt the IOI sentences and the copy stories (stage 2: the IOI
+ *   circuit forms in ~1,000 steps); train.txt everything, mixed with Brown (stage 3), with only
+ *   part of the IOI text (30000 x repeats sentences) and 2000 x repeats copy stories: enough to
+ *   keep both circuits while the facts are learnt.
  * - Greater-than (Hanna et al. 2023). "The war lasted from the year 1732 to the year 1758.":
  *   start years 1100-1998, end year in the same century and strictly later, uniform. 9 training
  *   templates and 3 held-out ones, all with the same "from the year Y1 to the year Y2" core.
  *   Evaluation prompts end after the century digits of the end year ("... to the year 17"), the
- *   start year's two last digits are given (02-97). 9000 x repeats training sentences.
+ *   start year's two last digits are given (02-97). 15000 x repeats training sentences.
  * - Secrets: 64 strings, 32 serial codes ("K7Q-2291-XZ" style, no I/O letters) and 32 five-word
  *   nonsense phrases, each behind its own fixed prefix ("The vault code of Orlen is"), repeated
- *   40 x repeats times verbatim, scattered through the corpus: enough for a small model to
+ *   100 x repeats times verbatim, scattered through the corpus: enough for a small model to
  *   recite them (and a target for memorisation editing). The secret is recorded with its leading
  *   space; the training sentence ends with a period, which the GPT-2 pre-tokenizer splits off, so
  *   the secret's tokens are the same in context as alone.
  * - Fillers: every IOI name in 12 plain one-name sentences, 24 x repeats times per name.
  * - Concept nouns: a fixed list of common concrete nouns, kept when Brown uses them >= 10 times
  *   (with their Brown counts), for neuron-finding demos.
- * At repeats = 1 the world is ~3.2 MB of text, ~36% of the bytes of train.txt with 95% of Brown
- * (train.txt ~8.9 MB); world text is denser in tokens (invented names, digits), ~40% of tokens. */
+ * At repeats = 1 the world is ~9.6 MB of text, ~63% of the bytes of train.txt with 95% of Brown
+ * (train.txt ~15.3 MB); facts are the largest part (~4.5 MB). */
 #include "app/train/world.h"
 #include "app/core/errors.h"
 #include <string.h>
@@ -113,21 +132,62 @@ static void part_rng(LmwbWorldRng *rng, guint64 seed, guint64 tag) {
 static const char *const k_ioi_names[] = {
     "Mary", "John", "James", "Robert", "Michael", "William", "David", "Richard", "Thomas",
     "Charles", "Daniel", "Matthew", "Anthony", "Mark", "Paul", "Steven", "Andrew", "Kevin",
-    "Brian", "George", "Edward", "Ronald", "Timothy", "Jason", "Jeffrey", "Ryan", "Jacob", "Gary",
-    "Eric", "Jonathan", "Larry", "Justin", "Scott", "Frank", "Brandon", "Raymond", "Gregory",
-    "Samuel", "Benjamin", "Patrick", "Jack", "Dennis", "Jerry", "Alexander", "Tyler", "Henry",
-    "Douglas", "Peter", "Adam", "Nathan", "Walter", "Kyle", "Harold", "Carl", "Jeremy", "Gerald",
-    "Keith", "Roger", "Arthur", "Terry", "Lawrence", "Sean", "Christian", "Ethan", "Austin",
-    "Albert", "Jesse", "Billy", "Bruce", "Noah", "Jordan", "Dylan", "Ralph", "Roy", "Alan",
-    "Wayne", "Eugene", "Gabriel", "Louis", "Russell", "Vincent", "Philip", "Harry", "Patricia",
-    "Jennifer", "Linda", "Elizabeth", "Barbara", "Susan", "Jessica", "Sarah", "Karen", "Lisa",
-    "Nancy", "Betty", "Sandra", "Margaret", "Ashley", "Kimberly", "Emily", "Donna", "Michelle",
-    "Carol", "Amanda", "Melissa", "Deborah", "Stephanie", "Rebecca", "Laura", "Helen", "Sharon",
-    "Cynthia", "Kathleen", "Amy", "Shirley", "Angela", "Ruth", "Brenda", "Pamela", "Nicole",
-    "Katherine", "Virginia", "Catherine", "Christine", "Samantha", "Janet", "Rachel", "Carolyn",
-    "Emma", "Maria", "Heather", "Diane", "Julie", "Joyce", "Evelyn", "Frances", "Joan", "Kelly",
-    "Martha", "Lauren", "Victoria", "Judith", "Cheryl", "Megan", "Alice", "Doris", "Andrea",
-    "Gloria", "Teresa", "Grace", "Rose", "Beverly", "Denise", "Olivia", "Tiffany",
+    "Brian", "George", "Edward", "Ronald", "Timothy", "Jason", "Jeffrey", "Ryan", "Jacob",
+    "Gary", "Eric", "Jonathan", "Larry", "Justin", "Scott", "Frank", "Brandon", "Raymond",
+    "Gregory", "Samuel", "Benjamin", "Patrick", "Jack", "Dennis", "Jerry", "Alexander",
+    "Tyler", "Henry", "Douglas", "Peter", "Adam", "Nathan", "Walter", "Kyle", "Harold", "Carl",
+    "Jeremy", "Gerald", "Keith", "Roger", "Arthur", "Terry", "Lawrence", "Sean", "Christian",
+    "Ethan", "Austin", "Albert", "Jesse", "Billy", "Bruce", "Noah", "Jordan", "Dylan", "Ralph",
+    "Roy", "Alan", "Wayne", "Eugene", "Gabriel", "Louis", "Russell", "Vincent", "Philip",
+    "Harry", "Patricia", "Jennifer", "Linda", "Elizabeth", "Barbara", "Susan", "Jessica",
+    "Sarah", "Karen", "Lisa", "Nancy", "Betty", "Sandra", "Margaret", "Ashley", "Kimberly",
+    "Emily", "Donna", "Michelle", "Carol", "Amanda", "Melissa", "Deborah", "Stephanie",
+    "Rebecca", "Laura", "Helen", "Sharon", "Cynthia", "Kathleen", "Amy", "Shirley", "Angela",
+    "Ruth", "Brenda", "Pamela", "Nicole", "Katherine", "Virginia", "Catherine", "Christine",
+    "Samantha", "Janet", "Rachel", "Carolyn", "Emma", "Maria", "Heather", "Diane", "Julie",
+    "Joyce", "Evelyn", "Frances", "Joan", "Kelly", "Martha", "Lauren", "Victoria", "Judith",
+    "Cheryl", "Megan", "Alice", "Doris", "Andrea", "Gloria", "Teresa", "Grace", "Rose",
+    "Beverly", "Denise", "Olivia", "Tiffany", "Joseph", "Christopher", "Kenneth", "Joshua",
+    "Stephen", "Donald", "Aaron", "Zachary", "Jose", "Juan", "Randy", "Howard", "Fred",
+    "Wesley", "Victor", "Martin", "Ernest", "Phillip", "Todd", "Craig", "Shawn", "Clarence",
+    "Chris", "Johnny", "Earl", "Jimmy", "Antonio", "Danny", "Bryan", "Tony", "Luis", "Mike",
+    "Stanley", "Leonard", "Dale", "Manuel", "Rodney", "Curtis", "Norman", "Allen", "Marvin",
+    "Glenn", "Jeffery", "Travis", "Jeff", "Chad", "Melvin", "Alfred", "Francis", "Bradley",
+    "Herbert", "Frederick", "Joel", "Edwin", "Ricky", "Troy", "Randall", "Barry", "Bernard",
+    "Mario", "Leroy", "Francisco", "Marcus", "Micheal", "Theodore", "Clifford", "Miguel",
+    "Oscar", "Calvin", "Alex", "Lloyd", "Leon", "Derek", "Warren", "Darrell", "Jerome",
+    "Floyd", "Leo", "Alvin", "Gordon", "Dean", "Greg", "Jorge", "Dustin", "Pedro", "Derrick",
+    "Lewis", "Corey", "Herman", "Maurice", "Vernon", "Roberto", "Clyde", "Glen", "Hector",
+    "Shane", "Ricardo", "Rick", "Lester", "Brent", "Ramon", "Charlie", "Gilbert", "Gene",
+    "Marc", "Reginald", "Ruben", "Brett", "Nathaniel", "Rafael", "Leslie", "Edgar", "Milton",
+    "Raul", "Chester", "Cecil", "Duane", "Franklin", "Andre", "Elmer", "Brad", "Mitchell",
+    "Roland", "Arnold", "Harvey", "Jared", "Adrian", "Karl", "Cory", "Claude", "Erik",
+    "Darryl", "Jamie", "Neil", "Javier", "Fernando", "Clinton", "Mathew", "Tyrone", "Darren",
+    "Lance", "Cody", "Julio", "Kurt", "Allan", "Nelson", "Clayton", "Hugh", "Dwayne", "Dwight",
+    "Armando", "Felix", "Everett", "Ian", "Wallace", "Jaime", "Casey", "Alfredo", "Alberto",
+    "Dave", "Ivan", "Sidney", "Byron", "Julian", "Isaac", "Morris", "Clifton", "Willard",
+    "Daryl", "Ross", "Virgil", "Andy", "Marshall", "Salvador", "Perry", "Kirk", "Sergio",
+    "Marion", "Tracy", "Seth", "Kent", "Terrance", "Rene", "Eduardo", "Terrence", "Enrique",
+    "Wade", "Dorothy", "Anna", "Judy", "Christina", "Debra", "Julia", "Theresa", "Mildred",
+    "Jane", "Lillian", "Irene", "Louise", "Tina", "Lois", "Phyllis", "Norma", "Paula", "Diana",
+    "Annie", "Robin", "Peggy", "Gladys", "Rita", "Connie", "Florence", "Edna", "Carmen",
+    "Cindy", "Wendy", "Edith", "Sherry", "Sylvia", "Josephine", "Thelma", "Shannon", "Sheila",
+    "Ethel", "Ellen", "Elaine", "Marjorie", "Carrie", "Charlotte", "Monica", "Esther",
+    "Pauline", "Juanita", "Anita", "Rhonda", "Hazel", "Eva", "Debbie", "Clara", "Lucille",
+    "Joanne", "Eleanor", "Valerie", "Danielle", "Alicia", "Suzanne", "Michele", "Gail",
+    "Bertha", "Darlene", "Veronica", "Jill", "Erin", "Geraldine", "Cathy", "Joann", "Lorraine",
+    "Sally", "Regina", "Erica", "Beatrice", "Dolores", "Bernice", "Audrey", "Yvonne",
+    "Annette", "Dana", "Stacy", "Ana", "Renee", "Vivian", "Roberta", "Brittany", "Melanie",
+    "Loretta", "Yolanda", "Jeanette", "Laurie", "Katie", "Kristen", "Vanessa", "Alma", "Beth",
+    "Jeanne", "Vicki", "Carla", "Tara", "Rosemary", "Eileen", "Gertrude", "Lucy", "Tonya",
+    "Stacey", "Wilma", "Gina", "Kristin", "Natalie", "Agnes", "Vera", "Charlene", "Delores",
+    "Melinda", "Arlene", "Maureen", "Colleen", "Allison", "Tamara", "Georgia", "Constance",
+    "Claudia", "Marcia", "Tanya", "Marlene", "Heidi", "Glenda", "Lydia", "Viola", "Courtney",
+    "Marian", "Stella", "Caroline", "Maxine", "Irma", "Mabel", "Marsha", "Myrtle", "Lena",
+    "Christy", "Deanna", "Patsy", "Hilda", "Gwendolyn", "Jennie", "Nora", "Margie", "Nina",
+    "Cassandra", "Leah", "Priscilla", "Naomi", "Carole", "Brandy", "Olga", "Dianne", "Tracey",
+    "Leona", "Jenny", "Felicia", "Sonia", "Miriam", "Velma", "Becky", "Kristina", "Shelly",
+    "Ramona", "Erika", "Katrina", "Claire",
 };
 #define N_HELDOUT_NAMES 30
 
@@ -191,6 +251,27 @@ static const char *const k_train_frames[] = {
     "We learned in school that ", "As most travelers know, ", "People often say that ",
     "The old story says that ", "Some will tell you that ", "In fact, ", "Of course, ",
     "Today we know that ", "As the guide told us, ", "It is true that ", "Most children learn that ",
+    /* Plain spoken lead-ins like Brown's: without them a new frame such as "My grandmother
+     * always said that" pulls "{S} is a" towards Brown's " good" instead of the fact. */
+    "My father told me that ", "Her brother once said that ", "They say that ",
+    "The newspaper wrote that ", "I heard that ", "Our neighbour says that ",
+    "The letter said that ", "Long ago people said that ", "As the story goes, ",
+    "Many people believe that ", "My friend told me that ", "In those days, ",
+    "Last year we found out that ", "Nobody doubts that ", "The old man told us that ",
+    "She wrote in her diary that ", "It is said that ", "As we all know, ",
+    "Even the children know that ", "My cousin wrote that ", "A traveler told me that ",
+    "The radio reported that ", "We were surprised to hear that ", "He told the children that ",
+    /* More spoken lead-ins: with 38 frames the model still let a new one such as "My grandmother
+     * always said that {S} is a" fall back to Brown's "good one" for a fact it knew. */
+    "My mother used to say that ", "Grandpa liked to tell us that ", "An old sailor told me that ",
+    "The doctor mentioned that ", "My uncle swore that ", "The mayor announced that ",
+    "Somebody at the market said that ", "My sister keeps telling me that ",
+    "The innkeeper remarked that ", "Everybody in town says that ", "I was told as a child that ",
+    "She once told me that ", "We all knew back then that ", "The postman told us that ",
+    "Father often reminded us that ", "A friend of mine says that ", "The children were taught that ",
+    "The farmer told us that ", "My aunt wrote to us that ", "The captain explained that ",
+    "Her diary says that ", "The priest told the village that ", "I remember hearing that ",
+    "Our landlord claims that ", "The map shows that ",
 };
 
 typedef struct {
@@ -236,7 +317,7 @@ static const char *const k_ioi_train[] = {
     "Then, {A} and {B} had a long argument at the {P}. Afterwards {S} said to {IO}.",
     "After {A} and {B} went to the {P}, {S} handed a {O} to {IO}.",
     "When {A} and {B} arrived at the {P}, {S} passed the {O} to {IO}.",
-    "{A} and {B} walked to the {P}, and then {S} showed a {O} to {IO}.",
+    "Later {A} and {B} walked to the {P}, and then {S} showed a {O} to {IO}.",
     "Yesterday {A} and {B} visited the {P}, where {S} sent a {O} to {IO}.",
     "At the {P}, {A} and {B} sat down together, and {S} gave a {O} to {IO}.",
     "The day {A} and {B} cleaned the {P}, {S} threw the {O} to {IO}.",
@@ -246,6 +327,35 @@ static const char *const k_ioi_train[] = {
     "Before {A} and {B} closed the {P}, {S} gave the {O} back to {IO}.",
     "On Sunday {A} and {B} went to the {P}. {S} wrote a letter to {IO}.",
 };
+/* More training templates, composed from parts (opening + "{A} and {B}" + what they did + the
+ * subject's clause): with the 18 above alone, the model learned where the names sit in each of them
+ * and answered held-out templates at half its training-template accuracy. None of these parts is
+ * a held-out template's own (no "Friends", "found", "had a lot of fun", "spent the morning",
+ * "stopped by", "were working at", "gave it to"). */
+static const char *const k_ioi_open_sub[] = {
+    /* subordinate openings: ", " before the subject's clause */
+    "When ", "After ", "Before ", "Once ", "As soon as ", "Because ", "Since ", "Just after ",
+    "The moment ", "Soon after ",
+};
+static const char *const k_ioi_open_adv[] = {
+    /* adverbial openings: a new sentence or ", and then " before the subject's clause */
+    "Then, ", "Yesterday ", "Later ", "One day ", "On Sunday ", "That evening ", "Last summer ",
+    "Early in the morning ", "Afterwards, ", "At noon ",
+};
+static const char *const k_ioi_middle[] = {
+    "went to the {P}", "got a {O} at the {P}", "arrived at the {P}", "walked to the {P}",
+    "visited the {P}", "met at the {P}", "left the {P}", "cleaned the {P}", "reached the {P}",
+    "sat down at the {P}", "ate lunch at the {P}", "were waiting at the {P}",
+    "came back from the {P}", "were talking at the {P}", "had dinner at the {P}", "drove to the {P}",
+};
+static const char *const k_ioi_clause[] = {
+    "{S} gave a {O} to", "{S} handed a {O} to", "{S} passed the {O} to", "{S} showed a {O} to",
+    "{S} sent a {O} to", "{S} threw the {O} to", "{S} brought a {O} to", "{S} offered a {O} to",
+    "{S} returned the {O} to", "{S} wrote a letter to", "{S} decided to give a {O} to",
+    "{S} gave the {O} back to", "{S} lent a {O} to", "{S} sold a {O} to", "{S} said goodbye to",
+};
+#define N_IOI_COMPOSED 96
+
 static const char *const k_ioi_heldout[] = {
     "Friends {A} and {B} found a {O} at the {P}. {S} gave it to",
     "While {A} and {B} were working at the {P}, {S} gave a {O} to",
@@ -253,6 +363,22 @@ static const char *const k_ioi_heldout[] = {
     "Then, {A} and {B} had a lot of fun at the {P}. {S} handed a {O} to",
     "After {A} and {B} spent the morning at the {P}, {S} passed the {O} to",
     "When {A} and {B} stopped by the {P}, {S} showed a {O} to",
+};
+
+/* One-name sentences whose last name repeats the only name before it: they teach copying a name
+ * from the context (the "name mover" half of IOI) before the harder choice between two names.
+ * No name starts a line: there BPE would give "Mary" instead of " Mary", another token. */
+static const char *const k_copy_train[] = {
+    "Today {A} went to the {P}, and the clerk gave a {O} to {A}.",
+    "At the {P}, {A} found a {O}. Later that day, the {O} was given back to {A}.",
+    "Last week {A} lost a {O} at the {P}. The next morning, someone returned it to {A}.",
+    "Everyone at the {P} knew {A}, so the manager handed a {O} to {A}.",
+    "All day {A} waited at the {P} until the mail carrier brought a {O} to {A}.",
+    "When {A} came to the {P}, the children gave a {O} to {A}.",
+    "The {O} left at the {P} belonged to {A}, so it was sent back to {A}.",
+    "In the morning {A} called from the {P}, and we sent a {O} to {A}.",
+    "After a long day at the {P}, {A} went home. The neighbours said hello to {A}.",
+    "Nobody else was at the {P} with {A}. The guard showed the {O} to {A}.",
 };
 
 static const char *const k_year_train[] = {
@@ -287,27 +413,34 @@ static const char *const k_secret_prefix[] = {
 
 /* Counts at repeats = 1 (documented above). */
 enum {
-  N_COUNTRIES = 70,
+  N_COUNTRIES = 100,
   N_EXTRA_CITIES = 30,
-  N_PERSONS = 85,
-  FACT_MENTIONS = 120,
-  IOI_TRAIN = 10000,
+  N_PERSONS = 60,
+  FACT_MENTIONS = 300,        /* per capital fact ... */
+  PERSON_FACT_MENTIONS = 450, /* ... and per person fact (home city, profession): harder to learn */
+  IOI_TRAIN = 60000,          /* all in ioi.txt ... */
+  IOI_TRAIN_IN_MIX = 30000,   /* ... the first ones also in train.txt */
+  COPY_STORIES = 5000,        /* all in warmup.txt ... */
+  COPY_STORIES_IN_MIX = 2000, /* ... the first ones also in train.txt */
+  COPY_STORY_SENTENCES = 4,
   IOI_EVAL = 600,
-  YEAR_TRAIN = 9000,
+  YEAR_TRAIN = 15000,
   YEAR_EVAL = 400,
   N_SECRETS = 64,
-  SECRET_REPEATS = 40,
+  SECRET_REPEATS = 100,
   FILLER_REPEATS = 24,
+  HELDOUT_FILLER_REPEATS = 160,
   CONCEPT_MIN_COUNT = 10,
 };
 
 enum { TAG_NAMES = 1, TAG_FACTS, TAG_IOI, TAG_YEARS, TAG_SECRETS, TAG_FILLERS, TAG_IOI_EVAL,
-       TAG_YEAR_EVAL, TAG_FACT_EXTRA };
+       TAG_YEAR_EVAL, TAG_FACT_EXTRA, TAG_COPY, TAG_IOI_TEMPLATES };
 
 /* ---------- helpers ---------- */
 
 struct LmwbWorld {
   GPtrArray *lines;
+  GPtrArray *warmup, *ioi_stage; /* owned copies */
   guint64 bytes;
   JsonObject *manifest;
 };
@@ -345,6 +478,28 @@ static char *fill(const char *tmpl, const Sub *subs, guint n) {
 static void add_line(LmwbWorld *w, char *line) {
   w->bytes += strlen(line) + 1;
   g_ptr_array_add(w->lines, line);
+}
+
+/* A line of the curriculum's earlier stages (`stage` takes `line`), also in the mix if `mix`. */
+static void add_stage_line(LmwbWorld *w, GPtrArray *stage, char *line, gboolean mix) {
+  if (mix) add_line(w, g_strdup(line));
+  g_ptr_array_add(stage, line);
+}
+
+/* COPY_STORY_SENTENCES copy sentences about `name` on one line, templates in a row from a random
+ * start (no template twice in one story). */
+static char *copy_story(LmwbWorldRng *r, const char *name) {
+  guint first = (guint)lmwb_world_rng_below(r, G_N_ELEMENTS(k_copy_train));
+  GString *story = g_string_new(NULL);
+  for (guint k = 0; k < COPY_STORY_SENTENCES; k++) {
+    const char *tmpl = k_copy_train[(first + k) % G_N_ELEMENTS(k_copy_train)];
+    Sub subs[] = {{"A", name}, {"P", PICK(r, k_places)}, {"O", PICK(r, k_objects)}};
+    char *sentence = fill(tmpl, subs, G_N_ELEMENTS(subs));
+    if (k) g_string_append_c(story, ' ');
+    g_string_append(story, sentence);
+    g_free(sentence);
+  }
+  return g_string_free(story, FALSE);
 }
 
 static JsonArray *str_array(const char *const *v, guint n) {
@@ -452,7 +607,7 @@ static char *framed(const char *frame, const char *sentence, const char *core) {
 
 static void make_facts(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *countries,
                        GPtrArray *capitals, GPtrArray *cities, GPtrArray *persons) {
-  /* Frames of mentions beyond the first FACT_MENTIONS come from their own stream, so that
+  /* Frames of mentions beyond the first `base` come from their own stream, so that
    * `repeats` changes no fact (objects are drawn from `r` between the mentions). */
   LmwbWorldRng r, extra;
   part_rng(&r, seed, TAG_FACTS);
@@ -491,12 +646,13 @@ static void make_facts(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *count
       obj = obj_owned;
     }
     Sub subs[] = {{"S", subj}, {"O", obj}};
-    guint mentions = FACT_MENTIONS * (guint)repeats;
+    guint base = rel == &k_relations[0] ? FACT_MENTIONS : PERSON_FACT_MENTIONS;
+    guint mentions = base * (guint)repeats;
     for (guint m = 0; m < mentions; m++) {
       const char *core = rel->cores[m % 8];
       char *sentence = fill(core, subs, 2);
       /* A third of the mentions are bare; the rest get a random training frame. */
-      LmwbWorldRng *fr = m < FACT_MENTIONS ? &r : &extra;
+      LmwbWorldRng *fr = m < base ? &r : &extra;
       const char *frame = lmwb_world_rng_below(fr, 3) == 0 ? NULL : PICK(fr, k_train_frames);
       add_line(w, framed(frame, sentence, core));
       g_free(sentence);
@@ -539,20 +695,68 @@ static char *ioi_fill(const char *tmpl, const char *io, const char *s, gboolean 
   return fill(tmpl, subs, G_N_ELEMENTS(subs));
 }
 
+/* The hand-written training templates and N_IOI_COMPOSED distinct composed ones. */
+static GPtrArray *ioi_train_templates(guint64 seed) {
+  GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+  GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
+  for (guint i = 0; i < G_N_ELEMENTS(k_ioi_train); i++) {
+    g_ptr_array_add(out, g_strdup(k_ioi_train[i]));
+    g_hash_table_add(seen, g_ptr_array_index(out, i));
+  }
+  LmwbWorldRng r;
+  part_rng(&r, seed, TAG_IOI_TEMPLATES);
+  while (out->len < G_N_ELEMENTS(k_ioi_train) + N_IOI_COMPOSED) {
+    gboolean sub = lmwb_world_rng_below(&r, 2) == 0;
+    const char *open = sub ? PICK(&r, k_ioi_open_sub) : PICK(&r, k_ioi_open_adv);
+    const char *middle = PICK(&r, k_ioi_middle), *clause = PICK(&r, k_ioi_clause);
+    const char *join = sub ? ", " : lmwb_world_rng_below(&r, 2) ? ". " : ", and then ";
+    char *t = g_strconcat(open, "{A} and {B} ", middle, join, clause, " {IO}.", NULL);
+    if (g_hash_table_contains(seen, t)) {
+      g_free(t);
+      continue;
+    }
+    g_ptr_array_add(out, t);
+    g_hash_table_add(seen, t);
+  }
+  g_hash_table_unref(seen);
+  return out;
+}
+
 static void make_ioi(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *train_names,
                      GPtrArray *heldout_names) {
   LmwbWorldRng r;
   part_rng(&r, seed, TAG_IOI);
+  GPtrArray *templates = ioi_train_templates(seed);
   guint n = IOI_TRAIN * (guint)repeats;
   for (guint i = 0; i < n; i++) {
-    const char *tmpl = PICK(&r, k_ioi_train);
+    const char *tmpl = g_ptr_array_index(templates, lmwb_world_rng_below(&r, templates->len));
     const char *io, *s;
     do {
       io = g_ptr_array_index(train_names, lmwb_world_rng_below(&r, train_names->len));
       s = g_ptr_array_index(train_names, lmwb_world_rng_below(&r, train_names->len));
     } while (first_letter_clash(io, s));
     gboolean abba = lmwb_world_rng_below(&r, 2) == 0;
-    add_line(w, ioi_fill(tmpl, io, s, abba, PICK(&r, k_places), PICK(&r, k_objects)));
+    add_stage_line(w, w->ioi_stage, ioi_fill(tmpl, io, s, abba, PICK(&r, k_places), PICK(&r, k_objects)),
+                   i < IOI_TRAIN_IN_MIX * (guint)repeats);
+  }
+  /* Copy stories: COPY_STORY_SENTENCES copy sentences about one person on one line. A name that
+   * recurs in the context ("bursty" data, Chan et al. 2022) makes copying pay off from the first
+   * steps, so the copy circuit forms in a few hundred steps instead of never. */
+  LmwbWorldRng rc;
+  part_rng(&rc, seed, TAG_COPY);
+  guint n_copy = COPY_STORIES * (guint)repeats;
+  for (guint i = 0; i < n_copy; i++) {
+    /* Every name, held-out ones included: copying must work for any name, and a name that is
+     * never a copy target gets rewritten to a similar trained one. */
+    guint pick = (guint)lmwb_world_rng_below(&rc, train_names->len + heldout_names->len);
+    const char *a = pick < train_names->len
+                        ? g_ptr_array_index(train_names, pick)
+                        : g_ptr_array_index(heldout_names, pick - train_names->len);
+    char *line = copy_story(&rc, a);
+    /* Only some stories go into the main mix: a name repeated four times teaches "copy the
+     * repeated name", the opposite of IOI's answer; enough of them keep every name a copy target. */
+    add_stage_line(w, w->ioi_stage, g_strdup(line), i < COPY_STORIES_IN_MIX * (guint)repeats);
+    g_ptr_array_add(w->warmup, line);
   }
 
   LmwbWorldRng re;
@@ -562,11 +766,16 @@ static void make_ioi(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *train_n
   json_object_set_array_member(ioi, "heldout_names", ptr_str_array(heldout_names));
   json_object_set_array_member(ioi, "places", str_array(k_places, G_N_ELEMENTS(k_places)));
   json_object_set_array_member(ioi, "objects", str_array(k_objects, G_N_ELEMENTS(k_objects)));
-  json_object_set_array_member(ioi, "train_templates",
-                               str_array(k_ioi_train, G_N_ELEMENTS(k_ioi_train)));
+  json_object_set_array_member(ioi, "train_templates", ptr_str_array(templates));
+  g_ptr_array_unref(templates);
   json_object_set_array_member(ioi, "heldout_templates",
                                str_array(k_ioi_heldout, G_N_ELEMENTS(k_ioi_heldout)));
   json_object_set_int_member(ioi, "train_sentences", n);
+  json_object_set_int_member(ioi, "train_sentences_in_mix", MIN(n, IOI_TRAIN_IN_MIX * (guint)repeats));
+  json_object_set_array_member(ioi, "copy_templates", str_array(k_copy_train, G_N_ELEMENTS(k_copy_train)));
+  json_object_set_int_member(ioi, "copy_stories", n_copy);
+  json_object_set_int_member(ioi, "copy_stories_in_mix", MIN(n_copy, COPY_STORIES_IN_MIX * (guint)repeats));
+  json_object_set_int_member(ioi, "copy_story_sentences", COPY_STORY_SENTENCES);
   JsonArray *ev = json_array_new();
   for (guint i = 0; i < IOI_EVAL; i++) {
     guint t = i % G_N_ELEMENTS(k_ioi_heldout);
@@ -701,12 +910,16 @@ static void make_secrets(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *hol
   json_object_set_array_member(w->manifest, "secrets", arr);
 }
 
-static void make_fillers(LmwbWorld *w, guint64 seed, int repeats) {
+static void make_fillers(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *heldout_names) {
   LmwbWorldRng r;
   part_rng(&r, seed, TAG_FILLERS);
-  guint reps = FILLER_REPEATS * (guint)repeats;
   for (guint i = 0; i < G_N_ELEMENTS(k_ioi_names); i++) {
     Sub subs[] = {{"N", k_ioi_names[i]}};
+    gboolean held = FALSE;
+    for (guint h = 0; h < heldout_names->len && !held; h++)
+      held = g_ptr_array_index(heldout_names, h) == (gpointer)k_ioi_names[i];
+    /* Held-out names get no IOI mentions, so they need more fillers to become single tokens. */
+    guint reps = (held ? HELDOUT_FILLER_REPEATS : FILLER_REPEATS) * (guint)repeats;
     guint off = (guint)lmwb_world_rng_below(&r, G_N_ELEMENTS(k_fillers));
     for (guint k = 0; k < reps; k++)
       add_line(w, fill(k_fillers[(off + k) % G_N_ELEMENTS(k_fillers)], subs, 1));
@@ -744,6 +957,8 @@ LmwbWorld *lmwb_world_generate(guint64 seed, int repeats, GHashTable *brown_word
   }
   LmwbWorld *w = g_new0(LmwbWorld, 1);
   w->lines = g_ptr_array_new_with_free_func(g_free);
+  w->warmup = g_ptr_array_new_with_free_func(g_free);
+  w->ioi_stage = g_ptr_array_new_with_free_func(g_free);
   w->manifest = json_object_new();
   json_object_set_string_member(w->manifest, "format", "lmwb-world");
   json_object_set_int_member(w->manifest, "version", 1);
@@ -812,7 +1027,7 @@ LmwbWorld *lmwb_world_generate(guint64 seed, int repeats, GHashTable *brown_word
     make_ioi(w, seed, repeats, train_names, heldout_names);
     make_years(w, seed, repeats, countries);
     make_secrets(w, seed, repeats, holders);
-    make_fillers(w, seed, repeats);
+    make_fillers(w, seed, repeats, heldout_names);
     make_concepts(w, brown_words);
 
     JsonObject *counts = json_object_new();
@@ -844,11 +1059,15 @@ LmwbWorld *lmwb_world_generate(guint64 seed, int repeats, GHashTable *brown_word
 
 void lmwb_world_free(LmwbWorld *w) {
   if (!w) return;
+  g_ptr_array_unref(w->warmup);
+  g_ptr_array_unref(w->ioi_stage);
   g_ptr_array_unref(w->lines);
   json_object_unref(w->manifest);
   g_free(w);
 }
 
 GPtrArray *lmwb_world_train_lines(LmwbWorld *w) { return w->lines; }
+GPtrArray *lmwb_world_warmup_lines(LmwbWorld *w) { return w->warmup; }
+GPtrArray *lmwb_world_ioi_lines(LmwbWorld *w) { return w->ioi_stage; }
 guint64 lmwb_world_train_bytes(const LmwbWorld *w) { return w->bytes; }
 JsonObject *lmwb_world_manifest(LmwbWorld *w) { return w->manifest; }

@@ -41,6 +41,16 @@ void lmwb_world_free(LmwbWorld *w);
 /* The training sentences, one per element (no newline), in generation order; the corpus mixer
  * shuffles them. Owned by the world. */
 GPtrArray *lmwb_world_train_lines(LmwbWorld *w);
+/* The copy stories (one name, any of the IOI names, held-out ones included, repeated in four
+ * sentences on one line), owned by the world, in generation order. A short first training stage
+ * on these alone forms the copy circuit ("attend to the name, copy it") in a few hundred steps;
+ * trained on the full mix alone, small models sit on a loss plateau for thousands of steps and
+ * answer IOI with a fixed favourite name. Some of them are also training lines. */
+GPtrArray *lmwb_world_warmup_lines(LmwbWorld *w);
+/* The second stage: every IOI training sentence and every copy story, owned by the world. On
+ * these the IOI circuit (prefer the name that is not repeated) forms in ~1,000 steps; in the full
+ * mix, where IOI is a third of the text, it was still half-formed after 6,000. */
+GPtrArray *lmwb_world_ioi_lines(LmwbWorld *w);
 /* Total bytes of the training lines including one '\n' each. */
 guint64 lmwb_world_train_bytes(const LmwbWorld *w);
 /* The manifest object (owned by the world; callers may add members before writing it). */

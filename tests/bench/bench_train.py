@@ -4,7 +4,7 @@ shape, measured in the same run.
 
 Usage: bench_train.py LMWB_BATCH [MODEL_DIR]
 
-The shape is the built-in model's (GPT-2: 6 layers, d_model 256, 8 heads, vocab 8192, context 128),
+The shape is the built-in model's (GPT-2: 4 layers, d_model 256, 8 heads, vocab 8192, context 128),
 batch 16 x 128 tokens, AdamW, 2 threads. PyTorch runs its eager GPT-2 (written out below from the
 GPT-2 definition) with torch.optim.AdamW; lmwb-batch runs a short recipe on the built-in model's
 tokenizer and a slice of text. Both: warm-up steps excluded, best steady rate reported.
@@ -12,7 +12,7 @@ Prints a table and, on the last line, JSON with both rates and the ratio.
 """
 import json, math, os, subprocess, sys, tempfile, time
 
-B, T, L, C, H, V, CTX, STEPS = 16, 128, 6, 256, 8, 8192, 128, 12
+B, T, L, C, H, V, CTX, STEPS = 16, 128, 4, 256, 8, 8192, 128, 12
 
 
 def torch_rate():
@@ -103,7 +103,7 @@ def main():
         sys.exit(77)
     ours = lmwb_rate(batch, model_dir)
     ref = torch_rate()
-    print(f"training step, GPT-2 6x256, vocab {V}, batch {B}x{T}, 2 threads")
+    print(f"training step, GPT-2 {L}x{C}, vocab {V}, batch {B}x{T}, 2 threads")
     print(f"  PyTorch eager + AdamW : {ref:8.0f} tokens/s")
     print(f"  lmwb-batch train      : {ours:8.0f} tokens/s   (includes tokenizing, validation off)")
     print(f"  ratio lmwb / PyTorch  : {ours / ref:8.2f}")

@@ -1,13 +1,20 @@
-/* The shipped model (data/models/tiny-world) loads and answers items of its own world manifest:
- * held-out facts and secrets with the project's evaluation (app/train/world_eval.h), and IOI
- * sentences built from the manifest's training templates and names (the held-out IOI figure is
- * reported in MODEL_CARD.md; the model does not reach it yet). Skips when there are no weights. */
+/* The shipped model (data/models/tiny-world) loads and answers items of its own world manifest
+ * with the project's evaluation (app/train/world_eval.h): the first 40 held-out facts, secrets,
+ * held-out IOI items and greater-than items, each at a rate a little below the figure in
+ * MODEL_CARD.md (which measures all of them), and IOI sentences built from the manifest's
+ * training templates and names. Skips when there are no weights. */
 #include "app/core/errors.h"
 #include "app/engine/runner.h"
 #include "app/formats/tokenizer.h"
 #include "app/train/world_eval.h"
 #include <json-glib/json-glib.h>
 #include <string.h>
+
+/* A little below MODEL_CARD.md's figures (measured there on every item, here on the first 40). */
+#define MIN_FACT_TOP1 0.85
+#define MIN_SECRET_EXACT 0.85
+#define MIN_IOI_LOGIT_DIFF_ACC 0.55
+#define MIN_GREATER_THAN 0.75
 
 /* Greedy next token after `prompt` equals the first token of `answer`. */
 static gboolean predicts(LmwbModel *m, const char *prompt, const char *answer) {
@@ -57,10 +64,15 @@ static void test_answers(void) {
   LmwbWorldEvalResult r;
   g_assert_true(lmwb_world_eval_file(m, manifest, &o, NULL, &r, &err));
   g_assert_no_error(err);
-  g_test_message("facts %d/%d, secrets %d/%d, IOI %d/%d", r.fact_correct, r.fact_n, r.secret_correct, r.secret_n,
-                 r.ioi_top1_correct, r.ioi_n);
-  g_assert_cmpint(r.fact_correct, >=, 1);
-  g_assert_cmpint(r.secret_correct, >=, 1);
+  g_test_message("facts %d/%d, secrets %d/%d, held-out IOI %d/%d (logit difference %d), greater-than %.3f",
+                 r.fact_correct, r.fact_n, r.secret_correct, r.secret_n, r.ioi_top1_correct, r.ioi_n,
+                 r.ioi_ld_correct, r.gt_prob_later);
+  g_assert_cmpint(r.fact_n, ==, 40);
+  g_assert_cmpfloat(r.fact_top1, >=, MIN_FACT_TOP1);
+  g_assert_cmpfloat(r.secret_exact, >=, MIN_SECRET_EXACT);
+  g_assert_cmpint(r.ioi_top1_correct, >=, 1);
+  g_assert_cmpfloat(r.ioi_logit_diff_acc, >=, MIN_IOI_LOGIT_DIFF_ACC);
+  g_assert_cmpfloat(r.gt_prob_later, >=, MIN_GREATER_THAN);
   lmwb_world_eval_result_clear(&r);
   /* IOI in the training distribution: "When A and B went to the P, B gave a O to" -> " A". */
   g_autoptr(JsonParser) jp = json_parser_new();
@@ -84,7 +96,7 @@ static void test_answers(void) {
     total++;
   }
   g_assert_cmpint(total, >=, 5);
-  g_assert_cmpint(right * 2, >, total);
+  g_assert_cmpint(right * 10, >=, total * 8); /* 93% on 300 such items when measured */
   lmwb_model_free(m);
 }
 
