@@ -480,10 +480,10 @@ static void add_line(LmwbWorld *w, char *line) {
   g_ptr_array_add(w->lines, line);
 }
 
-/* A line of the curriculum's earlier stages (`stage` takes `line`), also in the mix if `mix`. */
-static void add_stage_line(LmwbWorld *w, GPtrArray *stage, char *line, gboolean mix) {
+/* A line of the IOI stage (which takes `line`), also in the mix if `mix`. */
+static void add_ioi_stage_line(LmwbWorld *w, char *line, gboolean mix) {
   if (mix) add_line(w, g_strdup(line));
-  g_ptr_array_add(stage, line);
+  g_ptr_array_add(w->ioi_stage, line);
 }
 
 /* COPY_STORY_SENTENCES copy sentences about `name` on one line, templates in a row from a random
@@ -736,8 +736,8 @@ static void make_ioi(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *train_n
       s = g_ptr_array_index(train_names, lmwb_world_rng_below(&r, train_names->len));
     } while (first_letter_clash(io, s));
     gboolean abba = lmwb_world_rng_below(&r, 2) == 0;
-    add_stage_line(w, w->ioi_stage, ioi_fill(tmpl, io, s, abba, PICK(&r, k_places), PICK(&r, k_objects)),
-                   i < IOI_TRAIN_IN_MIX * (guint)repeats);
+    add_ioi_stage_line(w, ioi_fill(tmpl, io, s, abba, PICK(&r, k_places), PICK(&r, k_objects)),
+                       i < IOI_TRAIN_IN_MIX * (guint)repeats);
   }
   /* Copy stories: COPY_STORY_SENTENCES copy sentences about one person on one line. A name that
    * recurs in the context ("bursty" data, Chan et al. 2022) makes copying pay off from the first
@@ -755,7 +755,7 @@ static void make_ioi(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *train_n
     char *line = copy_story(&rc, a);
     /* Only some stories go into the main mix: a name repeated four times teaches "copy the
      * repeated name", the opposite of IOI's answer; enough of them keep every name a copy target. */
-    add_stage_line(w, w->ioi_stage, g_strdup(line), i < COPY_STORIES_IN_MIX * (guint)repeats);
+    add_ioi_stage_line(w, g_strdup(line), i < COPY_STORIES_IN_MIX * (guint)repeats);
     g_ptr_array_add(w->warmup, line);
   }
 
