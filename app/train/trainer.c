@@ -308,7 +308,9 @@ static gboolean load_checkpoint(const char *dir, LmwbModel *m, LmwbAdamW *opt, g
 
 /* ---- training ------------------------------------------------------------------------------- */
 
-static double validate(LmwbRunner *r, const int32_t *val, size_t n_val, const Recipe *rc, GError **error) {
+/* Mean validation loss; NAN on error or when cancel was requested (checked between batches). */
+static double validate(LmwbRunner *r, const int32_t *val, size_t n_val, const Recipe *rc, LmwbReporter *rep,
+                       GError **error) {
   int B = (int)rc->batch, T = (int)rc->seq;
   size_t span = n_val > (size_t)T + 1 ? n_val - T - 1 : 0;
   g_autofree int32_t *ids = g_new(int32_t, (size_t)B * T);
@@ -323,7 +325,7 @@ static double validate(LmwbRunner *r, const int32_t *val, size_t n_val, const Re
       memcpy(ids + (size_t)b * T, val + start, (size_t)T * sizeof(int32_t));
       memcpy(tg + (size_t)b * T, val + start + 1, (size_t)T * sizeof(int32_t));
     }
-    if (!lmwb_runner_forward(r, ids, B, T, NULL, error)) return NAN;
+    if (lmwb_reporter_cancelled(rep, NULL) || !lmwb_runner_forward(r, ids, B, T, NULL, error)) return NAN;
     lmwb_runner_token_losses(r, tg, losses);
     for (size_t i = 0; i < (size_t)B * T; i++) {
       sum += losses[i];
@@ -432,8 +434,9 @@ gboolean lmwb_train(const char *recipe_path, gboolean resume, int64_t max_steps_
   gint64 t_start = g_get_monotonic_time(), steps_run = 0;
   double last_train = NAN, last_val = NAN;
   ok = TRUE;
+  gboolean stop = FALSE;
   while (ok && step < rc.steps) {
-    if (lmwb_reporter_cancelled(rep, NULL) || (max_steps_this_run > 0 && steps_run >= max_steps_this_run)) {
+    if (stop || lmwb_reporter_cancelled(rep, NULL) || (max_steps_this_run > 0 && steps_run >= max_steps_this_run)) {
       ok = save_checkpoint(ckpt, m, opt, step, rng, error);
       if (ok) g_set_error(error, LMWB_ERROR, LMWB_ERROR_CANCELLED, "training stopped at step %" G_GINT64_FORMAT
                           "; the checkpoint is saved: run again with --resume to continue", step);
@@ -442,7 +445,10 @@ gboolean lmwb_train(const char *recipe_path, gboolean resume, int64_t max_steps_
     }
     double lr = lmwb_lr_schedule(step, rc.warmup, rc.steps, rc.lr, rc.min_lr);
     double loss_sum = 0;
-    for (gint64 a = 0; ok && a < rc.grad_accum; a++) {
+    /* Cancel is also checked between forward and backward passes (a step is ~0.5 s): a step cut
+     * short is dropped whole, its batch drawn again on resume, so resuming stays exact. */
+    const guint64 rng_at_step = rng;
+    for (gint64 a = 0; ok && !stop && a < rc.grad_accum; a++) {
       for (int b = 0; b < B; b++) {
         size_t start = (size_t)(lmwb_splitmix64(&rng) % (guint64)(n_train - T - 1));
         memcpy(ids + (size_t)b * T, train + start, (size_t)T * sizeof(int32_t));
@@ -451,10 +457,17 @@ gboolean lmwb_train(const char *recipe_path, gboolean resume, int64_t max_steps_
       LmwbLoss loss = {.kind = LMWB_LOSS_NEXT_TOKEN, .targets = tg};
       LmwbBackwardOptions bo = {.param_grads = true, .accumulate = a > 0};
       double lv = 0;
-      ok = lmwb_runner_forward(r, ids, B, T, NULL, error) && lmwb_runner_backward(r, &loss, &bo, &lv, error);
+      ok = lmwb_runner_forward(r, ids, B, T, NULL, error);
+      stop = ok && lmwb_reporter_cancelled(rep, NULL);
+      if (ok && !stop) ok = lmwb_runner_backward(r, &loss, &bo, &lv, error);
+      stop = stop || (ok && lmwb_reporter_cancelled(rep, NULL));
       loss_sum += lv;
     }
     if (!ok) break;
+    if (stop) {
+      rng = rng_at_step;
+      continue;
+    }
     float *g = lmwb_runner_param_grads(r);
     if (rc.grad_accum > 1) {
       float s = 1.0f / (float)rc.grad_accum;
@@ -471,16 +484,19 @@ gboolean lmwb_train(const char *recipe_path, gboolean resume, int64_t max_steps_
     gboolean eval_now = step % rc.eval_every == 0 || step == rc.steps;
     double vl = NAN;
     if (eval_now) {
-      vl = validate(r, val, n_val, &rc, error);
-      if (isnan(vl)) {
+      vl = validate(r, val, n_val, &rc, rep, error);
+      if (isnan(vl) && lmwb_reporter_cancelled(rep, NULL)) {
+        stop = TRUE; /* this step is done: the checkpoint keeps it, without its validation loss */
+      } else if (isnan(vl)) {
         ok = FALSE;
         break;
+      } else {
+        last_val = vl;
+        lmwb_report_metric(rep, "valid_loss", (double)step, vl);
       }
-      last_val = vl;
-      lmwb_report_metric(rep, "valid_loss", (double)step, vl);
     }
     char vls[32] = "";
-    if (eval_now) g_snprintf(vls, sizeof vls, "%.6f", vl);
+    if (eval_now && !isnan(vl)) g_snprintf(vls, sizeof vls, "%.6f", vl);
     fprintf(csv, "%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT ",%.6g,%.6f,%s,%.4f,%.1f\n", step,
             step * (gint64)BT * rc.grad_accum, lr, last_train, vls, gn, tps);
     fflush(csv);

@@ -2,6 +2,7 @@
  * before doing any work. Uses only files in the repository. */
 #include "app/core/errors.h"
 #include "app/engine/model.h"
+#include "app/formats/safetensors.h"
 #include "app/train/trainer.h"
 #include <glib/gstdio.h>
 #include <string.h>
@@ -96,6 +97,68 @@ static void test_resume_equals_uninterrupted(void) {
   rm_rf(tmp);
 }
 
+/* Cancels when the train loss of step 30 (an evaluation step) is reported: the validation that
+ * follows sees the request between its batches. */
+static void cancel_at_step_30(LmwbReporter *r, const char *series, double x, double y) {
+  (void)y;
+  if (!strcmp(series, "train_loss") && x == 30) lmwb_reporter_cancel(r);
+}
+
+static gpointer cancel_later(gpointer data) {
+  LmwbReporter *rep = data;
+  g_usleep(GPOINTER_TO_UINT(rep->user));
+  lmwb_reporter_cancel(rep);
+  return NULL;
+}
+
+/* Cancel at any moment (inside validation, between a forward and a backward pass, between steps)
+ * and resume: the same weights as a run never interrupted. */
+static void test_cancel_anywhere_then_resume(void) {
+  g_autofree char *tmp = g_dir_make_tmp("lmwb-train-XXXXXX", NULL);
+  g_autofree char *full = g_build_filename(tmp, "full", NULL);
+  g_autofree char *rf = write_recipe(tmp, full, NULL);
+  LmwbTrainResult res;
+  GError *err = NULL;
+  g_assert_true(lmwb_train(rf, FALSE, 0, NULL, &res, &err));
+  lmwb_train_result_clear(&res);
+  g_autoptr(GBytes) want = read_bytes(full, "model.safetensors");
+  const guint delays_us[] = {0, 3000, 11000, 23000, 47000}; /* 0: the step-30 callback instead */
+  guint cancelled = 0;
+  for (guint k = 0; k < G_N_ELEMENTS(delays_us); k++) {
+    g_autofree char *name = g_strdup_printf("cut%u", k);
+    g_autofree char *cut = g_build_filename(tmp, name, NULL);
+    g_autofree char *rc = write_recipe(tmp, cut, NULL);
+    LmwbReporter rep = {.user = GUINT_TO_POINTER(delays_us[k])};
+    GThread *th = NULL;
+    if (delays_us[k]) th = g_thread_new("cancel", cancel_later, &rep);
+    else rep.metric = cancel_at_step_30;
+    gboolean finished = lmwb_train(rc, FALSE, 0, &rep, &res, &err);
+    if (th) g_thread_join(th);
+    if (finished) {
+      lmwb_train_result_clear(&res); /* the run was faster than the delay */
+    } else {
+      g_assert_error(err, LMWB_ERROR, LMWB_ERROR_CANCELLED);
+      g_clear_error(&err);
+      cancelled++;
+      if (!delays_us[k]) {
+        /* Step 30 was complete when its validation was cut short: the checkpoint keeps it. */
+        g_autofree char *ck = g_build_filename(cut, "checkpoint", "state.safetensors", NULL);
+        LmwbSafetensors *st = lmwb_safetensors_open(ck, &err);
+        g_assert_no_error(err);
+        g_assert_cmpstr(lmwb_safetensors_metadata(st, "step"), ==, "30");
+        lmwb_safetensors_close(st);
+      }
+      g_assert_true(lmwb_train(rc, TRUE, 0, NULL, &res, &err));
+      g_assert_no_error(err);
+      lmwb_train_result_clear(&res);
+    }
+    g_autoptr(GBytes) got = read_bytes(cut, "model.safetensors");
+    g_assert_true(g_bytes_equal(want, got));
+  }
+  g_assert_cmpuint(cancelled, >=, 1);
+  rm_rf(tmp);
+}
+
 static void expect_input_error(const char *extra, const char *needle) {
   g_autofree char *tmp = g_dir_make_tmp("lmwb-train-XXXXXX", NULL);
   g_autofree char *out = g_build_filename(tmp, "out", NULL);
@@ -184,6 +247,7 @@ int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/trainer/learns-and-reproduces", test_learns_and_reproduces);
   g_test_add_func("/trainer/resume-equals-uninterrupted", test_resume_equals_uninterrupted);
+  g_test_add_func("/trainer/cancel-anywhere-then-resume", test_cancel_anywhere_then_resume);
   g_test_add_func("/trainer/bad-recipes", test_bad_recipes);
   g_test_add_func("/trainer/bad-model-sizes", test_bad_model_sizes);
   g_test_add_func("/trainer/resume-other-shape", test_resume_other_shape);
