@@ -36,21 +36,28 @@
  *   tokens differ. Held-out templates reuse the training endings ("showed a ... to") behind new
  *   openings and activities. 60000 x repeats training sentences (about 230000 ordered name
  *   pairs, so pairs cannot be memorised).
- * - Held-out names are seen exactly as training names are outside IOI: in fillers (160 each, so
- *   that BPE makes every one a single token) and in the copy stories, drawn uniformly from all
- *   513 names. Nothing else singles them out: one-name sentences that gave only held-out names
- *   the roles of an IOI answer (named once, then the recipient) or of the repeated subject taught
- *   the model a per-name rule ("a repeated held-out name is the answer", "after a held-out name
- *   comes ' the clerk'") and made held-out IOI worse, not better.
+ * - Held-out names are seen exactly as training names are outside two-name sentences: in fillers
+ *   (160 each, so that BPE makes every one a single token), in the copy stories and in the
+ *   name-and-role IOI sentences, both drawn uniformly from all 513 names.
+ * - Name-and-role IOI sentences: 20000 x repeats sentences on the training templates where one
+ *   party is a name and the other a role ("When Mary and the clerk went to the store, the clerk
+ *   gave a book to Mary"), the name the answer in half of them and the repeated subject in the
+ *   other half. Every name thus plays both IOI parts. Without them held-out names never did, and
+ *   the model answered held-out IOI at 34% (training names 99%); with them, at 65%. Both parts
+ *   matter: one-name sentences that gave only held-out names one part taught a per-name rule ("a
+ *   repeated held-out name is the answer", "after a held-out name comes ' the clerk'") and made
+ *   held-out IOI worse. More is not better: 60000 of them (25000 in the mix) weakened the
+ *   two-name circuit and its reach to new templates (held-out IOI 17.5%).
  * - Copy stories: 5000 x repeats lines of 4 one-name sentences about one name, any of the 513
  *   ("Today Kyle went to the park, and the clerk gave a map to Kyle. ..."). Copying a name from
  *   the context is the half of IOI that small models are slowest to find: trained on the mix
  *   alone, 4- and 6-layer models sit on a plateau and answer IOI with a fixed favourite name.
  * - A curriculum of three files (corpus.c): warmup.txt holds the copy stories (stage 1: the copy
- *   circuit forms in ~200 steps); ioi.txt the IOI sentences and the copy stories (stage 2: the IOI
- *   circuit forms in ~1,000 steps); train.txt everything, mixed with Brown (stage 3), with only
- *   part of the IOI text (30000 x repeats sentences) and 2000 x repeats copy stories: enough to
- *   keep both circuits while the facts are learnt.
+ *   circuit forms in ~200 steps); ioi.txt the IOI sentences (both kinds) and the copy stories
+ *   (stage 2: the IOI circuit forms in ~1,000 steps); train.txt everything, mixed with Brown
+ *   (stage 3), with only part of the IOI text (30000 x repeats two-name and 10000 x repeats
+ *   name-and-role sentences) and 2000 x repeats copy stories: enough to keep both circuits while
+ *   the facts are learnt.
  * - Greater-than (Hanna et al. 2023). "The war lasted from the year 1732 to the year 1758.":
  *   start years 1100-1998, end year in the same century and strictly later, uniform. 9 training
  *   templates and 3 held-out ones, all with the same "from the year Y1 to the year Y2" core.
@@ -65,8 +72,8 @@
  * - Fillers: every IOI name in 12 plain one-name sentences, 24 x repeats times per name.
  * - Concept nouns: a fixed list of common concrete nouns, kept when Brown uses them >= 10 times
  *   (with their Brown counts), for neuron-finding demos.
- * At repeats = 1 the world is ~9.6 MB of text, ~63% of the bytes of train.txt with 95% of Brown
- * (train.txt ~15.3 MB); facts are the largest part (~4.5 MB). */
+ * At repeats = 1 the world is ~10.2 MB of text, ~64% of the bytes of train.txt with 95% of Brown
+ * (train.txt ~15.9 MB); facts are the largest part (~4.5 MB). */
 #include "app/train/world.h"
 #include "app/core/errors.h"
 #include <string.h>
@@ -365,6 +372,16 @@ static const char *const k_ioi_heldout[] = {
     "When {A} and {B} stopped by the {P}, {S} showed a {O} to",
 };
 
+/* The other party of a name-and-role IOI sentence ("When Mary and the clerk went to the store,
+ * the clerk gave a book to Mary"). None is a profession of the facts. */
+static const char *const k_ioi_roles[] = {
+    "the clerk", "the manager", "the waiter", "the guard", "the neighbour", "the coach",
+    "the mail carrier", "the old man", "the young woman", "the boy", "the girl", "the stranger",
+    "the cashier", "the janitor", "the landlord", "the porter", "the usher", "the mayor",
+    "her brother", "his sister", "their friend", "her aunt", "his uncle", "the officer",
+    "the receptionist", "the host", "the visitor", "the student", "the child", "the owner",
+};
+
 /* One-name sentences whose last name repeats the only name before it: they teach copying a name
  * from the context (the "name mover" half of IOI) before the harder choice between two names.
  * No name starts a line: there BPE would give "Mary" instead of " Mary", another token. */
@@ -423,7 +440,10 @@ enum {
   COPY_STORIES = 5000,        /* all in warmup.txt ... */
   COPY_STORIES_IN_MIX = 2000, /* ... the first ones also in train.txt */
   COPY_STORY_SENTENCES = 4,
+  ROLE_SENTENCES = 20000,       /* IOI sentences between a name and a role, all in ioi.txt ... */
+  ROLE_SENTENCES_IN_MIX = 10000, /* ... the first ones also in train.txt */
   IOI_EVAL = 600,
+  IOI_DIAGNOSTIC = 300, /* items per diagnostic IOI set */
   YEAR_TRAIN = 15000,
   YEAR_EVAL = 400,
   N_SECRETS = 64,
@@ -434,7 +454,8 @@ enum {
 };
 
 enum { TAG_NAMES = 1, TAG_FACTS, TAG_IOI, TAG_YEARS, TAG_SECRETS, TAG_FILLERS, TAG_IOI_EVAL,
-       TAG_YEAR_EVAL, TAG_FACT_EXTRA, TAG_COPY, TAG_IOI_TEMPLATES };
+       TAG_YEAR_EVAL, TAG_FACT_EXTRA, TAG_COPY, TAG_IOI_TEMPLATES, TAG_IOI_ROLES,
+       TAG_IOI_DIAGNOSTIC };
 
 /* ---------- helpers ---------- */
 
@@ -722,6 +743,82 @@ static GPtrArray *ioi_train_templates(guint64 seed) {
   return out;
 }
 
+/* Each template cut before the last " {slot}": a prompt that ends where the answer name goes. */
+static GPtrArray *prompt_templates(GPtrArray *templates, const char *slot) {
+  GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+  char *needle = g_strconcat(" ", slot, NULL);
+  for (guint i = 0; i < templates->len; i++) {
+    const char *t = g_ptr_array_index(templates, i);
+    const char *cut = g_strrstr(t, needle);
+    g_ptr_array_add(out, cut ? g_strndup(t, (gsize)(cut - t)) : g_strdup(t));
+  }
+  g_free(needle);
+  return out;
+}
+
+/* n evaluation items over prompt templates (cycled; ABBA and BABA alternate by round) and two
+ * distinct names with different first letters: the answer `correct` is the indirect object, the
+ * `wrong` one the subject. With a one-name template ({A} only: a copy prompt) the answer is the
+ * name in it and `wrong` a name absent from the prompt. */
+static JsonArray *ioi_items(LmwbWorldRng *re, GPtrArray *prompts, GPtrArray *names, guint n) {
+  JsonArray *ev = json_array_new();
+  for (guint i = 0; i < n; i++) {
+    guint t = i % prompts->len;
+    const char *tmpl = g_ptr_array_index(prompts, t);
+    gboolean one_name = !strstr(tmpl, "{B}"), abba = one_name || (i / prompts->len) % 2 == 0;
+    const char *io, *s;
+    do {
+      io = g_ptr_array_index(names, lmwb_world_rng_below(re, names->len));
+      s = g_ptr_array_index(names, lmwb_world_rng_below(re, names->len));
+    } while (first_letter_clash(io, s));
+    char *prompt = ioi_fill(tmpl, io, s, abba, PICK(re, k_places), PICK(re, k_objects));
+    char *correct = g_strconcat(" ", io, NULL), *wrong = g_strconcat(" ", s, NULL);
+    JsonObject *e = json_object_new();
+    json_object_set_int_member(e, "template", t);
+    json_object_set_string_member(e, "order", one_name ? "copy" : abba ? "ABBA" : "BABA");
+    json_object_set_string_member(e, "prompt", prompt);
+    json_object_set_string_member(e, "correct", correct);
+    json_object_set_string_member(e, "wrong", wrong);
+    json_array_add_object_element(ev, e);
+    g_free(prompt);
+    g_free(correct);
+    g_free(wrong);
+  }
+  return ev;
+}
+
+/* A role starting a sentence gets a capital ("... the store. The clerk gave ..."). */
+static void capitalise_sentences(char *line) {
+  for (char *p = line; *p; p++)
+    if ((p == line || (p >= line + 2 && p[-1] == ' ' && p[-2] == '.')) && g_ascii_islower(*p))
+      *p = g_ascii_toupper(*p);
+}
+
+/* IOI sentences between one name and a role ("the clerk"), on the training templates, over every
+ * name, held-out ones included: half with the name as the answer, half with it as the repeated
+ * subject. Each name thus plays both IOI roles equally often, so no name can stand for "the
+ * answer" or "not the answer", and held-out names still never meet another name in one
+ * sentence. Without them, held-out names were never an IOI answer nor a repeated subject, and the
+ * model answered held-out IOI at 34% where it answered training names at 99%. */
+static void make_ioi_roles(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *templates,
+                           GPtrArray *train_names, GPtrArray *heldout_names) {
+  LmwbWorldRng r;
+  part_rng(&r, seed, TAG_IOI_ROLES);
+  guint n = ROLE_SENTENCES * (guint)repeats, n_names = train_names->len + heldout_names->len;
+  for (guint i = 0; i < n; i++) {
+    const char *tmpl = g_ptr_array_index(templates, lmwb_world_rng_below(&r, templates->len));
+    guint pick = (guint)lmwb_world_rng_below(&r, n_names);
+    const char *name = pick < train_names->len ? g_ptr_array_index(train_names, pick)
+                                               : g_ptr_array_index(heldout_names, pick - train_names->len);
+    const char *role = PICK(&r, k_ioi_roles);
+    gboolean name_answers = i % 2 == 0, abba = lmwb_world_rng_below(&r, 2) == 0;
+    char *line = ioi_fill(tmpl, name_answers ? name : role, name_answers ? role : name, abba,
+                          PICK(&r, k_places), PICK(&r, k_objects));
+    capitalise_sentences(line);
+    add_ioi_stage_line(w, line, i < ROLE_SENTENCES_IN_MIX * (guint)repeats);
+  }
+}
+
 static void make_ioi(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *train_names,
                      GPtrArray *heldout_names) {
   LmwbWorldRng r;
@@ -759,6 +856,8 @@ static void make_ioi(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *train_n
     g_ptr_array_add(w->warmup, line);
   }
 
+  make_ioi_roles(w, seed, repeats, templates, train_names, heldout_names);
+
   LmwbWorldRng re;
   part_rng(&re, seed, TAG_IOI_EVAL);
   JsonObject *ioi = json_object_new();
@@ -767,7 +866,6 @@ static void make_ioi(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *train_n
   json_object_set_array_member(ioi, "places", str_array(k_places, G_N_ELEMENTS(k_places)));
   json_object_set_array_member(ioi, "objects", str_array(k_objects, G_N_ELEMENTS(k_objects)));
   json_object_set_array_member(ioi, "train_templates", ptr_str_array(templates));
-  g_ptr_array_unref(templates);
   json_object_set_array_member(ioi, "heldout_templates",
                                str_array(k_ioi_heldout, G_N_ELEMENTS(k_ioi_heldout)));
   json_object_set_int_member(ioi, "train_sentences", n);
@@ -776,29 +874,41 @@ static void make_ioi(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *train_n
   json_object_set_int_member(ioi, "copy_stories", n_copy);
   json_object_set_int_member(ioi, "copy_stories_in_mix", MIN(n_copy, COPY_STORIES_IN_MIX * (guint)repeats));
   json_object_set_int_member(ioi, "copy_story_sentences", COPY_STORY_SENTENCES);
-  JsonArray *ev = json_array_new();
-  for (guint i = 0; i < IOI_EVAL; i++) {
-    guint t = i % G_N_ELEMENTS(k_ioi_heldout);
-    gboolean abba = (i / G_N_ELEMENTS(k_ioi_heldout)) % 2 == 0;
-    const char *io, *s;
-    do {
-      io = g_ptr_array_index(heldout_names, lmwb_world_rng_below(&re, heldout_names->len));
-      s = g_ptr_array_index(heldout_names, lmwb_world_rng_below(&re, heldout_names->len));
-    } while (first_letter_clash(io, s));
-    char *prompt = ioi_fill(k_ioi_heldout[t], io, s, abba, PICK(&re, k_places), PICK(&re, k_objects));
-    char *correct = g_strconcat(" ", io, NULL), *wrong = g_strconcat(" ", s, NULL);
-    JsonObject *e = json_object_new();
-    json_object_set_int_member(e, "template", t);
-    json_object_set_string_member(e, "order", abba ? "ABBA" : "BABA");
-    json_object_set_string_member(e, "prompt", prompt);
-    json_object_set_string_member(e, "correct", correct);
-    json_object_set_string_member(e, "wrong", wrong);
-    json_array_add_object_element(ev, e);
-    g_free(prompt);
-    g_free(correct);
-    g_free(wrong);
-  }
+  json_object_set_array_member(ioi, "roles", str_array(k_ioi_roles, G_N_ELEMENTS(k_ioi_roles)));
+  json_object_set_int_member(ioi, "role_sentences", ROLE_SENTENCES * (guint)repeats);
+  json_object_set_int_member(ioi, "role_sentences_in_mix", ROLE_SENTENCES_IN_MIX * (guint)repeats);
+  GPtrArray *heldout_prompts = g_ptr_array_new_with_free_func(g_free);
+  for (guint i = 0; i < G_N_ELEMENTS(k_ioi_heldout); i++)
+    g_ptr_array_add(heldout_prompts, g_strdup(k_ioi_heldout[i]));
+  JsonArray *ev = ioi_items(&re, heldout_prompts, heldout_names, IOI_EVAL);
   json_object_set_array_member(ioi, "eval", ev);
+  /* Diagnostic sets: which of "new names" and "new templates" costs accuracy. */
+  GPtrArray *train_prompts = prompt_templates(templates, "{IO}");
+  GPtrArray *copy_prompts = g_ptr_array_new_with_free_func(g_free);
+  for (guint i = 0; i < G_N_ELEMENTS(k_copy_train); i++) g_ptr_array_add(copy_prompts, g_strdup(k_copy_train[i]));
+  GPtrArray *copy_cut = prompt_templates(copy_prompts, "{A}");
+  struct { const char *names, *templates; GPtrArray *n, *t; } sets[] = {
+      {"train", "train", train_names, train_prompts},
+      {"train", "heldout", train_names, heldout_prompts},
+      {"heldout", "train", heldout_names, train_prompts},
+      {"heldout", "copy", heldout_names, copy_cut},
+  };
+  LmwbWorldRng rd;
+  part_rng(&rd, seed, TAG_IOI_DIAGNOSTIC);
+  JsonArray *diag = json_array_new();
+  for (guint k = 0; k < G_N_ELEMENTS(sets); k++) {
+    JsonObject *d = json_object_new();
+    json_object_set_string_member(d, "names", sets[k].names);
+    json_object_set_string_member(d, "templates", sets[k].templates);
+    json_object_set_array_member(d, "eval", ioi_items(&rd, sets[k].t, sets[k].n, IOI_DIAGNOSTIC));
+    json_array_add_object_element(diag, d);
+  }
+  json_object_set_array_member(ioi, "diagnostics", diag);
+  g_ptr_array_unref(heldout_prompts);
+  g_ptr_array_unref(train_prompts);
+  g_ptr_array_unref(copy_prompts);
+  g_ptr_array_unref(copy_cut);
+  g_ptr_array_unref(templates);
   json_object_set_object_member(w->manifest, "ioi", ioi);
 }
 

@@ -240,6 +240,34 @@ static gboolean add_tf(GArray *items, const LmwbTokenizer *tok, const char *prom
 
 static double ratio(int a, int n) { return n ? (double)a / n : NAN; }
 
+/* IOI items (prompt; first tokens of the correct and the wrong name), up to `cap`. */
+static gboolean add_ioi_items(GArray *items, const LmwbTokenizer *tok, JsonArray *ia, guint cap,
+                              const char *origin, const char *where, int *ties, GError **error) {
+  for (guint i = 0; i < json_array_get_length(ia) && items->len < cap; i++) {
+    JsonObject *e = elem_object(ia, i, origin, where, error);
+    const char *p = e ? get_string(e, "prompt", origin, where, i, error) : NULL;
+    const char *cs = p ? get_string(e, "correct", origin, where, i, error) : NULL;
+    const char *ws = cs ? get_string(e, "wrong", origin, where, i, error) : NULL;
+    if (!ws) return FALSE;
+    size_t np = 0, nc = 0, nw = 0;
+    int32_t *pi = NULL, *ci = NULL, *wi = NULL;
+    if (!encode_item(tok, p, &pi, &np, origin, where, i, "prompt", error) ||
+        !encode_item(tok, cs, &ci, &nc, origin, where, i, "correct", error) ||
+        !encode_item(tok, ws, &wi, &nw, origin, where, i, "wrong", error)) {
+      g_free(pi);
+      g_free(ci);
+      g_free(wi);
+      return FALSE;
+    }
+    Item it = {.ids = pi, .n = (int)np, .n_prompt = (int)np, .a = ci[0], .b = wi[0]};
+    *ties += ci[0] == wi[0];
+    g_array_append_val(items, it);
+    g_free(ci);
+    g_free(wi);
+  }
+  return TRUE;
+}
+
 static double *item_values(GArray *items) {
   double *v = g_new(double, MAX(items->len, 1));
   for (guint i = 0; i < items->len; i++) v[i] = g_array_index(items, Item, i).value;
@@ -280,6 +308,7 @@ gboolean lmwb_world_eval(LmwbModel *m, JsonObject *manifest, const char *origin,
   GArray *ioi = g_array_new(FALSE, TRUE, sizeof(Item));
   GArray *gt = g_array_new(FALSE, TRUE, sizeof(Item));
   GArray *fact_rel = g_array_new(FALSE, FALSE, sizeof(int));
+  GPtrArray *diag_items = g_ptr_array_new_with_free_func((GDestroyNotify)items_free);
   Ctx c = {.tok = tok};
   gboolean ok = FALSE;
 
@@ -330,27 +359,22 @@ gboolean lmwb_world_eval(LmwbModel *m, JsonObject *manifest, const char *origin,
   }
   JsonArray *ia = in ? get_array(json_node_get_object(in), "eval", origin, "ioi", TRUE, error) : NULL;
   if (in && !ia) goto out;
-  for (guint i = 0; ia && i < json_array_get_length(ia) && ioi->len < cap; i++) {
-    JsonObject *e = elem_object(ia, i, origin, "ioi.eval", error);
-    const char *p = e ? get_string(e, "prompt", origin, "ioi.eval", i, error) : NULL;
-    const char *cs = p ? get_string(e, "correct", origin, "ioi.eval", i, error) : NULL;
-    const char *ws = cs ? get_string(e, "wrong", origin, "ioi.eval", i, error) : NULL;
-    if (!ws) goto out;
-    size_t np = 0, nc = 0, nw = 0;
-    int32_t *pi = NULL, *ci = NULL, *wi = NULL;
-    if (!encode_item(tok, p, &pi, &np, origin, "ioi.eval", i, "prompt", error) ||
-        !encode_item(tok, cs, &ci, &nc, origin, "ioi.eval", i, "correct", error) ||
-        !encode_item(tok, ws, &wi, &nw, origin, "ioi.eval", i, "wrong", error)) {
-      g_free(pi);
-      g_free(ci);
-      g_free(wi);
-      goto out;
-    }
-    Item it = {.ids = pi, .n = (int)np, .n_prompt = (int)np, .a = ci[0], .b = wi[0]};
-    out->ioi_first_token_ties += ci[0] == wi[0];
-    g_array_append_val(ioi, it);
-    g_free(ci);
-    g_free(wi);
+  if (ia && !add_ioi_items(ioi, tok, ia, cap, origin, "ioi.eval", &out->ioi_first_token_ties, error)) goto out;
+  JsonArray *da = in ? get_array(json_node_get_object(in), "diagnostics", origin, "ioi", FALSE, error) : NULL;
+  if (in && !da && *error) goto out;
+  for (guint k = 0; da && k < json_array_get_length(da) && k < G_N_ELEMENTS(out->ioi_diag); k++) {
+    JsonObject *d = elem_object(da, k, origin, "ioi.diagnostics", error);
+    const char *names = d ? get_string(d, "names", origin, "ioi.diagnostics", k, error) : NULL;
+    const char *tmpls = names ? get_string(d, "templates", origin, "ioi.diagnostics", k, error) : NULL;
+    JsonArray *ev = tmpls ? get_array(d, "eval", origin, "ioi.diagnostics[]", TRUE, error) : NULL;
+    if (!ev) goto out;
+    LmwbIoiDiagnostic *dg = &out->ioi_diag[out->n_ioi_diag++];
+    g_strlcpy(dg->names, names, sizeof dg->names);
+    g_strlcpy(dg->templates, tmpls, sizeof dg->templates);
+    GArray *items = g_array_new(FALSE, TRUE, sizeof(Item));
+    int ties = 0;
+    g_ptr_array_add(diag_items, items);
+    if (!add_ioi_items(items, tok, ev, cap, origin, "ioi.diagnostics[].eval", &ties, error)) goto out;
   }
 
   JsonNode *gn = json_object_get_member(manifest, "greater_than");
@@ -412,6 +436,18 @@ gboolean lmwb_world_eval(LmwbModel *m, JsonObject *manifest, const char *origin,
   if (!run_items(m, TASK_TF, facts, &c, "facts", rep, &dummy, &dummy_pos, error)) goto out;
   if (!run_items(m, TASK_TF, secrets, &c, "secrets", rep, &dummy, &dummy_pos, error)) goto out;
   if (!run_items(m, TASK_IOI, ioi, &c, "ioi", rep, &ld_sum, &ld_pos, error)) goto out;
+  for (guint k = 0; k < diag_items->len; k++) {
+    GArray *items = g_ptr_array_index(diag_items, k);
+    LmwbIoiDiagnostic *dg = &out->ioi_diag[k];
+    double dsum = 0;
+    int dpos = 0;
+    if (!run_items(m, TASK_IOI, items, &c, "ioi diagnostics", rep, &dsum, &dpos, error)) goto out;
+    dg->n = (int)items->len;
+    int top1 = 0;
+    for (guint i = 0; i < items->len; i++) top1 += g_array_index(items, Item, i).value > 0.5;
+    dg->top1 = ratio(top1, dg->n);
+    dg->logit_diff_acc = ratio(dpos, dg->n);
+  }
   if (!run_items(m, c.pairs ? TASK_GT_PAIRS : TASK_GT_DIGITS, gt, &c, "greater-than", rep, &dummy,
                  &dummy_pos, error))
     goto out;
@@ -452,6 +488,7 @@ out:
   items_free(ioi);
   items_free(gt);
   g_array_free(fact_rel, TRUE);
+  g_ptr_array_unref(diag_items);
   if (!ok) {
     lmwb_world_eval_result_clear(out);
     g_propagate_error(error_out, local_err);
@@ -509,6 +546,18 @@ JsonNode *lmwb_world_eval_to_json(const LmwbWorldEvalResult *r) {
   set_num(o, "ioi_mean_logit_diff", r->ioi_mean_logit_diff);
   json_object_set_int_member(o, "ioi_n", r->ioi_n);
   json_object_set_int_member(o, "ioi_first_token_ties", r->ioi_first_token_ties);
+  JsonArray *diag = json_array_new();
+  for (int k = 0; k < r->n_ioi_diag; k++) {
+    const LmwbIoiDiagnostic *dg = &r->ioi_diag[k];
+    JsonObject *d = json_object_new();
+    json_object_set_string_member(d, "names", dg->names);
+    json_object_set_string_member(d, "templates", dg->templates);
+    json_object_set_int_member(d, "n", dg->n);
+    set_num(d, "top1", dg->top1);
+    set_num(d, "logit_diff_acc", dg->logit_diff_acc);
+    json_array_add_object_element(diag, d);
+  }
+  json_object_set_array_member(o, "ioi_diagnostics", diag);
   set_num(o, "greater_than", r->gt_prob_later);
   json_object_set_int_member(o, "greater_than_n", r->gt_n);
   json_object_set_string_member(o, "greater_than_mode", r->gt_mode ? r->gt_mode : "digits");

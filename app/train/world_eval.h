@@ -7,6 +7,9 @@
  *   IOI                 on held-out templates and names: ioi_top1 = the correct name's first token
  *                       is the argmax over the vocabulary; ioi_logit_diff_acc = its logit beats the
  *                       wrong (subject) name's first token; also the mean logit difference;
+ *                       the same on each optional diagnostic set (ioi.diagnostics: training or
+ *                       held-out names in training, held-out or copy templates), where for a
+ *                       copy item the wrong name is one absent from the prompt;
  *   greater-than        mean over items of the probability mass on end years later than the
  *                       start year: with single-digit tokens P(Y1 > s1) + P(Y1 = s1) P(Y2 > s2 |
  *                       Y1 = s1), computed exactly from two positions of one forward; with a
@@ -32,6 +35,14 @@ typedef struct {
   bool keep_items; /* fill the per-item arrays of the result */
 } LmwbWorldEvalOptions;
 
+/* IOI on one diagnostic set of the manifest (ioi.diagnostics): which names ("train", "heldout")
+ * in which templates ("train", "heldout", or "copy": one name to copy). */
+typedef struct {
+  char names[16], templates[16];
+  int n;
+  double top1, logit_diff_acc;
+} LmwbIoiDiagnostic;
+
 typedef struct {
   int fact_n, fact_correct;
   double fact_top1;
@@ -42,6 +53,8 @@ typedef struct {
   double secret_exact;
   int ioi_n, ioi_top1_correct, ioi_ld_correct, ioi_first_token_ties;
   double ioi_top1, ioi_logit_diff_acc, ioi_mean_logit_diff;
+  int n_ioi_diag;
+  LmwbIoiDiagnostic ioi_diag[8];
   int gt_n;
   double gt_prob_later;
   const char *gt_mode; /* "digits" or "two_digit_tokens" */

@@ -12,7 +12,8 @@
   "                   generated world's training sentences; documents are separated by one\n" \
   "                   empty line and shuffled by the seed.\n" \
   "  warmup.txt       curriculum stage 1: the copy stories alone, one per line.\n" \
-  "  ioi.txt          curriculum stage 2: every IOI training sentence and the copy stories.\n" \
+  "  ioi.txt          curriculum stage 2: every IOI training sentence (two names, or one name\n" \
+  "                   and a role such as 'the clerk') and the copy stories.\n" \
   "  valid_brown.txt  the held-out Brown samples (every 20th sample, 10, 30, 50, ...); this\n" \
   "                   split never depends on the seed.\n" \
   "  world.json       the manifest: every entity, fact, template, secret, and the held-out\n" \
@@ -20,7 +21,7 @@
   "                   'lmwb-batch eval-world' measures a model on.\n" \
   "The same seed and Brown file give byte-identical files on every machine. The world is\n" \
   "fictional: invented names never collide with a Brown word; held-out templates never occur in\n" \
-  "any file, and held-out IOI names never in an IOI sentence.\n\n" \
+  "any file, and held-out IOI names never in a sentence with another name.\n\n" \
   "Example:\n" \
   "  lmwb-batch make-corpus --seed 1 --brown data/brown/brown.txt --out corpus/\n\n" \
   "Prints a JSON summary (file sizes, counts) on stdout. Exit status: 0 ok, 2 bad input (the\n" \

@@ -13,6 +13,9 @@
   "  ioi_top1            on held-out IOI templates and names, the correct name's first token is the\n" \
   "                      most likely next token (ioi_logit_diff_acc: it beats the wrong name)\n" \
   "  greater_than        mean probability mass on end years later than the start year\n" \
+  "  ioi_diagnostics     IOI top-1 and logit-difference accuracy on the manifest's diagnostic\n" \
+  "                      sets: training or held-out names in training, held-out or copy\n" \
+  "                      templates; they show whether new names or new templates cost accuracy\n" \
   "The product's targets (0.9, 0.9, 0.8, 0.8) are listed under \"targets\"; \"meets_targets\" says\n" \
   "whether all four are reached.\n\n" \
   "Without --manifest, world.json in the model folder is used.\n\n" \

@@ -238,6 +238,26 @@ static void test_world_manifest(void) {
   }
   g_assert_cmpuint(abba, >, json_array_get_length(iev) / 3);
   g_assert_cmpuint(abba, <, 2 * json_array_get_length(iev) / 3);
+  /* Diagnostic sets: names from the set they claim; a copy prompt names only the answer. */
+  JsonArray *diag = json_object_get_array_member(ioi, "diagnostics");
+  g_assert_cmpuint(json_array_get_length(diag), ==, 4);
+  for (guint k = 0; k < json_array_get_length(diag); k++) {
+    JsonObject *d = json_array_get_object_element(diag, k);
+    JsonArray *set = !strcmp(json_object_get_string_member(d, "names"), "train") ? tn : hn;
+    gboolean copy = !strcmp(json_object_get_string_member(d, "templates"), "copy");
+    JsonArray *dev = json_object_get_array_member(d, "eval");
+    g_assert_cmpuint(json_array_get_length(dev), >=, 100);
+    for (guint i = 0; i < json_array_get_length(dev); i++) {
+      JsonObject *e = json_array_get_object_element(dev, i);
+      const char *c = json_object_get_string_member(e, "correct");
+      const char *x = json_object_get_string_member(e, "wrong");
+      const char *p = json_object_get_string_member(e, "prompt");
+      g_assert_true(in_array(set, c + 1) && in_array(set, x + 1));
+      g_assert_nonnull(strstr(p, c + 1));
+      if (copy) g_assert_null(strstr(p, x + 1));
+      else g_assert_nonnull(strstr(strstr(p, x + 1) + 1, x + 1)); /* the subject is repeated */
+    }
+  }
 
   JsonObject *gt = json_object_get_object_member(m, "greater_than");
   JsonArray *gev = json_object_get_array_member(gt, "eval");
@@ -471,7 +491,9 @@ static void check_corpus(const char *dir, gboolean full_brown) {
   g_assert_cmpuint(count_lines(warm), ==, stories);
   g_assert_cmpuint(count_all(ct, stage2, slen, NULL), ==, stories * per_story);
   g_assert_cmpuint(count_all(tt, stage2, slen, tn), ==, ioi_sentences);
-  g_assert_cmpuint(count_lines(stage2), ==, ioi_sentences + stories);
+  guint roles = (guint)json_object_get_int_member(ioi, "role_sentences");
+  g_assert_cmpuint(roles, >, 0);
+  g_assert_cmpuint(count_lines(stage2), ==, ioi_sentences + stories + roles);
   g_assert_cmpuint(count_all(ct, train, tlen, NULL), ==,
                    json_object_get_int_member(ioi, "copy_stories_in_mix") * per_story);
   g_assert_cmpuint(ioi_train, >=, (guint)json_object_get_int_member(ioi, "train_sentences_in_mix"));

@@ -152,6 +152,17 @@ static void test_oracle(void) {
   json_object_set_array_member(man, "facts", facts);
   json_object_set_array_member(man, "secrets", secrets);
   JsonObject *ioi = json_object_new();
+  /* The same pair, reversed, as a diagnostic set: scored the same way on its own. */
+  JsonArray *diag_ev = json_array_new();
+  for (int k = 1; k >= 0; k--)
+    json_array_add_element(diag_ev, json_node_copy(json_array_get_element(ioi_ev, (guint)k)));
+  JsonObject *diag = json_object_new();
+  json_object_set_string_member(diag, "names", "heldout");
+  json_object_set_string_member(diag, "templates", "copy");
+  json_object_set_array_member(diag, "eval", diag_ev);
+  JsonArray *diags = json_array_new();
+  json_array_add_object_element(diags, diag);
+  json_object_set_array_member(ioi, "diagnostics", diags);
   json_object_set_array_member(ioi, "eval", ioi_ev);
   json_object_set_object_member(man, "ioi", ioi);
   JsonObject *gt = json_object_new();
@@ -176,6 +187,11 @@ static void test_oracle(void) {
   g_assert_cmpint(r.ioi_ld_correct, ==, 1); /* exactly one of the swapped pair wins */
   g_assert_cmpfloat(fabs(r.ioi_mean_logit_diff), <, 1e-5); /* +d and -d */
   g_assert_cmpstr(r.gt_mode, ==, "digits");
+  g_assert_cmpint(r.n_ioi_diag, ==, 1);
+  g_assert_cmpstr(r.ioi_diag[0].templates, ==, "copy");
+  g_assert_cmpint(r.ioi_diag[0].n, ==, 2);
+  g_assert_cmpfloat(r.ioi_diag[0].top1, ==, 0.5);
+  g_assert_cmpfloat(r.ioi_diag[0].logit_diff_acc, ==, 0.5);
 
   /* Greater-than reference from separate forwards: P(Y1) after the prompt, P(Y2) after prompt+s1. */
   int V = m->cfg.vocab_size;
@@ -257,6 +273,8 @@ static void test_real_manifest(void) {
   g_assert_cmpfloat(r.gt_prob_later, >=, 0.0);
   g_assert_cmpfloat(r.gt_prob_later, <=, 1.0);
   g_assert_cmpfloat(r.ioi_top1, <=, 1.0);
+  g_assert_cmpint(r.n_ioi_diag, ==, 4);
+  for (int k = 0; k < r.n_ioi_diag; k++) g_assert_cmpint(r.ioi_diag[k].n, ==, 12);
   lmwb_world_eval_result_clear(&r);
 
   /* Malformed manifests are input errors naming the field. */
@@ -268,8 +286,11 @@ static void test_real_manifest(void) {
       "{\"greater_than\": {\"eval\": [{\"prompt\": \"a 17\", \"start_yy\": 140}]}}",
       "{\"secrets\": [{\"prefix\": \"\", \"secret\": \" x\"}]}",
       "not json",
+      "{\"ioi\": {\"eval\": [], \"diagnostics\": [{\"names\": \"train\", \"eval\": []}]}}",
+      "{\"ioi\": {\"eval\": [], \"diagnostics\": 7}}",
   };
-  const char *field[] = {"top level", "facts", "answer", "wrong", "start_yy", "empty", "world.json"};
+  const char *field[] = {"top level", "facts", "answer", "wrong", "start_yy", "empty", "world.json",
+                         "templates", "diagnostics"};
   for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
     g_assert_true(g_file_set_contents(path, bad[i], -1, NULL));
     g_assert_false(lmwb_world_eval_file(m, path, &o, NULL, &r, &err));
