@@ -362,7 +362,12 @@ gboolean lmwb_world_eval(LmwbModel *m, JsonObject *manifest, const char *origin,
   if (ia && !add_ioi_items(ioi, tok, ia, cap, origin, "ioi.eval", &out->ioi_first_token_ties, error)) goto out;
   JsonArray *da = in ? get_array(json_node_get_object(in), "diagnostics", origin, "ioi", FALSE, error) : NULL;
   if (in && !da && *error) goto out;
-  for (guint k = 0; da && k < json_array_get_length(da) && k < G_N_ELEMENTS(out->ioi_diag); k++) {
+  if (da && json_array_get_length(da) > G_N_ELEMENTS(out->ioi_diag)) {
+    lmwb_input_error(error, "world manifest '%s': ioi.diagnostics has %u sets, more than %d", origin,
+                     json_array_get_length(da), (int)G_N_ELEMENTS(out->ioi_diag));
+    goto out;
+  }
+  for (guint k = 0; da && k < json_array_get_length(da); k++) {
     JsonObject *d = elem_object(da, k, origin, "ioi.diagnostics", error);
     const char *names = d ? get_string(d, "names", origin, "ioi.diagnostics", k, error) : NULL;
     const char *tmpls = names ? get_string(d, "templates", origin, "ioi.diagnostics", k, error) : NULL;

@@ -7,9 +7,9 @@
  *   IOI                 on held-out templates and names: ioi_top1 = the correct name's first token
  *                       is the argmax over the vocabulary; ioi_logit_diff_acc = its logit beats the
  *                       wrong (subject) name's first token; also the mean logit difference;
- *                       the same on each optional diagnostic set (ioi.diagnostics: training or
- *                       held-out names in training, held-out or copy templates), where for a
- *                       copy item the wrong name is one absent from the prompt;
+ *                       the same on each optional diagnostic set (ioi.diagnostics, at most 8:
+ *                       training or held-out names in training, held-out or copy templates),
+ *                       where for a copy item the wrong name is one absent from the prompt;
  *   greater-than        mean over items of the probability mass on end years later than the
  *                       start year: with single-digit tokens P(Y1 > s1) + P(Y1 = s1) P(Y2 > s2 |
  *                       Y1 = s1), computed exactly from two positions of one forward; with a

@@ -288,9 +288,10 @@ static void test_real_manifest(void) {
       "not json",
       "{\"ioi\": {\"eval\": [], \"diagnostics\": [{\"names\": \"train\", \"eval\": []}]}}",
       "{\"ioi\": {\"eval\": [], \"diagnostics\": 7}}",
+      "{\"ioi\": {\"eval\": [], \"diagnostics\": [{}, {}, {}, {}, {}, {}, {}, {}, {}]}}",
   };
   const char *field[] = {"top level", "facts", "answer", "wrong", "start_yy", "empty", "world.json",
-                         "templates", "diagnostics"};
+                         "templates", "diagnostics", "more than 8"};
   for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
     g_assert_true(g_file_set_contents(path, bad[i], -1, NULL));
     g_assert_false(lmwb_world_eval_file(m, path, &o, NULL, &r, &err));
