@@ -178,6 +178,34 @@ static gboolean in_array(JsonArray *a, const char *s) {
   return FALSE;
 }
 
+/* IOI items draw both names from `names`, with different first letters. Two-name prompts name
+ * the answer once and the wrong name (the subject) twice, "order" telling which comes first; a
+ * copy prompt names only the answer. Returns the number of ABBA items. */
+static guint check_ioi_items(JsonArray *items, JsonArray *names, gboolean copy) {
+  guint abba = 0;
+  for (guint i = 0; i < json_array_get_length(items); i++) {
+    JsonObject *e = json_array_get_object_element(items, i);
+    const char *c = json_object_get_string_member(e, "correct");
+    const char *x = json_object_get_string_member(e, "wrong");
+    const char *p = json_object_get_string_member(e, "prompt");
+    g_assert_true(in_array(names, c + 1) && in_array(names, x + 1));
+    g_assert_cmpint(c[1], !=, x[1]);
+    const char *first_c = strstr(p, c + 1), *first_x = strstr(p, x + 1);
+    g_assert_nonnull(first_c);
+    g_assert_null(strstr(first_c + 1, c + 1));
+    if (copy) {
+      g_assert_null(first_x);
+      g_assert_cmpstr(json_object_get_string_member(e, "order"), ==, "copy");
+      continue;
+    }
+    const char *again = first_x ? strstr(first_x + 1, x + 1) : NULL;
+    g_assert_nonnull(again);
+    abba += first_c < first_x;
+    g_assert_cmpstr(json_object_get_string_member(e, "order"), ==, first_c < first_x ? "ABBA" : "BABA");
+  }
+  return abba;
+}
+
 static void test_world_manifest(void) {
   LmwbWorld *w = lmwb_world_generate(7, 1, NULL, NULL);
   g_assert_nonnull(w);
@@ -217,46 +245,18 @@ static void test_world_manifest(void) {
   g_assert_cmpuint(json_array_get_length(json_object_get_array_member(ioi, "heldout_templates")), >=, 5);
   JsonArray *iev = json_object_get_array_member(ioi, "eval");
   g_assert_cmpuint(json_array_get_length(iev), >=, 200);
-  guint abba = 0;
-  for (guint i = 0; i < json_array_get_length(iev); i++) {
-    JsonObject *e = json_array_get_object_element(iev, i);
-    const char *c = json_object_get_string_member(e, "correct");
-    const char *x = json_object_get_string_member(e, "wrong");
-    const char *p = json_object_get_string_member(e, "prompt");
-    g_assert_true(in_array(hn, c + 1) && in_array(hn, x + 1));
-    g_assert_cmpint(c[1], !=, x[1]);
-    /* The wrong name (the subject) occurs twice in the prompt, the correct one once. */
-    char *cw = g_strconcat(c + 1, " ", NULL);
-    const char *first_c = strstr(p, c + 1), *first_x = strstr(p, x + 1);
-    g_assert_nonnull(first_c);
-    g_assert_nonnull(first_x);
-    g_assert_nonnull(strstr(first_x + 1, x + 1));
-    g_assert_null(strstr(first_c + 1, c + 1));
-    abba += first_c < first_x;
-    g_assert_cmpstr(json_object_get_string_member(e, "order"), ==, first_c < first_x ? "ABBA" : "BABA");
-    g_free(cw);
-  }
+  guint abba = check_ioi_items(iev, hn, FALSE);
   g_assert_cmpuint(abba, >, json_array_get_length(iev) / 3);
   g_assert_cmpuint(abba, <, 2 * json_array_get_length(iev) / 3);
-  /* Diagnostic sets: names from the set they claim; a copy prompt names only the answer. */
+  /* Diagnostic sets: names from the set they claim. */
   JsonArray *diag = json_object_get_array_member(ioi, "diagnostics");
   g_assert_cmpuint(json_array_get_length(diag), ==, 4);
   for (guint k = 0; k < json_array_get_length(diag); k++) {
     JsonObject *d = json_array_get_object_element(diag, k);
-    JsonArray *set = !strcmp(json_object_get_string_member(d, "names"), "train") ? tn : hn;
-    gboolean copy = !strcmp(json_object_get_string_member(d, "templates"), "copy");
     JsonArray *dev = json_object_get_array_member(d, "eval");
     g_assert_cmpuint(json_array_get_length(dev), >=, 100);
-    for (guint i = 0; i < json_array_get_length(dev); i++) {
-      JsonObject *e = json_array_get_object_element(dev, i);
-      const char *c = json_object_get_string_member(e, "correct");
-      const char *x = json_object_get_string_member(e, "wrong");
-      const char *p = json_object_get_string_member(e, "prompt");
-      g_assert_true(in_array(set, c + 1) && in_array(set, x + 1));
-      g_assert_nonnull(strstr(p, c + 1));
-      if (copy) g_assert_null(strstr(p, x + 1));
-      else g_assert_nonnull(strstr(strstr(p, x + 1) + 1, x + 1)); /* the subject is repeated */
-    }
+    check_ioi_items(dev, !strcmp(json_object_get_string_member(d, "names"), "train") ? tn : hn,
+                    !strcmp(json_object_get_string_member(d, "templates"), "copy"));
   }
 
   JsonObject *gt = json_object_get_object_member(m, "greater_than");
