@@ -708,6 +708,21 @@ static gboolean first_letter_clash(const char *a, const char *b) {
   return a[0] == b[0] || g_str_has_prefix(a, b) || g_str_has_prefix(b, a);
 }
 
+/* Two names of `names` that do not clash: the indirect object and the subject. */
+static void pick_name_pair(LmwbWorldRng *r, GPtrArray *names, const char **io, const char **s) {
+  do {
+    *io = g_ptr_array_index(names, lmwb_world_rng_below(r, names->len));
+    *s = g_ptr_array_index(names, lmwb_world_rng_below(r, names->len));
+  } while (first_letter_clash(*io, *s));
+}
+
+/* Any IOI name, training or held-out, uniformly. */
+static const char *pick_any_name(LmwbWorldRng *r, GPtrArray *train_names, GPtrArray *heldout_names) {
+  guint pick = (guint)lmwb_world_rng_below(r, train_names->len + heldout_names->len);
+  return pick < train_names->len ? g_ptr_array_index(train_names, pick)
+                                 : g_ptr_array_index(heldout_names, pick - train_names->len);
+}
+
 static char *ioi_fill(const char *tmpl, const char *io, const char *s, gboolean abba,
                       const char *place, const char *obj) {
   /* ABBA: the indirect object is introduced first; BABA: the subject is. */
@@ -743,12 +758,13 @@ static GPtrArray *ioi_train_templates(guint64 seed) {
   return out;
 }
 
-/* Each template cut before the last " {slot}": a prompt that ends where the answer name goes. */
-static GPtrArray *prompt_templates(GPtrArray *templates, const char *slot) {
+/* Each template cut before its last " {slot}" (if any): a prompt that ends where the answer
+ * name goes. */
+static GPtrArray *prompt_templates(const char *const *templates, guint n, const char *slot) {
   GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
   char *needle = g_strconcat(" ", slot, NULL);
-  for (guint i = 0; i < templates->len; i++) {
-    const char *t = g_ptr_array_index(templates, i);
+  for (guint i = 0; i < n; i++) {
+    const char *t = templates[i];
     const char *cut = g_strrstr(t, needle);
     g_ptr_array_add(out, cut ? g_strndup(t, (gsize)(cut - t)) : g_strdup(t));
   }
@@ -767,10 +783,7 @@ static JsonArray *ioi_items(LmwbWorldRng *re, GPtrArray *prompts, GPtrArray *nam
     const char *tmpl = g_ptr_array_index(prompts, t);
     gboolean one_name = !strstr(tmpl, "{B}"), abba = one_name || (i / prompts->len) % 2 == 0;
     const char *io, *s;
-    do {
-      io = g_ptr_array_index(names, lmwb_world_rng_below(re, names->len));
-      s = g_ptr_array_index(names, lmwb_world_rng_below(re, names->len));
-    } while (first_letter_clash(io, s));
+    pick_name_pair(re, names, &io, &s);
     char *prompt = ioi_fill(tmpl, io, s, abba, PICK(re, k_places), PICK(re, k_objects));
     char *correct = g_strconcat(" ", io, NULL), *wrong = g_strconcat(" ", s, NULL);
     JsonObject *e = json_object_new();
@@ -804,12 +817,10 @@ static void make_ioi_roles(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *t
                            GPtrArray *train_names, GPtrArray *heldout_names) {
   LmwbWorldRng r;
   part_rng(&r, seed, TAG_IOI_ROLES);
-  guint n = ROLE_SENTENCES * (guint)repeats, n_names = train_names->len + heldout_names->len;
+  guint n = ROLE_SENTENCES * (guint)repeats;
   for (guint i = 0; i < n; i++) {
     const char *tmpl = g_ptr_array_index(templates, lmwb_world_rng_below(&r, templates->len));
-    guint pick = (guint)lmwb_world_rng_below(&r, n_names);
-    const char *name = pick < train_names->len ? g_ptr_array_index(train_names, pick)
-                                               : g_ptr_array_index(heldout_names, pick - train_names->len);
+    const char *name = pick_any_name(&r, train_names, heldout_names);
     const char *role = PICK(&r, k_ioi_roles);
     gboolean name_answers = i % 2 == 0, abba = lmwb_world_rng_below(&r, 2) == 0;
     char *line = ioi_fill(tmpl, name_answers ? name : role, name_answers ? role : name, abba,
@@ -828,10 +839,7 @@ static void make_ioi(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *train_n
   for (guint i = 0; i < n; i++) {
     const char *tmpl = g_ptr_array_index(templates, lmwb_world_rng_below(&r, templates->len));
     const char *io, *s;
-    do {
-      io = g_ptr_array_index(train_names, lmwb_world_rng_below(&r, train_names->len));
-      s = g_ptr_array_index(train_names, lmwb_world_rng_below(&r, train_names->len));
-    } while (first_letter_clash(io, s));
+    pick_name_pair(&r, train_names, &io, &s);
     gboolean abba = lmwb_world_rng_below(&r, 2) == 0;
     add_ioi_stage_line(w, ioi_fill(tmpl, io, s, abba, PICK(&r, k_places), PICK(&r, k_objects)),
                        i < IOI_TRAIN_IN_MIX * (guint)repeats);
@@ -845,11 +853,7 @@ static void make_ioi(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *train_n
   for (guint i = 0; i < n_copy; i++) {
     /* Every name, held-out ones included: copying must work for any name, and a name that is
      * never a copy target gets rewritten to a similar trained one. */
-    guint pick = (guint)lmwb_world_rng_below(&rc, train_names->len + heldout_names->len);
-    const char *a = pick < train_names->len
-                        ? g_ptr_array_index(train_names, pick)
-                        : g_ptr_array_index(heldout_names, pick - train_names->len);
-    char *line = copy_story(&rc, a);
+    char *line = copy_story(&rc, pick_any_name(&rc, train_names, heldout_names));
     /* Only some stories go into the main mix: a name repeated four times teaches "copy the
      * repeated name", the opposite of IOI's answer; enough of them keep every name a copy target. */
     add_ioi_stage_line(w, g_strdup(line), i < COPY_STORIES_IN_MIX * (guint)repeats);
@@ -877,16 +881,13 @@ static void make_ioi(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *train_n
   json_object_set_array_member(ioi, "roles", str_array(k_ioi_roles, G_N_ELEMENTS(k_ioi_roles)));
   json_object_set_int_member(ioi, "role_sentences", ROLE_SENTENCES * (guint)repeats);
   json_object_set_int_member(ioi, "role_sentences_in_mix", ROLE_SENTENCES_IN_MIX * (guint)repeats);
-  GPtrArray *heldout_prompts = g_ptr_array_new_with_free_func(g_free);
-  for (guint i = 0; i < G_N_ELEMENTS(k_ioi_heldout); i++)
-    g_ptr_array_add(heldout_prompts, g_strdup(k_ioi_heldout[i]));
-  JsonArray *ev = ioi_items(&re, heldout_prompts, heldout_names, IOI_EVAL);
-  json_object_set_array_member(ioi, "eval", ev);
+  /* Held-out templates are prompts already. */
+  GPtrArray *heldout_prompts = prompt_templates(k_ioi_heldout, G_N_ELEMENTS(k_ioi_heldout), "{IO}");
+  json_object_set_array_member(ioi, "eval", ioi_items(&re, heldout_prompts, heldout_names, IOI_EVAL));
   /* Diagnostic sets: which of "new names" and "new templates" costs accuracy. */
-  GPtrArray *train_prompts = prompt_templates(templates, "{IO}");
-  GPtrArray *copy_prompts = g_ptr_array_new_with_free_func(g_free);
-  for (guint i = 0; i < G_N_ELEMENTS(k_copy_train); i++) g_ptr_array_add(copy_prompts, g_strdup(k_copy_train[i]));
-  GPtrArray *copy_cut = prompt_templates(copy_prompts, "{A}");
+  GPtrArray *train_prompts =
+      prompt_templates((const char *const *)templates->pdata, templates->len, "{IO}");
+  GPtrArray *copy_cut = prompt_templates(k_copy_train, G_N_ELEMENTS(k_copy_train), "{A}");
   struct { const char *names, *templates; GPtrArray *n, *t; } sets[] = {
       {"train", "train", train_names, train_prompts},
       {"train", "heldout", train_names, heldout_prompts},
@@ -906,7 +907,6 @@ static void make_ioi(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *train_n
   json_object_set_array_member(ioi, "diagnostics", diag);
   g_ptr_array_unref(heldout_prompts);
   g_ptr_array_unref(train_prompts);
-  g_ptr_array_unref(copy_prompts);
   g_ptr_array_unref(copy_cut);
   g_ptr_array_unref(templates);
   json_object_set_object_member(w->manifest, "ioi", ioi);

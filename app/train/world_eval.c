@@ -268,6 +268,13 @@ static gboolean add_ioi_items(GArray *items, const LmwbTokenizer *tok, JsonArray
   return TRUE;
 }
 
+/* Items scored right (value 1 for a 0/1 task). */
+static int n_correct(GArray *items) {
+  int n = 0;
+  for (guint i = 0; i < items->len; i++) n += g_array_index(items, Item, i).value > 0.5;
+  return n;
+}
+
 static double *item_values(GArray *items) {
   double *v = g_new(double, MAX(items->len, 1));
   for (guint i = 0; i < items->len; i++) v[i] = g_array_index(items, Item, i).value;
@@ -448,9 +455,7 @@ gboolean lmwb_world_eval(LmwbModel *m, JsonObject *manifest, const char *origin,
     int dpos = 0;
     if (!run_items(m, TASK_IOI, items, &c, "ioi diagnostics", rep, &dsum, &dpos, error)) goto out;
     dg->n = (int)items->len;
-    int top1 = 0;
-    for (guint i = 0; i < items->len; i++) top1 += g_array_index(items, Item, i).value > 0.5;
-    dg->top1 = ratio(top1, dg->n);
+    dg->top1 = ratio(n_correct(items), dg->n);
     dg->logit_diff_acc = ratio(dpos, dg->n);
   }
   if (!run_items(m, c.pairs ? TASK_GT_PAIRS : TASK_GT_DIGITS, gt, &c, "greater-than", rep, &dummy,
@@ -467,10 +472,10 @@ gboolean lmwb_world_eval(LmwbModel *m, JsonObject *manifest, const char *origin,
   }
   out->fact_top1 = ratio(out->fact_correct, out->fact_n);
   out->secret_n = (int)secrets->len;
-  for (guint i = 0; i < secrets->len; i++) out->secret_correct += g_array_index(secrets, Item, i).value > 0.5;
+  out->secret_correct = n_correct(secrets);
   out->secret_exact = ratio(out->secret_correct, out->secret_n);
   out->ioi_n = (int)ioi->len;
-  for (guint i = 0; i < ioi->len; i++) out->ioi_top1_correct += g_array_index(ioi, Item, i).value > 0.5;
+  out->ioi_top1_correct = n_correct(ioi);
   out->ioi_ld_correct = ld_pos;
   out->ioi_top1 = ratio(out->ioi_top1_correct, out->ioi_n);
   out->ioi_logit_diff_acc = ratio(ld_pos, out->ioi_n);
