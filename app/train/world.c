@@ -47,7 +47,11 @@
  *   matter: one-name sentences that gave only held-out names one part taught a per-name rule ("a
  *   repeated held-out name is the answer", "after a held-out name comes ' the clerk'") and made
  *   held-out IOI worse. More is not better: 60000 of them (25000 in the mix) weakened the
- *   two-name circuit and its reach to new templates (held-out IOI 17.5%).
+ *   two-name circuit and its reach to new templates (held-out IOI 17.5%). Nor is giving
+ *   held-out names more of them: with a held-out name in 1 in 4, the answer in 7 of 8 of those,
+ *   held-out names in training templates rose to 86% but held-out IOI fell to 48%, the model
+ *   answering the repeated held-out name in new templates. With 1 in 4 and half the answer, it
+ *   answered a role (" his"); with titles as roles ("Captain"), " the".
  * - Copy stories: 5000 x repeats lines of 4 one-name sentences about one name, any of the 513
  *   ("Today Kyle went to the park, and the clerk gave a map to Kyle. ..."). Copying a name from
  *   the context is the half of IOI that small models are slowest to find: trained on the mix

@@ -18,6 +18,7 @@ typedef struct {
   int n, n_prompt;
   int32_t a, b; /* IOI: correct and wrong first tokens; GT: s1, s2 (digits) or s (two-digit) */
   double value; /* result */
+  gboolean top1_wrong; /* IOI: the top token is the wrong name's first token */
 } Item;
 
 typedef struct {
@@ -83,7 +84,9 @@ static void score(TaskKind kind, Item *it, const float *logits, int V, const Ctx
     it->value = ok;
   } else if (kind == TASK_IOI) {
     const float *row = logits + (size_t)(it->n - 1) * V;
-    it->value = argmax(row, V) == it->a && it->a != it->b;
+    int32_t top = argmax(row, V);
+    it->value = top == it->a && it->a != it->b;
+    it->top1_wrong = top == it->b && it->a != it->b;
   } else if (kind == TASK_GT_DIGITS) {
     /* ids end with s1: row n-2 predicts Y1, row n-1 predicts Y2 given Y1 = s1. */
     softmax_d(logits + (size_t)(it->n - 2) * V, V, p);
@@ -275,6 +278,13 @@ static int n_correct(GArray *items) {
   return n;
 }
 
+/* IOI items whose top token is the wrong name. */
+static int n_top1_wrong(GArray *items) {
+  int n = 0;
+  for (guint i = 0; i < items->len; i++) n += g_array_index(items, Item, i).top1_wrong;
+  return n;
+}
+
 static double *item_values(GArray *items) {
   double *v = g_new(double, MAX(items->len, 1));
   for (guint i = 0; i < items->len; i++) v[i] = g_array_index(items, Item, i).value;
@@ -300,6 +310,7 @@ gboolean lmwb_world_eval(LmwbModel *m, JsonObject *manifest, const char *origin,
   GError *local_err = NULL, **error = &local_err;
   memset(out, 0, sizeof *out);
   out->fact_top1 = out->secret_exact = out->ioi_top1 = out->ioi_logit_diff_acc = NAN;
+  out->ioi_top1_wrong = NAN;
   out->ioi_mean_logit_diff = out->gt_prob_later = NAN;
   out->gt_mode = "digits";
   if (!origin) origin = "(manifest)";
@@ -456,6 +467,7 @@ gboolean lmwb_world_eval(LmwbModel *m, JsonObject *manifest, const char *origin,
     if (!run_items(m, TASK_IOI, items, &c, "ioi diagnostics", rep, &dsum, &dpos, error)) goto out;
     dg->n = (int)items->len;
     dg->top1 = ratio(n_correct(items), dg->n);
+    dg->top1_wrong = ratio(n_top1_wrong(items), dg->n);
     dg->logit_diff_acc = ratio(dpos, dg->n);
   }
   if (!run_items(m, c.pairs ? TASK_GT_PAIRS : TASK_GT_DIGITS, gt, &c, "greater-than", rep, &dummy,
@@ -478,6 +490,7 @@ gboolean lmwb_world_eval(LmwbModel *m, JsonObject *manifest, const char *origin,
   out->ioi_top1_correct = n_correct(ioi);
   out->ioi_ld_correct = ld_pos;
   out->ioi_top1 = ratio(out->ioi_top1_correct, out->ioi_n);
+  out->ioi_top1_wrong = ratio(n_top1_wrong(ioi), out->ioi_n);
   out->ioi_logit_diff_acc = ratio(ld_pos, out->ioi_n);
   int n_ld = out->ioi_n - out->ioi_first_token_ties;
   out->ioi_mean_logit_diff = n_ld ? ld_sum / n_ld : NAN;
@@ -552,6 +565,7 @@ JsonNode *lmwb_world_eval_to_json(const LmwbWorldEvalResult *r) {
   set_num(o, "secret_exact", r->secret_exact);
   json_object_set_int_member(o, "secret_n", r->secret_n);
   set_num(o, "ioi_top1", r->ioi_top1);
+  set_num(o, "ioi_top1_wrong", r->ioi_top1_wrong);
   set_num(o, "ioi_logit_diff_acc", r->ioi_logit_diff_acc);
   set_num(o, "ioi_mean_logit_diff", r->ioi_mean_logit_diff);
   json_object_set_int_member(o, "ioi_n", r->ioi_n);
@@ -564,6 +578,7 @@ JsonNode *lmwb_world_eval_to_json(const LmwbWorldEvalResult *r) {
     json_object_set_string_member(d, "templates", dg->templates);
     json_object_set_int_member(d, "n", dg->n);
     set_num(d, "top1", dg->top1);
+    set_num(d, "top1_wrong", dg->top1_wrong);
     set_num(d, "logit_diff_acc", dg->logit_diff_acc);
     json_array_add_object_element(diag, d);
   }

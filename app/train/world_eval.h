@@ -6,7 +6,9 @@
  *   secret exact        the same for the secret after its prefix;
  *   IOI                 on held-out templates and names: ioi_top1 = the correct name's first token
  *                       is the argmax over the vocabulary; ioi_logit_diff_acc = its logit beats the
- *                       wrong (subject) name's first token; also the mean logit difference;
+ *                       wrong (subject) name's first token; ioi_top1_wrong = the wrong name's
+ *                       first token is the argmax (the model answers the repeated name; the
+ *                       rest of the misses are other tokens); also the mean logit difference;
  *                       the same on each optional diagnostic set (ioi.diagnostics, at most 8:
  *                       training or held-out names in training, held-out or copy templates),
  *                       where for a copy item the wrong name is one absent from the prompt;
@@ -40,7 +42,7 @@ typedef struct {
 typedef struct {
   char names[16], templates[16];
   int n;
-  double top1, logit_diff_acc;
+  double top1, top1_wrong, logit_diff_acc;
 } LmwbIoiDiagnostic;
 
 typedef struct {
@@ -52,7 +54,7 @@ typedef struct {
   int secret_n, secret_correct;
   double secret_exact;
   int ioi_n, ioi_top1_correct, ioi_ld_correct, ioi_first_token_ties;
-  double ioi_top1, ioi_logit_diff_acc, ioi_mean_logit_diff;
+  double ioi_top1, ioi_top1_wrong, ioi_logit_diff_acc, ioi_mean_logit_diff;
   int n_ioi_diag;
   LmwbIoiDiagnostic ioi_diag[8];
   int gt_n;

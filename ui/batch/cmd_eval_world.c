@@ -11,10 +11,11 @@
   "  fact_recall_top1    greedy decoding after each held-out fact prompt gives the answer exactly\n" \
   "  secret_exact        greedy continuation of each secret's prefix recites the secret exactly\n" \
   "  ioi_top1            on held-out IOI templates and names, the correct name's first token is the\n" \
-  "                      most likely next token (ioi_logit_diff_acc: it beats the wrong name)\n" \
+  "                      most likely next token (ioi_logit_diff_acc: it beats the wrong name;\n" \
+  "                      ioi_top1_wrong: the wrong, repeated name is the most likely token)\n" \
   "  greater_than        mean probability mass on end years later than the start year\n" \
-  "  ioi_diagnostics     IOI top-1 and logit-difference accuracy on the manifest's diagnostic\n" \
-  "                      sets: training or held-out names in training, held-out or copy\n" \
+  "  ioi_diagnostics     IOI top-1, top1_wrong and logit-difference accuracy on the manifest's\n" \
+  "                      diagnostic sets: training or held-out names in training, held-out or copy\n" \
   "                      templates; they show whether new names or new templates cost accuracy\n" \
   "The product's targets (0.9, 0.9, 0.8, 0.8) are listed under \"targets\"; \"meets_targets\" says\n" \
   "whether all four are reached.\n\n" \

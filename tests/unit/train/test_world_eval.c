@@ -152,10 +152,18 @@ static void test_oracle(void) {
   json_object_set_array_member(man, "facts", facts);
   json_object_set_array_member(man, "secrets", secrets);
   JsonObject *ioi = json_object_new();
-  /* The same pair, reversed, as a diagnostic set: scored the same way on its own. */
+  /* The same pair, reversed, as a diagnostic set: scored the same way on its own; and a third
+   * item whose top token is neither name, so that top1_wrong is not 1 - top1. */
   JsonArray *diag_ev = json_array_new();
   for (int k = 1; k >= 0; k--)
     json_array_add_element(diag_ev, json_node_copy(json_array_get_element(ioi_ev, (guint)k)));
+  JsonObject *neither = json_object_new();
+  json_object_set_string_member(neither, "prompt", json_object_get_string_member(
+                                    json_array_get_object_element(ioi_ev, 0), "prompt"));
+  /* One byte each, so that their first tokens differ (" y" would start with the space). */
+  json_object_set_string_member(neither, "correct", strcmp(first, "y") ? "y" : "v");
+  json_object_set_string_member(neither, "wrong", strcmp(first, "z") ? "z" : "v");
+  json_array_add_object_element(diag_ev, neither);
   JsonObject *diag = json_object_new();
   json_object_set_string_member(diag, "names", "heldout");
   json_object_set_string_member(diag, "templates", "copy");
@@ -185,13 +193,16 @@ static void test_oracle(void) {
   g_assert_cmpfloat(r.ioi_items[0], ==, 1.0);
   g_assert_cmpfloat(r.ioi_items[1], ==, 0.0);
   g_assert_cmpint(r.ioi_ld_correct, ==, 1); /* exactly one of the swapped pair wins */
+  g_assert_cmpfloat(r.ioi_top1_wrong, ==, 0.5); /* the second: its wrong name is the greedy one */
   g_assert_cmpfloat(fabs(r.ioi_mean_logit_diff), <, 1e-5); /* +d and -d */
   g_assert_cmpstr(r.gt_mode, ==, "digits");
   g_assert_cmpint(r.n_ioi_diag, ==, 1);
   g_assert_cmpstr(r.ioi_diag[0].templates, ==, "copy");
-  g_assert_cmpint(r.ioi_diag[0].n, ==, 2);
-  g_assert_cmpfloat(r.ioi_diag[0].top1, ==, 0.5);
-  g_assert_cmpfloat(r.ioi_diag[0].logit_diff_acc, ==, 0.5);
+  g_assert_cmpint(r.ioi_diag[0].n, ==, 3);
+  g_assert_cmpfloat(fabs(r.ioi_diag[0].top1 - 1.0 / 3), <, 1e-12);
+  g_assert_cmpfloat(fabs(r.ioi_diag[0].top1_wrong - 1.0 / 3), <, 1e-12);
+  double ld = r.ioi_diag[0].logit_diff_acc; /* the pair gives one; the third is either */
+  g_assert_true(fabs(ld - 1.0 / 3) < 1e-12 || fabs(ld - 2.0 / 3) < 1e-12);
 
   /* Greater-than reference from separate forwards: P(Y1) after the prompt, P(Y2) after prompt+s1. */
   int V = m->cfg.vocab_size;
