@@ -310,8 +310,7 @@ gboolean lmwb_world_eval(LmwbModel *m, JsonObject *manifest, const char *origin,
   GError *local_err = NULL, **error = &local_err;
   memset(out, 0, sizeof *out);
   out->fact_top1 = out->secret_exact = out->ioi_top1 = out->ioi_logit_diff_acc = NAN;
-  out->ioi_top1_wrong = NAN;
-  out->ioi_mean_logit_diff = out->gt_prob_later = NAN;
+  out->ioi_top1_wrong = out->ioi_mean_logit_diff = out->gt_prob_later = NAN;
   out->gt_mode = "digits";
   if (!origin) origin = "(manifest)";
   if (!m || !m->tokenizer) {
