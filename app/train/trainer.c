@@ -163,8 +163,11 @@ static gboolean parse_recipe(const char *path, Recipe *r, GError **error) {
   NEED(r->warmup >= 0 && r->eval_every >= 1 && r->eval_batches >= 1 && r->checkpoint_every >= 1,
        "recipe %s: warmup >= 0, eval_every, eval_batches and checkpoint_every >= 1 are required", path);
   NEED(r->lr > 0 && r->lr < 10 && r->min_lr >= 0 && r->min_lr <= r->lr, "recipe %s: need 0 < lr < 10 and 0 <= min_lr <= lr", path);
-  NEED(r->beta1 >= 0 && r->beta1 < 1 && r->beta2 >= 0 && r->beta2 < 1 && r->eps > 0 && r->weight_decay >= 0 && r->grad_clip >= 0,
-       "recipe %s: optimiser settings out of range", path);
+  NEED(r->beta1 >= 0 && r->beta1 < 1, "recipe %s: beta1 %g must be in [0, 1)", path, r->beta1);
+  NEED(r->beta2 >= 0 && r->beta2 < 1, "recipe %s: beta2 %g must be in [0, 1)", path, r->beta2);
+  NEED(r->eps > 0 && r->eps < 1, "recipe %s: eps %g must be in (0, 1)", path, r->eps);
+  NEED(r->weight_decay >= 0, "recipe %s: weight_decay %g must be >= 0", path, r->weight_decay);
+  NEED(r->grad_clip >= 0, "recipe %s: grad_clip %g must be >= 0 (0 turns clipping off)", path, r->grad_clip);
   NEED(!strcmp(r->dtype, "F32") || !strcmp(r->dtype, "F16") || !strcmp(r->dtype, "BF16"), "recipe %s: dtype \"%s\" must be F32, F16 or BF16", path, r->dtype);
   NEED(r->threads >= 0 && r->threads <= 1024, "recipe %s: threads out of range", path);
   r->from_scratch = r->tokenizer != NULL;

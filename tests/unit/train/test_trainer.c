@@ -180,6 +180,10 @@ static void test_bad_recipes(void) {
   expect_input_error(", \"seq\": 64", "exceeds the model context");
   expect_input_error(", \"train_files\": [\"/nonexistent/corpus.txt\"]", "/nonexistent/corpus.txt");
   expect_input_error(", \"dtype\": \"F8\"", "dtype");
+  /* Each optimiser setting is named in its own message. */
+  expect_input_error(", \"eps\": 0", "eps 0 must be");
+  expect_input_error(", \"beta2\": 1", "beta2 1 must be");
+  expect_input_error(", \"weight_decay\": -0.1", "weight_decay -0.1 must be");
 }
 
 static void test_bad_model_sizes(void) {
