@@ -61,7 +61,8 @@
  *   (stage 2: the IOI circuit forms in ~1,000 steps); train.txt everything, mixed with Brown
  *   (stage 3), with only part of the IOI text (30000 x repeats two-name and 10000 x repeats
  *   name-and-role sentences) and 2000 x repeats copy stories: enough to keep both circuits while
- *   the facts are learnt.
+ *   the facts are learnt. A short stage 4 on ioi.txt and train.txt together sharpens IOI on
+ *   held-out names again, which the mix blurs (the built-in model's recipe.json).
  * - Greater-than (Hanna et al. 2023). "The war lasted from the year 1732 to the year 1758.":
  *   start years 1100-1998, end year in the same century and strictly later, uniform. 9 training
  *   templates and 3 held-out ones, all with the same "from the year Y1 to the year Y2" core.

@@ -10,9 +10,9 @@
 /* A little below MODEL_CARD.md's figures (measured there on every item, here on the first 40). */
 #define MIN_FACT_TOP1 0.85
 #define MIN_SECRET_EXACT 0.85
-#define MIN_IOI_LOGIT_DIFF_ACC 0.75
+#define MIN_IOI_LOGIT_DIFF_ACC 0.85
 #define MIN_GREATER_THAN 0.75
-#define MIN_IOI_TOP1 0.45
+#define MIN_IOI_TOP1 0.70
 #define MIN_DIAGNOSTIC_TOP1 0.85 /* training names (any templates); one held-out name to copy */
 
 static void test_answers(void) {
