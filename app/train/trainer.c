@@ -216,7 +216,21 @@ static gboolean parse_recipe(const char *path, Recipe *r, GError **error) {
 
 static int32_t *tokenize_files(const LmwbTokenizer *tok, char **files, size_t *n, GError **error) {
   GArray *all = g_array_new(FALSE, FALSE, sizeof(int32_t));
+  guint n_files = g_strv_length(files);
+  g_autofree guint *start = g_new0(guint, n_files + 1); /* file i's tokens: all[start[i], start[i+1]) */
   for (char **f = files; *f; f++) {
+    guint i = (guint)(f - files);
+    start[i] = all->len;
+    /* A file listed again (to weight it) is not read and encoded again: its tokens are copied. */
+    guint same = 0;
+    while (same < i && strcmp(files[same], *f) != 0) same++;
+    if (same < i) {
+      guint len = start[same + 1] - start[same];
+      g_array_set_size(all, all->len + len);
+      memcpy(&g_array_index(all, int32_t, start[i]), &g_array_index(all, int32_t, start[same]), len * sizeof(int32_t));
+      start[i + 1] = all->len;
+      continue;
+    }
     g_autofree char *text = NULL;
     gsize len = 0;
     GError *e = NULL;
@@ -240,6 +254,7 @@ static int32_t *tokenize_files(const LmwbTokenizer *tok, char **files, size_t *n
     }
     g_array_append_vals(all, ids, (guint)k);
     g_free(ids);
+    start[i + 1] = all->len;
   }
   *n = all->len;
   return (int32_t *)g_array_free(all, FALSE);

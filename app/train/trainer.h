@@ -13,8 +13,9 @@
  * Training windows are drawn uniformly from the train files' tokens, concatenated, so a file
  * listed twice is drawn twice as often.
  * Optimiser defaults: beta1 0.9, beta2 0.95, weight_decay 0.1 (GPT-2 recipes), eps 1e-8. On narrow
- * data a larger eps (1e-6) damps the drift of tokens the data never uses: their softmax gradients
- * are ~1e-7, which eps 1e-8 turns into nearly full-size steps (data/models/tiny-world/MODEL_CARD.md).
+ * data a larger eps (1e-6 to 1e-5) damps the drift of tokens the data never uses: their softmax
+ * gradients are ~1e-7, which eps 1e-8 turns into nearly full-size steps
+ * (data/models/tiny-world/MODEL_CARD.md).
  * Same recipe and seed -> bit-identical weights (for a fixed thread count); a resumed run equals
  * an uninterrupted one. */
 #pragma once
