@@ -110,6 +110,7 @@ static LmwbModel *model_alloc(const LmwbConfig *cfg, GError **error) {
   }
   if (!lmwb_memory_check(bytes, "the model's float32 weights", error)) return NULL;
   LmwbModel *m = g_new0(LmwbModel, 1);
+  m->refcount = 1;
   m->cfg = *cfg;
   m->be = lmwb_backend_get(NULL);
   if (!m->be) m->be = lmwb_backend_cpu();
@@ -129,8 +130,13 @@ static LmwbModel *model_alloc(const LmwbConfig *cfg, GError **error) {
   return m;
 }
 
-void lmwb_model_free(LmwbModel *m) {
-  if (!m) return;
+LmwbModel *lmwb_model_ref(LmwbModel *m) {
+  g_atomic_int_inc(&m->refcount);
+  return m;
+}
+
+void lmwb_model_unref(LmwbModel *m) {
+  if (!m || !g_atomic_int_dec_and_test(&m->refcount)) return;
   if (m->tokenizer) lmwb_tokenizer_free(m->tokenizer);
   lmwb_weights_free_views(&m->w);
   g_free(m->params);
@@ -387,7 +393,7 @@ LmwbModel *lmwb_model_load(const char *dir, GError **error) {
   g_free(ld.scratch);
   lmwb_safetensors_close(st);
   if (!ok) {
-    lmwb_model_free(m);
+    lmwb_model_unref(m);
     return NULL;
   }
   /* The tokenizer is optional: a folder of weights alone still runs on token ids. */
@@ -396,13 +402,13 @@ LmwbModel *lmwb_model_load(const char *dir, GError **error) {
   if (g_file_test(tj, G_FILE_TEST_EXISTS) || g_file_test(vj, G_FILE_TEST_EXISTS)) {
     m->tokenizer = lmwb_tokenizer_load_dir(dir, error);
     if (!m->tokenizer) {
-      lmwb_model_free(m);
+      lmwb_model_unref(m);
       return NULL;
     }
     if (lmwb_tokenizer_vocab_size(m->tokenizer) > cfg.vocab_size) {
       lmwb_input_error(error, "%s: the tokenizer has %d tokens but the model's vocab_size is %d", dir,
                        lmwb_tokenizer_vocab_size(m->tokenizer), cfg.vocab_size);
-      lmwb_model_free(m);
+      lmwb_model_unref(m);
       return NULL;
     }
     if (m->cfg.eos_id < 0) m->cfg.eos_id = lmwb_tokenizer_eos(m->tokenizer);

@@ -46,6 +46,7 @@ typedef struct LmwbModel {
   int n_info;
   LmwbWeights w;             /* views into params */
   const LmwbBackend *be;
+  gint refcount;             /* lmwb_model_ref / lmwb_model_unref; a new model holds one */
 } LmwbModel;
 
 /* Load a Hugging Face folder: config.json, *.safetensors (single or sharded), tokenizer
@@ -54,7 +55,11 @@ LmwbModel *lmwb_model_load(const char *dir, GError **error);
 /* A model with freshly initialised weights (GPT-2-style init: N(0, 0.02), residual projections
  * scaled by 1/sqrt(2 n_layer), norms 1, biases 0) from a validated config. */
 LmwbModel *lmwb_model_new_random(const LmwbConfig *cfg, guint64 seed, GError **error);
-void lmwb_model_free(LmwbModel *m);
+/* Models are shared between views, runners and worker threads: each holder takes a reference.
+ * The last unref frees the model. */
+LmwbModel *lmwb_model_ref(LmwbModel *m);
+void lmwb_model_unref(LmwbModel *m);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(LmwbModel, lmwb_model_unref)
 
 /* Number of floats of the flat layout, and the views into a buffer with that layout. */
 size_t lmwb_model_layout_size(const LmwbConfig *cfg);

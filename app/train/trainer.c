@@ -550,7 +550,7 @@ done:
   g_free(mask);
   g_free(train);
   g_free(val);
-  if (m) lmwb_model_free(m); /* frees the tokenizer it holds */
+  if (m) lmwb_model_unref(m); /* frees the tokenizer it holds */
   else if (tok && rc.from_scratch) lmwb_tokenizer_free(tok);
   recipe_clear(&rc);
   return ok;

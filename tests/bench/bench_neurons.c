@@ -75,6 +75,6 @@ int main(int argc, char **argv) {
   printf("  neurons decode  %8.2f s  (%6.1f GFLOP/s)\n", t_dec, flops / t_dec / 1e9);
   printf("  ratio decode / SGEMM = %.3f (goal <= 1.3)\n", t_dec / t_gemm);
   g_free(layers);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
   return 0;
 }

@@ -45,7 +45,7 @@ static void test_last_row_is_model_output(void) {
   g_free(p);
   lmwb_logit_lens_free(lens);
   lmwb_runner_free(r);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
 }
 
 static void test_embedding_row_by_hand(void) {
@@ -84,7 +84,7 @@ static void test_embedding_row_by_hand(void) {
   g_free(x), g_free(lg);
   lmwb_logit_lens_free(lens);
   lmwb_runner_free(r);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
 }
 
 static void test_bad_arguments(void) {
@@ -106,7 +106,7 @@ static void test_bad_arguments(void) {
   g_assert_error(err, LMWB_ERROR, LMWB_ERROR_INPUT);
   g_clear_error(&err);
   lmwb_runner_free(r);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
 }
 
 int main(int argc, char **argv) {

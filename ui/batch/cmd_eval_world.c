@@ -70,7 +70,7 @@ int lmwb_cmd_eval_world(int argc, char **argv) {
   lmwb_world_eval_result_clear(&r);
   status = lmwb_cli_emit_json(root, lmwb_cli.out, &err) ? 0 : lmwb_cli_fail(err);
 done:
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
   g_free(path);
   g_free(manifest);
   return status;

@@ -105,7 +105,7 @@ int lmwb_cmd_neurons_decode(int argc, char **argv) {
     d = lmwb_neurons_decode(m, &o, lmwb_cli_reporter(), &err);
   }
   if (!d) {
-    lmwb_model_free(m);
+    lmwb_model_unref(m);
     return lmwb_cli_fail(err);
   }
   if (isatty(2)) fputc('\n', stderr);
@@ -143,7 +143,7 @@ int lmwb_cmd_neurons_decode(int argc, char **argv) {
   gboolean ok = write_text(lmwb_cli.out, g, &err);
   g_string_free(g, TRUE);
   lmwb_neuron_decode_free(d);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
   return ok ? 0 : lmwb_cli_fail(err);
 }
 
@@ -204,7 +204,7 @@ int lmwb_cmd_neurons_search(int argc, char **argv) {
     ok = (hits = lmwb_neurons_search(m, &so, &n_hits, lmwb_cli_reporter(), &err)) != NULL;
   }
   if (!ok) {
-    lmwb_model_free(m);
+    lmwb_model_unref(m);
     return lmwb_cli_fail(err);
   }
   if (isatty(2)) fputc('\n', stderr);
@@ -240,7 +240,7 @@ int lmwb_cmd_neurons_search(int argc, char **argv) {
   json_builder_end_array(b);
   json_builder_end_object(b);
   g_free(hits);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
   return lmwb_cli_emit_json(json_builder_get_root(b), lmwb_cli.out, &err) ? 0 : lmwb_cli_fail(err);
 }
 
@@ -335,7 +335,7 @@ int lmwb_cmd_neurons_sweep(int argc, char **argv) {
   if (p) lmwb_plot_free(p);
   if (!ok) {
     lmwb_neuron_sweep_free(s);
-    lmwb_model_free(m);
+    lmwb_model_unref(m);
     return lmwb_cli_fail(err);
   }
   if (isatty(2)) fputc('\n', stderr);
@@ -377,7 +377,7 @@ int lmwb_cmd_neurons_sweep(int argc, char **argv) {
   json_builder_end_array(b);
   json_builder_end_object(b);
   lmwb_neuron_sweep_free(s);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
   return lmwb_cli_emit_json(json_builder_get_root(b), lmwb_cli.out, &err) ? 0 : lmwb_cli_fail(err);
 }
 
@@ -408,7 +408,7 @@ int lmwb_cmd_neurons_compare(int argc, char **argv) {
   if (!a) return lmwb_cli_fail(err);
   LmwbModel *b2 = lmwb_model_load(other, &err);
   if (!b2) {
-    lmwb_model_free(a);
+    lmwb_model_unref(a);
     return lmwb_cli_fail(err);
   }
   LmwbNeuronDecodeOptions o;
@@ -419,8 +419,8 @@ int lmwb_cmd_neurons_compare(int argc, char **argv) {
     c = lmwb_neurons_compare(a, b2, &o, changed, lmwb_cli_reporter(), &err);
   }
   if (!c) {
-    lmwb_model_free(a);
-    lmwb_model_free(b2);
+    lmwb_model_unref(a);
+    lmwb_model_unref(b2);
     return lmwb_cli_fail(err);
   }
   if (isatty(2)) fputc('\n', stderr);
@@ -467,7 +467,7 @@ int lmwb_cmd_neurons_compare(int argc, char **argv) {
   json_builder_end_array(b);
   json_builder_end_object(b);
   lmwb_neuron_compare_free(c);
-  lmwb_model_free(a);
-  lmwb_model_free(b2);
+  lmwb_model_unref(a);
+  lmwb_model_unref(b2);
   return lmwb_cli_emit_json(json_builder_get_root(b), lmwb_cli.out, &err) ? 0 : lmwb_cli_fail(err);
 }

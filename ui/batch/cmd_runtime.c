@@ -63,7 +63,7 @@ int lmwb_cmd_info(int argc, char **argv) {
     json_builder_end_array(b);
   }
   json_builder_end_object(b);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
   return lmwb_cli_emit_json(json_builder_get_root(b), lmwb_cli.out, &err) ? 0 : lmwb_cli_fail(err);
 }
 
@@ -86,13 +86,13 @@ int lmwb_cmd_tokenize(int argc, char **argv) {
   if (!m) return lmwb_cli_fail(err);
   if (!m->tokenizer) {
     lmwb_input_error(&err, "%s has no tokenizer (tokenizer.json or vocab.json + merges.txt)", m->dir);
-    lmwb_model_free(m);
+    lmwb_model_unref(m);
     return lmwb_cli_fail(err);
   }
   size_t n = 0;
   g_autofree int32_t *ids = lmwb_tokenizer_encode(m->tokenizer, content, strlen(content), !no_special, &n, &err);
   if (!ids) {
-    lmwb_model_free(m);
+    lmwb_model_unref(m);
     return lmwb_cli_fail(err);
   }
   g_autoptr(JsonBuilder) b = json_builder_new();
@@ -107,7 +107,7 @@ int lmwb_cmd_tokenize(int argc, char **argv) {
   }
   json_builder_end_array(b);
   json_builder_end_object(b);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
   return lmwb_cli_emit_json(json_builder_get_root(b), lmwb_cli.out, &err) ? 0 : lmwb_cli_fail(err);
 }
 
@@ -130,7 +130,7 @@ static gboolean job_begin(Job *j, const char *ids_text, const char *text, GError
 
 static void job_end(Job *j) {
   lmwb_runner_free(j->r);
-  lmwb_model_free(j->m);
+  lmwb_model_unref(j->m);
   g_free(j->ids);
 }
 
@@ -334,7 +334,7 @@ int lmwb_cmd_bench(int argc, char **argv) {
   if (!m) return lmwb_cli_fail(err);
   LmwbBenchResult br;
   if (!lmwb_bench_model(m, batch, seq, backward, MAX(runs, 3), &br, &err)) {
-    lmwb_model_free(m);
+    lmwb_model_unref(m);
     return lmwb_cli_fail(err);
   }
   double peak = lmwb_bench_sgemm_peak(m->be);
@@ -350,6 +350,6 @@ int lmwb_cmd_bench(int argc, char **argv) {
   KD("sgemm_peak_gflops", peak);
   KD("peak_share", br.gflops / peak);
   json_builder_end_object(b);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
   return lmwb_cli_emit_json(json_builder_get_root(b), lmwb_cli.out, &err) ? 0 : lmwb_cli_fail(err);
 }

@@ -5,7 +5,7 @@ struct LmwbSharedModel {
   LmwbModel *model;
 };
 
-static void shared_clear(gpointer p) { lmwb_model_free(((LmwbSharedModel *)p)->model); }
+static void shared_clear(gpointer p) { lmwb_model_unref(((LmwbSharedModel *)p)->model); }
 
 LmwbSharedModel *lmwb_shared_model_new(LmwbModel *model) {
   LmwbSharedModel *s = g_atomic_rc_box_new0(LmwbSharedModel);

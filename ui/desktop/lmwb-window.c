@@ -149,7 +149,7 @@ static gpointer load_run(gpointer data, LmwbReporter *rep, GError **error) {
   if (!m->tokenizer) {
     lmwb_input_error(error, "%s: no tokenizer (tokenizer.json or vocab.json + merges.txt): the workbench needs one",
                      in->dir);
-    lmwb_model_free(m);
+    lmwb_model_unref(m);
     return NULL;
   }
   return lmwb_shared_model_new(m);

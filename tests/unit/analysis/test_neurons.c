@@ -104,12 +104,12 @@ static void test_decode_blocks(void) {
       check_decode(m, (LmwbNeuronWhich)w, true, blocks[b]);
       if (b == 1) check_decode(m, (LmwbNeuronWhich)w, false, blocks[b]);
     }
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
   /* GPT-2 layout (no gate; in/out only). */
   m = random_model("gpt2", 200, 4);
   check_decode(m, LMWB_NEURON_IN, true, 64);
   check_decode(m, LMWB_NEURON_OUT, true, 7);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
 }
 
 static void test_decode_one(void) {
@@ -131,7 +131,7 @@ static void test_decode_one(void) {
     }
   }
   lmwb_neuron_decode_free(d);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
 }
 
 typedef struct {
@@ -160,7 +160,7 @@ static void test_cancel(void) {
     /* Cancel requested during block `after`: no further block ran. */
     g_assert_cmpint(c.progress_calls, ==, after);
   }
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
 }
 
 static void test_search(void) {
@@ -195,7 +195,7 @@ static void test_search(void) {
   for (int i = 0; i < n; i++) g_assert_cmpint(h[i].rank, <=, 3);
   g_free(h);
   g_free(row);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
 }
 
 static void test_compare(void) {
@@ -216,14 +216,14 @@ static void test_compare(void) {
   g_assert_cmpfloat(c->same_top1[0], ==, 1.0);
   g_assert_cmpfloat(c->same_top1[1], >=, 199.0 / 200);
   lmwb_neuron_compare_free(c);
-  lmwb_model_free(b);
+  lmwb_model_unref(b);
   /* Different shapes -> input error. */
   b = random_model("llama_gqa", 100, 8);
   g_assert_null(lmwb_neurons_compare(a, b, NULL, 5, NULL, &err));
   g_assert_error(err, LMWB_ERROR, LMWB_ERROR_INPUT);
   g_clear_error(&err);
-  lmwb_model_free(b);
-  lmwb_model_free(a);
+  lmwb_model_unref(b);
+  lmwb_model_unref(a);
 }
 
 typedef struct {
@@ -283,7 +283,7 @@ static void test_sweep(void) {
   g_clear_error(&err);
   g_free(p);
   lmwb_runner_free(r);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
 }
 
 static void test_bad_input(void) {
@@ -325,7 +325,7 @@ static void test_bad_input(void) {
     g_assert_error(err, LMWB_ERROR, LMWB_ERROR_INPUT);
     g_clear_error(&err);
   }
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
 }
 
 int main(int argc, char **argv) {

@@ -54,7 +54,7 @@ static void test_kv_cache(void) {
     g_assert_cmpint(lmwb_runner_cache_length(inc), ==, T);
     lmwb_runner_free(full);
     lmwb_runner_free(inc);
-    lmwb_model_free(m);
+    lmwb_model_unref(m);
   }
 }
 
@@ -75,7 +75,7 @@ static void test_padding(void) {
     g_assert_cmpfloat(max_abs_diff(lmwb_runner_logits(r, NULL) + (size_t)T * V, lmwb_runner_logits(s, NULL), (size_t)5 * V), <, 1e-4);
     lmwb_runner_free(r);
     lmwb_runner_free(s);
-    lmwb_model_free(m);
+    lmwb_model_unref(m);
   }
 }
 
@@ -107,7 +107,7 @@ static void test_hooks_select(void) {
   g_assert_true(lmwb_runner_forward(r, ids, 1, T, NULL, &err));
   g_assert_cmpfloat(max_abs_diff(lmwb_runner_logits(r, NULL), base, (size_t)T * V), ==, 0.0);
   lmwb_runner_free(r);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
 }
 
 typedef struct {
@@ -187,7 +187,7 @@ static void test_grad_fd(void) {
       g_free(fz.patterns);
     }
     lmwb_runner_free(r);
-    lmwb_model_free(m);
+    lmwb_model_unref(m);
   }
 }
 
@@ -219,7 +219,7 @@ static void test_param_grad_fd(void) {
       g_error("parameter %s: analytic %.6g numeric %.6g", m->info[i].name, grads[at], numeric);
   }
   lmwb_runner_free(r);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
 }
 
 static void test_generate_seeded(void) {
@@ -248,7 +248,7 @@ static void test_generate_seeded(void) {
   g_autofree int32_t *d = lmwb_generate(r, prompt, 3, &g, &n2, NULL, NULL, &err);
   g_assert_cmpmem(c, n3 * sizeof(int32_t), d, n2 * sizeof(int32_t));
   lmwb_runner_free(r);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
 }
 
 static void test_perplexity_window(void) {
@@ -269,7 +269,7 @@ static void test_perplexity_window(void) {
   g_assert_cmpuint(res2.n_tokens, ==, 39);
   g_assert_cmpfloat(res.perplexity, >, 1.0);
   lmwb_runner_free(r);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
 }
 
 /* ---- bad model folders ---------------------------------------------------------------------- */
@@ -358,7 +358,7 @@ static void test_bad_runs(void) {
   g_assert_cmpint(c.n_positions, ==, 2);
   lmwb_clamp_spec_clear(&c);
   lmwb_runner_free(r);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
 }
 
 int main(int argc, char **argv) {

@@ -53,7 +53,7 @@ static void test_answers(void) {
       g_assert_cmpfloat(d->top1, >=, MIN_DIAGNOSTIC_TOP1);
   }
   lmwb_world_eval_result_clear(&r);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
 }
 
 int main(int argc, char **argv) {

@@ -57,7 +57,7 @@ static void test_learns_and_reproduces(void) {
   LmwbModel *m = lmwb_model_load(out1, &err);
   g_assert_no_error(err);
   g_assert_nonnull(m->tokenizer);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
   /* Same recipe and seed, another folder: the same bytes. */
   g_autofree char *r2 = write_recipe(tmp, out2, NULL);
   g_assert_true(lmwb_train(r2, FALSE, 0, NULL, &res, &err));

@@ -256,7 +256,7 @@ static void test_oracle(void) {
   g_array_free(expect_fact, TRUE);
   g_free(first);
   json_object_unref(man);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
 }
 
 /* The generated manifest is accepted as is (through a file), and max_items caps every task. */
@@ -326,7 +326,7 @@ static void test_real_manifest(void) {
   g_free(dir);
   g_free(text);
   lmwb_world_free(w);
-  lmwb_model_free(m);
+  lmwb_model_unref(m);
 }
 
 int main(int argc, char **argv) {
