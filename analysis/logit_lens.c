@@ -1,29 +1,12 @@
 #include "analysis/logit_lens.h"
 #include "app/core/errors.h"
-#include "app/engine/generate.h"
+#include "app/core/rows.h"
 #include <math.h>
 #include <string.h>
 
-/* Keep the k largest of a row (insertion into a small sorted list: k is tiny next to V). */
-static void top_k(const float *probs, int V, int k, int32_t *ids, float *vals) {
-  int n = 0;
-  for (int v = 0; v < V; v++) {
-    float p = probs[v];
-    if (n == k && !(p > vals[k - 1])) continue;
-    int i = n < k ? n++ : k - 1;
-    while (i > 0 && vals[i - 1] < p) {
-      vals[i] = vals[i - 1];
-      ids[i] = ids[i - 1];
-      i--;
-    }
-    vals[i] = p;
-    ids[i] = v;
-  }
-}
-
-LmwbLogitLens *lmwb_logit_lens_compute(const LmwbRunner *r, int seq, int n_pos, int k, GError **error) {
+LmwbLogitLens *lmwb_logit_lens_compute(LmwbRunner *r, int seq, int n_pos, int k, GError **error) {
   g_return_val_if_fail(r != NULL, NULL);
-  LmwbModel *m = lmwb_runner_model((LmwbRunner *)r);
+  LmwbModel *m = lmwb_runner_model(r);
   const LmwbConfig *c = &m->cfg;
   const int C = c->d_model, V = c->vocab_size;
   if (k < 1 || k > LMWB_LOGIT_LENS_MAX_K || k > V) {
@@ -48,15 +31,12 @@ LmwbLogitLens *lmwb_logit_lens_compute(const LmwbRunner *r, int seq, int n_pos, 
     lmwb_input_error(error, "logit lens: %d positions asked, the forward had %d", n_pos, T);
     return NULL;
   }
-  const LmwbOps *o = lmwb_backend_cpu()->ops;
   LmwbLogitLens *lens = g_new0(LmwbLogitLens, 1);
   lens->n_rows = c->n_layer + 1;
   lens->n_pos = n_pos;
   lens->k = k;
   lens->top_ids = g_new(int32_t, (size_t)lens->n_rows * n_pos * k);
   lens->top_probs = g_new(float, (size_t)lens->n_rows * n_pos * k);
-  float *normed = g_new(float, (size_t)n_pos * C);
-  float *mean = g_new(float, n_pos), *rstd = g_new(float, n_pos);
   float *logits = g_try_new(float, (size_t)n_pos * V);
   if (!logits) {
     g_set_error(error, LMWB_ERROR, LMWB_ERROR_FAILED, "logit lens: out of memory for %d×%d logits", n_pos, V);
@@ -71,23 +51,18 @@ LmwbLogitLens *lmwb_logit_lens_compute(const LmwbRunner *r, int seq, int n_pos, 
       goto fail;
     }
     x += (size_t)seq * T * C;
-    /* The same final norm and head the runner applies after the last block. */
-    if (c->norm == LMWB_NORM_LAYER)
-      o->layernorm_fwd(normed, mean, rstd, x, m->w.lnf_w, m->w.lnf_b, n_pos, C, c->norm_eps);
-    else
-      o->rmsnorm_fwd(normed, rstd, x, m->w.lnf_w, n_pos, C, c->norm_eps);
-    o->linear_fwd(logits, normed, m->w.head, NULL, n_pos, C, V);
+    if (!lmwb_model_unembed(m, x, n_pos, logits, error)) goto fail;
     for (int t = 0; t < n_pos; t++) {
       float *lg = logits + (size_t)t * V;
       lmwb_softmax_row(lg, lg, V);
       size_t at = ((size_t)row * n_pos + t) * k;
-      top_k(lg, V, k, lens->top_ids + at, lens->top_probs + at);
+      lmwb_top_k(lg, V, k, lens->top_ids + at, lens->top_probs + at);
     }
   }
-  g_free(normed), g_free(mean), g_free(rstd), g_free(logits);
+  g_free(logits);
   return lens;
 fail:
-  g_free(normed), g_free(mean), g_free(rstd), g_free(logits);
+  g_free(logits);
   lmwb_logit_lens_free(lens);
   return NULL;
 }

@@ -5,7 +5,7 @@
  *
  * A pure function of (model, the activations of the runner's last full forward): no GTK, no
  * state. The runner must have run without last_logits_only (every position's residual kept);
- * activations are read on the host (CPU backend). */
+ * activations are read on the host, and the final norm and unembedding are lmwb_model_unembed. */
 #pragma once
 #include "app/engine/runner.h"
 
@@ -22,7 +22,7 @@ typedef struct LmwbLogitLens {
 /* Compute the lens for positions 0..n_pos-1 of sequence `seq` of the last forward.
  * n_pos <= 0 means every position of that forward. Input error when the runner has no forward,
  * seq/n_pos are out of range, or k is outside 1..LMWB_LOGIT_LENS_MAX_K (or > vocab). */
-LmwbLogitLens *lmwb_logit_lens_compute(const LmwbRunner *r, int seq, int n_pos, int k, GError **error);
+LmwbLogitLens *lmwb_logit_lens_compute(LmwbRunner *r, int seq, int n_pos, int k, GError **error);
 void lmwb_logit_lens_free(LmwbLogitLens *lens);
 
 /* Cell accessors (no bounds surprise: callers index within n_rows × n_pos × k). */

@@ -2,6 +2,7 @@
  * Contract: neurons.h. */
 #include "analysis/neurons.h"
 #include "app/core/errors.h"
+#include "app/core/rows.h"
 #include "app/engine/generate.h"
 #include "app/engine/runner.h"
 #include <math.h>
@@ -62,31 +63,31 @@ LmwbNeuronSweep *lmwb_neurons_sweep(LmwbModel *m, const LmwbNeuronSweepOptions *
   }
   const LmwbConfig *c = &m->cfg;
   if (o->layer < 0 || o->layer >= c->n_layer) {
-    lmwb_input_error(error, "--layer %d is not in 0..%d", o->layer, c->n_layer - 1);
+    lmwb_input_error(error, "sweep: layer %d is not in 0..%d", o->layer, c->n_layer - 1);
     return NULL;
   }
   if (o->neuron < 0 || o->neuron >= c->d_ff) {
-    lmwb_input_error(error, "--neuron %d is not in 0..%d", o->neuron, c->d_ff - 1);
+    lmwb_input_error(error, "sweep: neuron %d is not in 0..%d", o->neuron, c->d_ff - 1);
     return NULL;
   }
   if (o->target < 0 || o->target >= c->vocab_size) {
-    lmwb_input_error(error, "--target: token id %d is not in 0..%d", o->target, c->vocab_size - 1);
+    lmwb_input_error(error, "sweep: target token id %d is not in 0..%d", o->target, c->vocab_size - 1);
     return NULL;
   }
   if (!o->prompt || o->n_prompt < 1) {
-    lmwb_input_error(error, "--prompt: the prompt has no tokens");
+    lmwb_input_error(error, "sweep: the prompt has no tokens");
     return NULL;
   }
   if (o->steps < 1 || o->steps > 10000) {
-    lmwb_input_error(error, "--steps %d is not in 1..10000", o->steps);
+    lmwb_input_error(error, "sweep: steps %d is not in 1..10000", o->steps);
     return NULL;
   }
   if (!isfinite(o->from) || !isfinite(o->to)) {
-    lmwb_input_error(error, "--from/--to must be finite numbers");
+    lmwb_input_error(error, "sweep: from and to must be finite numbers");
     return NULL;
   }
   if (o->generate < 0 || (o->generate > 0 && o->n_prompt + o->generate > c->n_ctx) || o->n_prompt > c->n_ctx) {
-    lmwb_input_error(error, "sweep: prompt (%d tokens) + --generate %d exceeds the context of %d", o->n_prompt, o->generate,
+    lmwb_input_error(error, "sweep: prompt (%d tokens) + generate %d exceeds the context of %d", o->n_prompt, o->generate,
                      c->n_ctx);
     return NULL;
   }
@@ -117,12 +118,9 @@ LmwbNeuronSweep *lmwb_neurons_sweep(LmwbModel *m, const LmwbNeuronSweepOptions *
     double v = s->n == 1 ? o->from : o->from + (o->to - o->from) * i / (s->n - 1);
     s->values[i] = v;
     lmwb_runner_clear_hooks(r);
-    int idx = o->neuron;
-    LmwbHook h = {.site = {o->at_pre ? LMWB_SITE_MLP_PRE : LMWB_SITE_MLP_POST, o->layer}, .op = LMWB_HOOK_SET,
-                  .positions = o->positions, .n_positions = o->n_positions, .indices = &idx, .n_indices = 1,
-                  .value = (float)v};
-    lmwb_runner_add_hook(r, &h);
-    ok = measure(r, o, &s->probs[i], s->generated ? &s->generated[i] : NULL, s->n_generated ? &s->n_generated[i] : NULL,
+    LmwbNeuronClamp clamp = {.layer = o->layer, .neuron = o->neuron, .value = (float)v, .at_pre = o->at_pre,
+                             .positions = (int *)o->positions, .n_positions = o->n_positions};
+    ok = lmwb_neuron_clamp_add(r, &clamp, error) > 0 && measure(r, o, &s->probs[i], s->generated ? &s->generated[i] : NULL, s->n_generated ? &s->n_generated[i] : NULL,
                  error);
     if (ok) {
       lmwb_report_metric(rep, "p(target)", v, s->probs[i]);

@@ -2,6 +2,7 @@
  * The clamp sweep lives in neuron_sweep.c. Contract: neurons.h. */
 #include "analysis/neurons.h"
 #include "app/core/errors.h"
+#include "app/core/rows.h"
 #include "app/formats/tokenizer.h"
 #include <math.h>
 #include <stdlib.h>
@@ -154,7 +155,7 @@ static gboolean dec_init(Dec *D, const LmwbModel *m, LmwbNeuronWhich which, bool
   D->block = lmwb_neurons_block_size(m, block);
   /* The weights are host memory; a device backend's sgemm would need device pointers, so the
    * decode always multiplies on the CPU backend unless the model's backend is the CPU one. */
-  D->be = (m->be && m->be->sgemm && !strcmp(m->be->name, "cpu")) ? m->be : lmwb_backend_cpu();
+  D->be = lmwb_backend_cpu(); /* host math on the host weights */
   D->A = g_try_malloc((size_t)D->block * D->d * sizeof(float));
   D->C = g_try_malloc((size_t)D->block * D->V * sizeof(float));
   if (!D->A || !D->C) {
@@ -235,48 +236,6 @@ static float row_lse(const float *x, int V, float mx) {
 #pragma omp simd reduction(+ : s)
   for (int i = 0; i < V; i++) s += fast_exp_neg(x[i] - mx);
   return mx + logf(s);
-}
-
-/* "a is worse than b": lower value, or equal value and higher id. */
-static inline gboolean worse(float va, int32_t ia, float vb, int32_t ib) { return va < vb || (va == vb && ia > ib); }
-
-static void heap_sift_down(float *v, int32_t *id, int k, int i) {
-  for (;;) {
-    int l = 2 * i + 1, r = l + 1, w = i;
-    if (l < k && worse(v[l], id[l], v[w], id[w])) w = l;
-    if (r < k && worse(v[r], id[r], v[w], id[w])) w = r;
-    if (w == i) return;
-    float tv = v[i]; v[i] = v[w]; v[w] = tv;
-    int32_t ti = id[i]; id[i] = id[w]; id[w] = ti;
-    i = w;
-  }
-}
-
-/* Top-k of a row (k <= V) into ids/vals sorted best first; returns the row max. A min-heap of
- * the k best so far: an element is compared against the heap's root, which is almost always a
- * rejection after the first few thousand elements. */
-static float row_topk(const float *x, int V, int k, int32_t *ids, float *vals) {
-  for (int i = 0; i < k; i++) {
-    vals[i] = x[i];
-    ids[i] = i;
-  }
-  for (int i = k / 2 - 1; i >= 0; i--) heap_sift_down(vals, ids, k, i);
-  float thr = vals[0];
-  for (int i = k; i < V; i++) {
-    if (x[i] > thr) { /* ties keep the lower id already in the heap */
-      vals[0] = x[i];
-      ids[0] = i;
-      heap_sift_down(vals, ids, k, 0);
-      thr = vals[0];
-    }
-  }
-  /* Heap sort into best-first order: repeatedly move the worst to the end. */
-  for (int end = k - 1; end > 0; end--) {
-    float tv = vals[0]; vals[0] = vals[end]; vals[end] = tv;
-    int32_t ti = ids[0]; ids[0] = ids[end]; ids[end] = ti;
-    heap_sift_down(vals, ids, end, 0);
-  }
-  return vals[0];
 }
 
 /* Total blocks over the chosen layers, for progress. */
@@ -366,7 +325,7 @@ LmwbNeuronDecode *lmwb_neurons_decode(const LmwbModel *m, const LmwbNeuronDecode
         size_t row = base + i;
         float *lg = r->logits + row * k;
         int32_t *id = r->ids + row * k;
-        float mx = row_topk(x, V, k, id, lg);
+        float mx = lmwb_top_k(x, V, k, id, lg);
         float lse = row_lse(x, V, mx);
         r->lse[row] = lse;
         for (int j = 0; j < k; j++) r->probs[row * k + j] = expf(lg[j] - lse);
@@ -407,7 +366,7 @@ gboolean lmwb_neurons_decode_row(const LmwbModel *m, LmwbNeuronWhich which, int 
   if (!check_neuron(m, layer, neuron, error) || !lmwb_neuron_which_check(m, which, error)) return FALSE;
   Dec D = {.m = m, .which = which, .gain = norm ? m->w.lnf_w : NULL, .d = m->cfg.d_model, .V = m->cfg.vocab_size,
            .d_ff = m->cfg.d_ff};
-  const LmwbBackend *be = (m->be && !strcmp(m->be->name, "cpu")) ? m->be : lmwb_backend_cpu();
+  const LmwbBackend *be = lmwb_backend_cpu();
   float *v = g_new(float, D.d);
   pack_one(&D, layer, neuron, v);
   /* out[V] = W_U[V,d] · v: a matrix-vector product as an SGEMM with N = 1. */
@@ -436,7 +395,7 @@ gboolean lmwb_neurons_decode_one(const LmwbModel *m, LmwbNeuronWhich which, int 
     return FALSE;
   }
   float *lg = g_new(float, top_k);
-  float mx = row_topk(row, m->cfg.vocab_size, top_k, ids, lg);
+  float mx = lmwb_top_k(row, m->cfg.vocab_size, top_k, ids, lg);
   float z = row_lse(row, m->cfg.vocab_size, mx);
   for (int j = 0; j < top_k; j++) {
     probs[j] = expf(lg[j] - z);
@@ -579,7 +538,7 @@ LmwbNeuronHit *lmwb_neurons_search(const LmwbModel *m, const LmwbNeuronSearchOpt
         int32_t best = opt->tokens[0];
         for (int t = 1; t < nt; t++) {
           int32_t c = opt->tokens[t];
-          if (worse(x[best], best, x[c], c)) best = c;
+          if (x[c] > x[best] || (x[c] == x[best] && c < best)) best = c; /* ties: the lower id */
         }
         float bv = x[best], mx = -INFINITY;
         int above = 0;
@@ -700,8 +659,8 @@ LmwbNeuronCompare *lmwb_neurons_compare(const LmwbModel *a, const LmwbModel *b, 
 #pragma omp for schedule(dynamic, 4)
         for (int i = 0; i < nb; i++) {
           const float *x = DA.C + (size_t)i * V, *y = DB.C + (size_t)i * V;
-          row_topk(x, V, k, ia, va);
-          row_topk(y, V, k, ib, vb);
+          lmwb_top_k(x, V, k, ia, va);
+          lmwb_top_k(y, V, k, ib, vb);
           double sx = 0, sy = 0, sxy = 0, sxx = 0, syy = 0;
           for (int j = 0; j < V; j++) {
             double p = x[j], q = y[j];

@@ -26,6 +26,7 @@
  * `lmwb-batch neurons decode|search|sweep|compare`. */
 #pragma once
 #include "app/engine/model.h"
+#include "app/engine/runner.h"
 #include "app/jobs/reporter.h"
 #include <glib.h>
 #include <stdbool.h>
@@ -118,6 +119,27 @@ typedef struct LmwbNeuronHit {
 /* Returns g_malloc'd hits (*n_hits; non-NULL even for 0 hits), NULL on error. */
 LmwbNeuronHit *lmwb_neurons_search(const LmwbModel *m, const LmwbNeuronSearchOptions *opt, int *n_hits,
                                    LmwbReporter *rep, GError **error);
+
+/* Clamping: a neuron's activation set to a value at blocks.L.mlp.hook_post (or hook_pre with
+ * at_pre), at chosen absolute positions (every position, including generated ones, when none).
+ * The one place that builds the clamp hook: the sweep, lmwb-batch --clamp and the desktop use it.
+ * Errors name the field (layer, neuron, value, position) and the clamp's text. */
+typedef struct LmwbNeuronClamp {
+  int layer, neuron;
+  float value;
+  bool at_pre;
+  int *positions;  /* NULL: every position (owned by a parsed clamp) */
+  int n_positions;
+} LmwbNeuronClamp;
+
+/* Parse "L:N=VALUE[@P1,P2,...]" (e.g. 3:1021=8 or 3:1021=8@4,5) into a clamp at hook_post. */
+gboolean lmwb_neuron_clamp_parse(const LmwbConfig *cfg, const char *text, LmwbNeuronClamp *out, GError **error);
+/* A position list "P1,P2,..." checked against the context (g_malloc'd). */
+gboolean lmwb_neuron_clamp_parse_positions(const LmwbConfig *cfg, const char *text, int **positions, int *n,
+                                           GError **error);
+void lmwb_neuron_clamp_clear(LmwbNeuronClamp *c);
+/* Install the clamp on a runner: the hook id (remove it with lmwb_runner_remove_hook), or 0. */
+int lmwb_neuron_clamp_add(LmwbRunner *r, const LmwbNeuronClamp *c, GError **error);
 
 /* Sweep: clamp one neuron (SET at blocks.L.mlp.hook_post, or hook_pre with at_pre) to each of
  * `steps` values evenly spaced in [from, to] (steps 1: just `from`) and measure the target token's

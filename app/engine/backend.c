@@ -2,6 +2,7 @@
  * with nvcc (LMWB_HAVE_CUDA) and only when a device answers at run time. */
 #include "app/engine/backend.h"
 
+#include "app/core/errors.h"
 #include <glib.h>
 #include <stdlib.h>
 
@@ -26,12 +27,28 @@ const LmwbBackend *lmwb_backend_cuda(void) {
 #endif
 }
 
-const LmwbBackend *lmwb_backend_get(const char *name) {
+const LmwbBackend *lmwb_backend_get(const char *name, GError **error) {
+  gboolean from_env = !name;
   if (!name) {
     name = g_getenv("LMWB_BACKEND");
     if (!name || !*name) name = "cpu";
   }
+  const char *origin = from_env ? "LMWB_BACKEND" : "backend";
   if (g_ascii_strcasecmp(name, "cpu") == 0) return lmwb_backend_cpu();
-  if (g_ascii_strcasecmp(name, "cuda") == 0) return lmwb_backend_cuda();
+  if (g_ascii_strcasecmp(name, "checked") == 0) return lmwb_backend_checked();
+  if (g_ascii_strcasecmp(name, "cuda") == 0) {
+    const LmwbBackend *be = lmwb_backend_cuda();
+    if (!be) {
+#ifdef LMWB_HAVE_CUDA
+      lmwb_input_error(error, "%s=cuda: no usable CUDA device was found (this build has the CUDA backend); "
+                       "use cpu", origin);
+#else
+      lmwb_input_error(error, "%s=cuda: this build has no CUDA backend (nvcc was not found when it was "
+                       "built); use cpu", origin);
+#endif
+    }
+    return be;
+  }
+  lmwb_input_error(error, "%s=%s: unknown backend (cpu, cuda, checked)", origin, name);
   return NULL;
 }

@@ -19,6 +19,11 @@ const LmwbOps lmwb_ops_cpu = {
     .rmsnorm_bwd = lmwb_cpu_rmsnorm_bwd,
     .linear_fwd = lmwb_cpu_linear_fwd,
     .linear_bwd = lmwb_cpu_linear_bwd,
+    .bias_fwd = lmwb_cpu_bias_fwd,
+    .bias_bwd = lmwb_cpu_bias_bwd,
+    .add = lmwb_cpu_add,
+    .heads_spread = lmwb_cpu_heads_spread,
+    .heads_sum = lmwb_cpu_heads_sum,
     .attn_pattern_fwd = lmwb_cpu_attn_pattern_fwd,
     .attn_mix_fwd = lmwb_cpu_attn_mix_fwd,
     .attn_mix_bwd = lmwb_cpu_attn_mix_bwd,
@@ -51,6 +56,10 @@ static void cpu_copy(void *dst, const void *src, size_t bytes) {
   if (dst && src && bytes && dst != src) memmove(dst, src, bytes);
 }
 
+static void cpu_copy2d(float *dst, int ld_dst, const float *src, int ld_src, int rows, int cols) {
+  for (int r = 0; r < rows; r++) memmove(dst + (size_t)r * ld_dst, src + (size_t)r * ld_src, (size_t)cols * sizeof(float));
+}
+
 static void cpu_sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
                       int lda, const float *B, int ldb, float beta, float *C, int ldc) {
   if (M <= 0 || N <= 0) return;
@@ -77,9 +86,12 @@ static const LmwbBackend cpu_backend = {
     .zero = cpu_zero,
     .to_device = cpu_copy,
     .to_host = cpu_copy,
+    .copy = cpu_copy,
+    .copy2d = cpu_copy2d,
     .sgemm = cpu_sgemm,
     .set_threads = cpu_set_threads,
     .ops = &lmwb_ops_cpu,
+    .host_visible = true,
 };
 
 const LmwbBackend *lmwb_backend_cpu(void) { return &cpu_backend; }

@@ -28,7 +28,7 @@ gboolean lmwb_bench_model(LmwbModel *m, int B, int T, gboolean backward, int run
       LmwbLoss loss = {.kind = LMWB_LOSS_NEXT_TOKEN};
       LmwbBackwardOptions bo = {.param_grads = true};
       double lv;
-      ok = lmwb_runner_backward(r, &loss, &bo, &lv, error);
+      ok = lmwb_runner_backward(r, &loss, 1, &bo, &lv, error);
     }
     double dt = (g_get_monotonic_time() - t0) / 1e6;
     if (k > 0 && dt < best) best = dt; /* run 0 is the warm-up */

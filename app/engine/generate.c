@@ -1,6 +1,7 @@
 #include "app/engine/generate.h"
 #include "app/core/errors.h"
 #include "app/core/rng.h"
+#include "app/core/rows.h"
 #include <math.h>
 #include <string.h>
 
@@ -9,18 +10,6 @@ void lmwb_generate_options_init(LmwbGenerateOptions *o) {
   o->max_tokens = 32;
   o->top_p = 1.0f;
   o->stop_at_eos = true;
-}
-
-void lmwb_softmax_row(float *p, const float *x, int V) {
-  float mx = -INFINITY;
-  for (int i = 0; i < V; i++) mx = fmaxf(mx, x[i]);
-  double s = 0;
-  for (int i = 0; i < V; i++) {
-    p[i] = expf(x[i] - mx);
-    s += p[i];
-  }
-  float inv = (float)(1.0 / s);
-  for (int i = 0; i < V; i++) p[i] *= inv;
 }
 
 typedef struct { float p; int id; } Cand;

@@ -19,6 +19,3 @@ void lmwb_generate_options_init(LmwbGenerateOptions *o);
  * full next-token distribution before each generated token: n_out rows of vocab_size floats. */
 int32_t *lmwb_generate(LmwbRunner *r, const int32_t *prompt, int n_prompt, const LmwbGenerateOptions *opt,
                        int *n_out, float **probs_out, LmwbReporter *rep, GError **error);
-
-/* Softmax of one row of logits into probs (in place allowed). */
-void lmwb_softmax_row(float *probs, const float *logits, int V);

@@ -1,165 +1,200 @@
+/* Hook lists: validation when a hook is added, and applying hooks to a block (hooks.h). */
 #include "app/engine/hooks.h"
 #include "app/core/errors.h"
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
-/* Suffix after "blocks.L." for per-layer sites, or the full name for model-level ones. */
-static const char *const site_names[LMWB_SITE_N_KINDS] = {
-  [LMWB_SITE_EMBED] = "hook_embed",
-  [LMWB_SITE_POS_EMBED] = "hook_pos_embed",
-  [LMWB_SITE_RESID_PRE] = "hook_resid_pre",
-  [LMWB_SITE_LN1] = "ln1.hook_normalized",
-  [LMWB_SITE_Q] = "attn.hook_q",
-  [LMWB_SITE_K] = "attn.hook_k",
-  [LMWB_SITE_V] = "attn.hook_v",
-  [LMWB_SITE_ROT_Q] = "attn.hook_rot_q",
-  [LMWB_SITE_ROT_K] = "attn.hook_rot_k",
-  [LMWB_SITE_PATTERN] = "attn.hook_pattern",
-  [LMWB_SITE_Z] = "attn.hook_z",
-  [LMWB_SITE_ATTN_OUT] = "hook_attn_out",
-  [LMWB_SITE_RESID_MID] = "hook_resid_mid",
-  [LMWB_SITE_LN2] = "ln2.hook_normalized",
-  [LMWB_SITE_MLP_PRE] = "mlp.hook_pre",
-  [LMWB_SITE_MLP_PRE_LINEAR] = "mlp.hook_pre_linear",
-  [LMWB_SITE_MLP_POST] = "mlp.hook_post",
-  [LMWB_SITE_MLP_OUT] = "hook_mlp_out",
-  [LMWB_SITE_RESID_POST] = "hook_resid_post",
-  [LMWB_SITE_LN_FINAL] = "ln_final.hook_normalized",
+typedef struct {
+  int id;
+  LmwbHook h; /* positions and indices point to copies owned here */
+} Entry;
+
+struct LmwbHookList {
+  GArray *e; /* Entry, in the order added */
+  int next_id;
 };
 
-static gboolean model_level(LmwbSiteKind k) {
-  return k == LMWB_SITE_EMBED || k == LMWB_SITE_POS_EMBED || k == LMWB_SITE_LN_FINAL;
+LmwbHookList *lmwb_hook_list_new(void) {
+  LmwbHookList *l = g_new0(LmwbHookList, 1);
+  l->e = g_array_new(FALSE, TRUE, sizeof(Entry));
+  l->next_id = 1;
+  return l;
 }
 
-static gboolean site_exists(const LmwbConfig *c, LmwbSiteKind k) {
-  switch (k) {
-    case LMWB_SITE_POS_EMBED: return c->learned_pos;
-    case LMWB_SITE_ROT_Q: case LMWB_SITE_ROT_K: return !c->learned_pos;
-    case LMWB_SITE_RESID_MID: return !c->parallel_residual;
-    case LMWB_SITE_MLP_PRE_LINEAR: return c->gated_mlp;
-    default: return TRUE;
+static void entry_clear(Entry *e) {
+  g_free((void *)e->h.positions);
+  g_free((void *)e->h.indices);
+}
+
+void lmwb_hook_list_clear(LmwbHookList *l) {
+  for (guint i = 0; i < l->e->len; i++) entry_clear(&g_array_index(l->e, Entry, i));
+  g_array_set_size(l->e, 0);
+}
+
+void lmwb_hook_list_free(LmwbHookList *l) {
+  if (!l) return;
+  lmwb_hook_list_clear(l);
+  g_array_free(l->e, TRUE);
+  g_free(l);
+}
+
+int lmwb_hook_list_count(const LmwbHookList *l) { return (int)l->e->len; }
+
+static const char *op_name(LmwbHookOp op) {
+  static const char *const names[] = {"set", "add", "scale", "patch", "call", "observe"};
+  return (unsigned)op < G_N_ELEMENTS(names) ? names[op] : "unknown";
+}
+
+int lmwb_hook_list_add(LmwbHookList *l, const LmwbConfig *cfg, const LmwbHook *h, GError **error) {
+  const LmwbSiteInfo *si = lmwb_site_info(h->site.kind);
+  gboolean layer_ok = si && (si->model_level ? h->site.layer == -1 : h->site.layer >= 0 && h->site.layer < cfg->n_layer);
+  if (!si || !layer_ok || !lmwb_site_exists(cfg, h->site.kind)) {
+    lmwb_input_error(error, "hook: site (kind %d, layer %d) does not exist in this %s model", (int)h->site.kind,
+                     h->site.layer, cfg->model_type);
+    return 0;
   }
+  g_autofree char *name = lmwb_site_name(h->site);
+  if ((unsigned)h->op > LMWB_HOOK_OBSERVE) {
+    lmwb_input_error(error, "hook at %s: unknown operation %d", name, (int)h->op);
+    return 0;
+  }
+  if ((h->op == LMWB_HOOK_CALL || h->op == LMWB_HOOK_OBSERVE) && !h->fn && !h->bwd_fn) {
+    lmwb_input_error(error, "hook at %s: a %s hook needs a function", name, op_name(h->op));
+    return 0;
+  }
+  if (h->op == LMWB_HOOK_PATCH && (!h->source || !isfinite(h->alpha))) {
+    lmwb_input_error(error, "hook at %s: a patch needs a source block and a finite alpha", name);
+    return 0;
+  }
+  if ((h->mask || h->source) && (h->run_B < 1 || h->run_T < 1)) {
+    lmwb_input_error(error, "hook at %s: a mask or a source needs the run shape it was made for (run_B, run_T)", name);
+    return 0;
+  }
+  if (h->n_positions < 0 || (h->n_positions > 0 && !h->positions) || h->n_indices < 0 ||
+      (h->n_indices > 0 && !h->indices)) {
+    lmwb_input_error(error, "hook at %s: position or index count without a list", name);
+    return 0;
+  }
+  for (int i = 0; i < h->n_positions; i++)
+    if (h->positions[i] < 0 || h->positions[i] >= cfg->n_ctx) {
+      lmwb_input_error(error, "hook at %s: position %d is not in 0..%d", name, h->positions[i], cfg->n_ctx - 1);
+      return 0;
+    }
+  /* The pattern's row width depends on the run (Tk keys): its indices are checked when applied. */
+  int R = si->shape == LMWB_SHAPE_PATTERN ? cfg->n_ctx : lmwb_site_row_size(cfg, h->site.kind, 0);
+  for (int i = 0; i < h->n_indices; i++)
+    if (h->indices[i] < 0 || h->indices[i] >= R) {
+      lmwb_input_error(error, "hook at %s: index %d is not in 0..%d", name, h->indices[i], R - 1);
+      return 0;
+    }
+  if (h->values)
+    for (int i = 0; i < (h->indices ? h->n_indices : 0); i++)
+      if (!isfinite(h->values[i])) {
+        lmwb_input_error(error, "hook at %s: value %d is not finite", name, i);
+        return 0;
+      }
+  if (!h->values && (h->op <= LMWB_HOOK_SCALE) && !isfinite(h->value)) {
+    lmwb_input_error(error, "hook at %s: the value is not finite", name);
+    return 0;
+  }
+  Entry e = {.id = l->next_id++, .h = *h};
+  e.h.positions = h->positions ? g_memdup2(h->positions, sizeof(int) * (size_t)h->n_positions) : NULL;
+  e.h.indices = h->indices ? g_memdup2(h->indices, sizeof(int) * (size_t)h->n_indices) : NULL;
+  g_array_append_val(l->e, e);
+  return e.id;
 }
 
-char *lmwb_site_name(LmwbSite s) {
-  if (model_level(s.kind)) return g_strdup(site_names[s.kind]);
-  return g_strdup_printf("blocks.%d.%s", s.layer, site_names[s.kind]);
-}
-
-gboolean lmwb_site_parse(const LmwbConfig *c, const char *name, LmwbSite *out, GError **error) {
-  for (int k = 0; k < LMWB_SITE_N_KINDS; k++) {
-    if (model_level(k) && !strcmp(name, site_names[k])) {
-      if (!site_exists(c, k)) break;
-      *out = (LmwbSite){k, -1};
+gboolean lmwb_hook_list_remove(LmwbHookList *l, int id) {
+  for (guint i = 0; i < l->e->len; i++) {
+    Entry *e = &g_array_index(l->e, Entry, i);
+    if (e->id == id) {
+      entry_clear(e);
+      g_array_remove_index(l->e, i);
       return TRUE;
     }
   }
-  if (g_str_has_prefix(name, "blocks.")) {
-    char *end = NULL;
-    long L = strtol(name + 7, &end, 10);
-    if (end != name + 7 && *end == '.') {
-      if (L < 0 || L >= c->n_layer) {
-        lmwb_input_error(error, "hook \"%s\": layer %ld is out of range (the model has layers 0..%d)", name, L, c->n_layer - 1);
-        return FALSE;
-      }
-      for (int k = 0; k < LMWB_SITE_N_KINDS; k++) {
-        if (!model_level(k) && !strcmp(end + 1, site_names[k]) && site_exists(c, k)) {
-          *out = (LmwbSite){k, (int)L};
-          return TRUE;
+  return FALSE;
+}
+
+unsigned lmwb_hook_list_run_sites(const LmwbHookList *l) {
+  unsigned f = 0;
+  for (guint i = 0; i < l->e->len; i++) f |= lmwb_site_info(g_array_index(l->e, Entry, i).h.site.kind)->run_flag;
+  return f;
+}
+
+gboolean lmwb_hook_list_check_run(const LmwbHookList *l, const LmwbConfig *cfg, int B, int T, GError **error) {
+  for (guint i = 0; i < l->e->len; i++) {
+    const LmwbHook *h = &g_array_index(l->e, Entry, i).h;
+    if ((h->mask || h->source) && (h->run_B != B || h->run_T != T)) {
+      g_autofree char *name = lmwb_site_name(h->site);
+      lmwb_input_error(error, "hook at %s: its %s is for %d x %d positions but the run has %d x %d", name,
+                       h->source ? "source" : "mask", h->run_B, h->run_T, B, T);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+static gboolean site_eq(LmwbSite a, LmwbSite b) { return a.kind == b.kind && a.layer == b.layer; }
+
+bool lmwb_hook_list_at(const LmwbHookList *l, LmwbSite s, bool *observe_only) {
+  bool any = false, obs = true;
+  for (guint i = 0; i < l->e->len; i++) {
+    const LmwbHook *h = &g_array_index(l->e, Entry, i).h;
+    if (!site_eq(h->site, s)) continue;
+    any = true;
+    obs = obs && h->op == LMWB_HOOK_OBSERVE;
+  }
+  if (observe_only) *observe_only = any && obs;
+  return any;
+}
+
+static gboolean position_selected(const LmwbHook *h, int pos) {
+  if (!h->positions) return TRUE;
+  for (int i = 0; i < h->n_positions; i++)
+    if (h->positions[i] == pos) return TRUE;
+  return FALSE;
+}
+
+/* One elementwise hook (SET/ADD/SCALE/PATCH) on the selected rows and indices. */
+static void apply_elementwise(const LmwbHook *h, float *block, const LmwbHookCtx *c) {
+  for (int b = 0; b < c->B; b++) {
+    for (int rr = 0; rr < c->rows_per_seq; rr++) {
+      int t = rr % c->T;
+      if (!position_selected(h, c->past + t)) continue;
+      if (h->mask && !h->mask[(size_t)b * c->T + t]) continue;
+      size_t row_at = ((size_t)b * c->rows_per_seq + rr) * (size_t)c->R;
+      float *row = block + row_at;
+      const float *src = h->source ? h->source + row_at : NULL;
+      int cnt = h->indices ? h->n_indices : c->R;
+      for (int i = 0; i < cnt; i++) {
+        int j = h->indices ? h->indices[i] : i;
+        if (j < 0 || j >= c->R) continue;
+        float v = h->values ? h->values[i] : h->value;
+        switch (h->op) {
+          case LMWB_HOOK_SET: row[j] = c->backward ? 0.0f : v; break;
+          case LMWB_HOOK_ADD: if (!c->backward) row[j] += v; break;
+          case LMWB_HOOK_SCALE: row[j] *= v; break;
+          case LMWB_HOOK_PATCH:
+            row[j] = c->backward ? row[j] * (1.0f - h->alpha) : row[j] + h->alpha * (src[j] - row[j]);
+            break;
+          default: break;
         }
       }
     }
   }
-  lmwb_input_error(error, "unknown hook name \"%s\" for this %s model (e.g. hook_embed, blocks.0.hook_resid_pre, "
-                   "blocks.0.attn.hook_pattern, blocks.0.mlp.hook_post, ln_final.hook_normalized; "
-                   "`lmwb-batch info --model DIR --hooks` lists them all)", name, c->model_type);
-  return FALSE;
 }
 
-int lmwb_site_row_size(const LmwbConfig *c, LmwbSiteKind k, int Tk) {
-  switch (k) {
-    case LMWB_SITE_Q: case LMWB_SITE_ROT_Q: case LMWB_SITE_Z: return c->n_head * c->head_dim;
-    case LMWB_SITE_K: case LMWB_SITE_ROT_K: case LMWB_SITE_V: return c->n_kv_head * c->head_dim;
-    case LMWB_SITE_PATTERN: return Tk;
-    case LMWB_SITE_MLP_PRE: case LMWB_SITE_MLP_PRE_LINEAR: case LMWB_SITE_MLP_POST: return c->d_ff;
-    default: return c->d_model;
-  }
-}
-
-char **lmwb_site_list(const LmwbConfig *c) {
-  GPtrArray *a = g_ptr_array_new();
-  for (int k = 0; k < LMWB_SITE_N_KINDS; k++)
-    if (model_level(k) && k != LMWB_SITE_LN_FINAL && site_exists(c, k)) g_ptr_array_add(a, lmwb_site_name((LmwbSite){k, -1}));
-  for (int L = 0; L < c->n_layer; L++)
-    for (int k = 0; k < LMWB_SITE_N_KINDS; k++)
-      if (!model_level(k) && site_exists(c, k)) g_ptr_array_add(a, lmwb_site_name((LmwbSite){k, L}));
-  g_ptr_array_add(a, lmwb_site_name((LmwbSite){LMWB_SITE_LN_FINAL, -1}));
-  g_ptr_array_add(a, NULL);
-  return (char **)g_ptr_array_free(a, FALSE);
-}
-
-static gboolean parse_int(const char *s, long lo, long hi, long *out) {
-  char *end = NULL;
-  if (!s || !*s) return FALSE;
-  long v = strtol(s, &end, 10);
-  if (*end || v < lo || v > hi) return FALSE;
-  *out = v;
-  return TRUE;
-}
-
-void lmwb_clamp_spec_clear(LmwbClampSpec *c) {
-  g_free(c->positions);
-  memset(c, 0, sizeof *c);
-}
-
-gboolean lmwb_clamp_parse(const LmwbConfig *cfg, const char *text, LmwbClampSpec *out, GError **error) {
-  memset(out, 0, sizeof *out);
-  const char *colon = strchr(text, ':'), *eq = strchr(text, '=');
-  if (!colon || !eq || eq < colon) {
-    lmwb_input_error(error, "--clamp \"%s\": expected LAYER:NEURON=VALUE[@POSITIONS], e.g. 3:1021=8 or 3:1021=8@4,5", text);
-    return FALSE;
-  }
-  g_autofree char *ls = g_strndup(text, colon - text);
-  g_autofree char *ns = g_strndup(colon + 1, eq - colon - 1);
-  const char *at = strchr(eq, '@');
-  g_autofree char *vs = at ? g_strndup(eq + 1, at - eq - 1) : g_strdup(eq + 1);
-  long L, N;
-  if (!parse_int(ls, 0, cfg->n_layer - 1, &L)) {
-    lmwb_input_error(error, "--clamp \"%s\": layer \"%s\" is not in 0..%d", text, ls, cfg->n_layer - 1);
-    return FALSE;
-  }
-  if (!parse_int(ns, 0, cfg->d_ff - 1, &N)) {
-    lmwb_input_error(error, "--clamp \"%s\": neuron \"%s\" is not in 0..%d", text, ns, cfg->d_ff - 1);
-    return FALSE;
-  }
-  char *end = NULL;
-  double v = g_ascii_strtod(vs, &end);
-  if (!*vs || *end || !isfinite(v)) {
-    lmwb_input_error(error, "--clamp \"%s\": value \"%s\" is not a finite number", text, vs);
-    return FALSE;
-  }
-  out->layer = (int)L;
-  out->neuron = (int)N;
-  out->value = (float)v;
-  if (at) {
-    g_auto(GStrv) parts = g_strsplit(at + 1, ",", -1);
-    int n = g_strv_length(parts);
-    if (n == 0) {
-      lmwb_input_error(error, "--clamp \"%s\": no positions after @", text);
-      return FALSE;
+void lmwb_hook_list_apply(const LmwbHookList *l, float *block, const LmwbHookCtx *ctx) {
+  guint n = l->e->len;
+  for (guint k = 0; k < n; k++) {
+    const LmwbHook *h = &g_array_index(l->e, Entry, ctx->backward ? n - 1 - k : k).h;
+    if (!site_eq(h->site, ctx->site)) continue;
+    if (h->op == LMWB_HOOK_CALL || h->op == LMWB_HOOK_OBSERVE) {
+      LmwbHookFn fn = ctx->backward ? h->bwd_fn : h->fn;
+      if (fn) fn(block, ctx, h->user);
+    } else if (!(ctx->backward && h->op == LMWB_HOOK_ADD)) {
+      apply_elementwise(h, block, ctx);
     }
-    out->positions = g_new(int, n);
-    for (int i = 0; i < n; i++) {
-      long p;
-      if (!parse_int(g_strstrip(parts[i]), 0, cfg->n_ctx - 1, &p)) {
-        lmwb_input_error(error, "--clamp \"%s\": position \"%s\" is not in 0..%d", text, parts[i], cfg->n_ctx - 1);
-        lmwb_clamp_spec_clear(out);
-        return FALSE;
-      }
-      out->positions[i] = (int)p;
-    }
-    out->n_positions = n;
   }
-  return TRUE;
 }

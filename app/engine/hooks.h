@@ -1,71 +1,77 @@
-/* Hook sites (TransformerLens names) and the hooks that read or edit activations there.
+/* Hooks: what a run does at a site (sites.h) besides computing it.
  *
- * A site's activation is a [B, T, R] block of rows (R floats per token position), except
- * attn.hook_pattern which is [B, Hq, T, Tk] (rows are query positions, R = Tk key positions).
- * Per-head sites ([B, T, H, hd]) are rows of R = H*hd floats: index h*hd + i.
- * A hook selects positions (absolute token positions; all when NULL) and indices within the row
- * (all when NULL) and sets, adds or scales them, or calls a function on the whole block (a
- * transcoder or a codebook splices in this way). Hooks act in the order they were added. */
+ * A hook selects rows and indices of the site's [B, rows, R] block and
+ *   SET      sets them to a value (value, or values[i] per index),
+ *   ADD      adds a value,
+ *   SCALE    multiplies by a value,
+ *   PATCH    moves them towards a caller's source block: x <- x + alpha * (source - x)
+ *            (alpha 1 copies: interchange ablation; 0 < alpha < 1 interpolates, as EAP-IG does),
+ *   CALL     calls fn on the whole block (a transcoder or a codebook splices in this way),
+ *   OBSERVE  calls fn on the whole block and promises not to change it (statistics, caching).
+ * Selection: rows of token positions in `positions` (absolute, so a KV-cached run counts from the
+ * cache's start; NULL: every position) and, per sequence, where mask[b * T + t] is non-zero (NULL:
+ * every row); indices within the row (NULL: all of it). For attn.hook_pattern the rows are
+ * (head, query) pairs and the selection applies to the query position.
+ *
+ * In a backward the same hooks act on the gradient in reverse order, as the chain rule asks:
+ * SET zeroes the selected gradient, ADD leaves it, SCALE multiplies it, PATCH multiplies it by
+ * (1 - alpha), CALL calls bwd_fn (NULL: the gradient passes unchanged), OBSERVE calls bwd_fn.
+ *
+ * Ownership: positions and indices are copied when the hook is added; values, mask and source are
+ * borrowed and must stay valid while the hook is installed. mask and source are for runs of
+ * run_B sequences of run_T positions (checked at every run); source is [run_B, rows, R]. */
 #pragma once
-#include "app/formats/config.h"
-#include <glib.h>
-#include <stdbool.h>
-#include <stdint.h>
+#include "app/engine/sites.h"
 
 typedef enum {
-  LMWB_SITE_EMBED, LMWB_SITE_POS_EMBED, LMWB_SITE_RESID_PRE, LMWB_SITE_LN1, LMWB_SITE_Q,
-  LMWB_SITE_K, LMWB_SITE_V, LMWB_SITE_ROT_Q, LMWB_SITE_ROT_K, LMWB_SITE_PATTERN, LMWB_SITE_Z,
-  LMWB_SITE_ATTN_OUT, LMWB_SITE_RESID_MID, LMWB_SITE_LN2, LMWB_SITE_MLP_PRE,
-  LMWB_SITE_MLP_PRE_LINEAR, LMWB_SITE_MLP_POST, LMWB_SITE_MLP_OUT, LMWB_SITE_RESID_POST,
-  LMWB_SITE_LN_FINAL, LMWB_SITE_N_KINDS
-} LmwbSiteKind;
+  LMWB_HOOK_SET, LMWB_HOOK_ADD, LMWB_HOOK_SCALE, LMWB_HOOK_PATCH, LMWB_HOOK_CALL, LMWB_HOOK_OBSERVE
+} LmwbHookOp;
 
-typedef struct LmwbSite {
-  LmwbSiteKind kind;
-  int layer; /* -1 for model-level sites (embed, pos_embed, ln_final) */
-} LmwbSite;
-
-/* Parse "blocks.3.mlp.hook_post" etc., checking the layer and that the site exists for this
- * architecture (no hook_pos_embed without learned positions, no hook_resid_mid with a parallel
- * residual, no rot_q without rotary, no hook_pre_linear without a gated MLP). */
-gboolean lmwb_site_parse(const LmwbConfig *cfg, const char *name, LmwbSite *out, GError **error);
-/* The canonical name (g_free). */
-char *lmwb_site_name(LmwbSite s);
-/* Floats per row at a site (R above) for a run with Tk keys. */
-int lmwb_site_row_size(const LmwbConfig *cfg, LmwbSiteKind kind, int Tk);
-/* Every site name of a model, for --help and listings (NULL-terminated, g_strfreev). */
-char **lmwb_site_list(const LmwbConfig *cfg);
-
-typedef enum { LMWB_HOOK_SET, LMWB_HOOK_ADD, LMWB_HOOK_SCALE, LMWB_HOOK_CALL } LmwbHookOp;
-
+/* What a hook function is told about the block it is given. */
 typedef struct LmwbHookCtx {
-  LmwbSite site;
-  int B, T, past;   /* block shape: positions past .. past+T-1 */
-  int rows_per_seq; /* T, or Hq*T for the pattern */
-  int R;            /* floats per row */
-  const int *lens;  /* valid length of each sequence (NULL: all T) */
+  LmwbSite site;        /* kind and layer */
+  int B, T, past;       /* block of B sequences at positions past .. past+T-1 */
+  int rows_per_seq;     /* T, or Hq*T for the pattern */
+  int R;                /* floats per row */
+  const int *lens;      /* valid length of each sequence (NULL: all T) */
+  const int32_t *ids;   /* [B, T] token ids of the run */
+  bool backward;        /* the block holds gradients */
 } LmwbHookCtx;
 
-typedef void (*LmwbHookFn)(float *act, const LmwbHookCtx *ctx, void *user);
+typedef void (*LmwbHookFn)(float *block, const LmwbHookCtx *ctx, void *user);
 
 typedef struct LmwbHook {
   LmwbSite site;
   LmwbHookOp op;
   const int *positions; int n_positions; /* NULL: every position */
+  const uint8_t *mask;                   /* [run_B, run_T], NULL: every row */
   const int *indices; int n_indices;     /* NULL: the whole row */
   float value;                           /* SET/ADD/SCALE by a scalar, or ... */
-  const float *values;                   /* ... one value per index (n_indices), or per row float */
-  LmwbHookFn fn;                         /* CALL: forward, in place on the block */
-  LmwbHookFn bwd_fn;                     /* CALL: backward, in place on the block's gradient */
+  const float *values;                   /* ... one value per index (or per row float) */
+  const float *source; float alpha;      /* PATCH */
+  int run_B, run_T;                      /* the run shape mask and source are for */
+  LmwbHookFn fn;                         /* CALL / OBSERVE: forward */
+  LmwbHookFn bwd_fn;                     /* CALL / OBSERVE: backward */
   void *user;
 } LmwbHook;
 
-/* Parse a neuron clamp "L:N=VALUE[@P1,P2,...]" into a SET hook at blocks.L.mlp.hook_post
- * (or hook_pre when at_pre). positions/indices point into `storage` (3 + n ints). */
-typedef struct LmwbClampSpec {
-  int layer, neuron;
-  float value;
-  int *positions; int n_positions; /* NULL: all */
-} LmwbClampSpec;
-gboolean lmwb_clamp_parse(const LmwbConfig *cfg, const char *text, LmwbClampSpec *out, GError **error);
-void lmwb_clamp_spec_clear(LmwbClampSpec *c);
+/* The hooks of a runner, in the order they were added. */
+typedef struct LmwbHookList LmwbHookList;
+
+LmwbHookList *lmwb_hook_list_new(void);
+void lmwb_hook_list_free(LmwbHookList *l);
+/* Validates the hook against the model (site exists, indices within the row, positions >= 0,
+ * what the op needs is given) and returns its id (> 0), or 0 with an input error. */
+int lmwb_hook_list_add(LmwbHookList *l, const LmwbConfig *cfg, const LmwbHook *h, GError **error);
+/* FALSE when no hook has this id. */
+gboolean lmwb_hook_list_remove(LmwbHookList *l, int id);
+void lmwb_hook_list_clear(LmwbHookList *l);
+int lmwb_hook_list_count(const LmwbHookList *l);
+/* The LmwbRunSites the hooks' sites need. */
+unsigned lmwb_hook_list_run_sites(const LmwbHookList *l);
+/* Checks the borrowed arrays' run shape against a run of B x T (input error naming the hook). */
+gboolean lmwb_hook_list_check_run(const LmwbHookList *l, const LmwbConfig *cfg, int B, int T, GError **error);
+/* Whether any hook acts at s; whether all of them only observe. */
+bool lmwb_hook_list_at(const LmwbHookList *l, LmwbSite s, bool *observe_only);
+/* Apply every hook at ctx->site to the block, forward or (ctx->backward) in reverse. */
+void lmwb_hook_list_apply(const LmwbHookList *l, float *block, const LmwbHookCtx *ctx);

@@ -1,6 +1,7 @@
 /* Model: the flat parameter layout, loading from Hugging Face folders (per-architecture name and
  * layout mapping), random initialisation and saving back in the architecture's own naming. */
 #include "app/engine/model.h"
+#include "app/engine/model_internal.h"
 #include "app/core/errors.h"
 #include "app/core/memory.h"
 #include "app/core/rng.h"
@@ -59,11 +60,13 @@ size_t lmwb_model_layout_size(const LmwbConfig *c) {
 }
 
 /* Walks the layout once; fills views and/or the info table. */
-static void walk_layout(const LmwbConfig *c, float *base, LmwbWeights *w, LmwbParamInfo *info, int *n_info) {
+static void walk_layout(const LmwbConfig *c, float *base, LmwbWeights *w, LmwbParamInfo *info, int *n_info,
+                        float ***slots) {
   size_t off = 0;
   int k = 0;
 #define ADD(ptr, nm, r, cl) do { \
-    if (w) (ptr) = base ? base + off : NULL; \
+    if (slots) slots[k] = &(ptr); \
+    else if (w) (ptr) = base ? base + off : NULL; \
     if (info) { g_strlcpy(info[k].name, nm, sizeof info[k].name); info[k].offset = off; \
       info[k].ndim = (cl) ? 2 : 1; info[k].shape[0] = (r); info[k].shape[1] = (cl) ? (cl) : 0; } \
     k++; off += (size_t)(r) * (size_t)((cl) ? (cl) : 1); } while (0)
@@ -85,7 +88,7 @@ static void walk_layout(const LmwbConfig *c, float *base, LmwbWeights *w, LmwbPa
   ADD(w->lnf_w, "ln_final.w", c->d_model, 0);
   if (c->norm_bias) ADD(w->lnf_b, "ln_final.b", c->d_model, 0);
   if (!c->tied_head) ADD(w->head, "unembed.W_U", c->vocab_size, c->d_model);
-  else if (w) w->head = w->wte;
+  else if (!slots) w->head = w->wte;
   if (n_info) *n_info = k;
 #undef ADD
 }
@@ -93,15 +96,21 @@ static void walk_layout(const LmwbConfig *c, float *base, LmwbWeights *w, LmwbPa
 void lmwb_model_layout_views(const LmwbModel *m, float *base, LmwbWeights *out) {
   memset(out, 0, sizeof *out);
   out->layers = g_new0(LmwbLayerWeights, m->cfg.n_layer);
-  walk_layout(&m->cfg, base, out, NULL, NULL);
+  walk_layout(&m->cfg, base, out, NULL, NULL, NULL);
+}
+
+void lmwb_model_weight_slots(const LmwbConfig *c, LmwbWeights *w, float ***slots) {
+  walk_layout(c, NULL, w, NULL, NULL, slots);
 }
 
 void lmwb_weights_free_views(LmwbWeights *w) {
   g_free(w->layers);
+  g_free(w->lowrank);
   w->layers = NULL;
+  w->lowrank = NULL;
 }
 
-static LmwbModel *model_alloc(const LmwbConfig *cfg, GError **error) {
+LmwbModel *lmwb_model_alloc(const LmwbConfig *cfg, GError **error) {
   size_t n = lmwb_model_layout_size(cfg);
   uint64_t bytes;
   if (!lmwb_mul_u64(n, sizeof(float), &bytes)) {
@@ -112,8 +121,11 @@ static LmwbModel *model_alloc(const LmwbConfig *cfg, GError **error) {
   LmwbModel *m = g_new0(LmwbModel, 1);
   m->refcount = 1;
   m->cfg = *cfg;
-  m->be = lmwb_backend_get(NULL);
-  if (!m->be) m->be = lmwb_backend_cpu();
+  m->be = lmwb_backend_get(NULL, error);
+  if (!m->be) {
+    g_free(m);
+    return NULL;
+  }
   m->n_params = n;
   m->params = g_try_malloc0(bytes);
   if (!m->params) {
@@ -122,10 +134,11 @@ static LmwbModel *model_alloc(const LmwbConfig *cfg, GError **error) {
     return NULL;
   }
   int n_info = 0;
-  walk_layout(cfg, NULL, NULL, NULL, &n_info);
+  walk_layout(cfg, NULL, NULL, NULL, &n_info, NULL);
   m->info = g_new0(LmwbParamInfo, n_info);
-  walk_layout(cfg, NULL, NULL, m->info, &m->n_info);
+  walk_layout(cfg, NULL, NULL, m->info, &m->n_info, NULL);
   lmwb_model_layout_views(m, m->params, &m->w);
+  m->store = lmwb_weight_store_new(m->n_info);
   g_strlcpy(m->source_dtype, "F32", sizeof m->source_dtype);
   return m;
 }
@@ -137,12 +150,16 @@ LmwbModel *lmwb_model_ref(LmwbModel *m) {
 
 void lmwb_model_unref(LmwbModel *m) {
   if (!m || !g_atomic_int_dec_and_test(&m->refcount)) return;
-  if (m->tokenizer) lmwb_tokenizer_free(m->tokenizer);
+  LmwbModel *lender = lmwb_weight_store_release(m);
+  if (!lender) {
+    if (m->tokenizer) lmwb_tokenizer_free(m->tokenizer);
+    g_free(m->info);
+  }
   lmwb_weights_free_views(&m->w);
   g_free(m->params);
-  g_free(m->info);
   g_free(m->dir);
   g_free(m);
+  lmwb_model_unref(lender);
 }
 
 uint64_t lmwb_model_param_count(const LmwbModel *m) { return m->n_params; }
@@ -160,7 +177,7 @@ static void fill_normal(float *p, size_t n, double stdv, guint64 *state) {
 
 LmwbModel *lmwb_model_new_random(const LmwbConfig *cfg, guint64 seed, GError **error) {
   if (!lmwb_config_validate(cfg, error)) return NULL;
-  LmwbModel *m = model_alloc(cfg, error);
+  LmwbModel *m = lmwb_model_alloc(cfg, error);
   if (!m) return NULL;
   guint64 st = seed * 0x2545F4914F6CDD1Dull + 1;
   const double std = 0.02, std_res = 0.02 / sqrt(2.0 * cfg->n_layer);
@@ -380,7 +397,7 @@ LmwbModel *lmwb_model_load(const char *dir, GError **error) {
   if (!lmwb_config_load(cfg_path, &cfg, error)) return NULL;
   LmwbSafetensors *st = lmwb_safetensors_open_dir(dir, error);
   if (!st) return NULL;
-  LmwbModel *m = model_alloc(&cfg, error);
+  LmwbModel *m = lmwb_model_alloc(&cfg, error);
   if (!m) {
     lmwb_safetensors_close(st);
     return NULL;
@@ -521,6 +538,10 @@ static gboolean copy_file_atomic(const char *src, const char *dst, GError **erro
 }
 
 gboolean lmwb_model_save(const LmwbModel *m, const char *dir, const char *dtype, const char *tok_src, GError **error) {
+  if (lmwb_model_has_lowrank(m, -1)) { /* low-rank changes are written as part of their tensors */
+    g_autoptr(LmwbModel) flat = lmwb_model_materialize(m, error);
+    return flat && lmwb_model_save(flat, dir, dtype, tok_src, error);
+  }
   LmwbDtype dt = !g_strcmp0(dtype, "F16") ? LMWB_DTYPE_F16 : !g_strcmp0(dtype, "BF16") ? LMWB_DTYPE_BF16 : LMWB_DTYPE_F32;
   if (dtype && dt == LMWB_DTYPE_F32 && g_strcmp0(dtype, "F32")) {
     lmwb_input_error(error, "unknown dtype \"%s\" (F32, F16, BF16)", dtype);

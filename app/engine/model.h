@@ -22,9 +22,23 @@ typedef struct LmwbLayerWeights {
   float *ln2_w, *ln2_b, *w_up, *b_up, *w_gate, *w_down, *b_down;
 } LmwbLayerWeights;
 
+/* A rank-r change of a linear weight W [out, in] that is applied, never materialised:
+ * W' = W + U Vᵀ with U [out, r] and V [in, r] (row-major). Changes of one tensor form a list. */
+typedef struct LmwbLowRank {
+  int rank;
+  const float *U, *V;
+  const struct LmwbLowRank *next;
+} LmwbLowRank;
+
+/* The low-rank changes of each linear weight of a layer (NULL: none). */
+typedef struct LmwbLayerLowRank {
+  const LmwbLowRank *wq, *wk, *wv, *wo, *w_up, *w_gate, *w_down;
+} LmwbLayerLowRank;
+
 typedef struct LmwbWeights {
   float *wte, *wpe, *lnf_w, *lnf_b, *head; /* head == wte when tied */
   LmwbLayerWeights *layers;                 /* n_layer entries */
+  LmwbLayerLowRank *lowrank;                /* n_layer entries, or NULL when no tensor has any */
 } LmwbWeights;
 
 /* One named tensor of the canonical layout. */
@@ -35,18 +49,22 @@ typedef struct LmwbParamInfo {
   int64_t shape[2];
 } LmwbParamInfo;
 
+typedef struct LmwbWeightStore LmwbWeightStore; /* private to weights.c */
+
 typedef struct LmwbModel {
   LmwbConfig cfg;
   char *dir;                 /* folder it was loaded from, or NULL */
   char source_dtype[8];      /* F32 / F16 / BF16 as found on disk */
-  LmwbTokenizer *tokenizer;  /* NULL when the folder has none */
-  float *params;             /* flat float32 buffer, n_params floats */
-  size_t n_params;
-  LmwbParamInfo *info;
+  LmwbTokenizer *tokenizer;  /* NULL when the folder has none (a fork shares its root's) */
+  float *params;             /* flat float32 buffer, n_params floats; NULL for a fork */
+  size_t n_params;           /* floats of the flat layout (also the layout of parameter gradients) */
+  LmwbParamInfo *info;       /* a fork shares its root's */
   int n_info;
-  LmwbWeights w;             /* views into params */
-  const LmwbBackend *be;
+  LmwbWeights w;             /* views of the weights (host memory) */
+  const LmwbBackend *be;     /* what runners of this model compute on */
   gint refcount;             /* lmwb_model_ref / lmwb_model_unref; a new model holds one */
+  struct LmwbModel *parent;  /* a fork: the version it was made from (held), else NULL */
+  LmwbWeightStore *store;    /* copies, low-rank changes and device copies of this version */
 } LmwbModel;
 
 /* Load a Hugging Face folder: config.json, *.safetensors (single or sharded), tokenizer
@@ -60,6 +78,44 @@ LmwbModel *lmwb_model_new_random(const LmwbConfig *cfg, guint64 seed, GError **e
 LmwbModel *lmwb_model_ref(LmwbModel *m);
 void lmwb_model_unref(LmwbModel *m);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(LmwbModel, lmwb_model_unref)
+
+/* ---- versions and edits (weights.c) ----
+ * A model can be forked into a new version that shares every tensor with it (nothing is copied).
+ * Edits change only the fork: lmwb_model_edit_tensor copies one tensor on its first write
+ * (copy-on-write per tensor); lmwb_model_add_lowrank adds W + U Vᵀ to a linear weight, applied
+ * by the runner's linear op without materialising W. The version forked from never changes, so
+ * undoing an edit is going back to it (lmwb_model_parent), exactly, bit for bit.
+ * A version is sealed when a runner first uses it: its weights are then read by running jobs, and
+ * editing it is refused (fork it instead). So a worker thread keeps reading the weights it
+ * started with while an editor makes the next version. */
+LmwbModel *lmwb_model_fork(LmwbModel *base);
+LmwbModel *lmwb_model_parent(const LmwbModel *m);  /* borrowed; NULL for a loaded model */
+void lmwb_model_seal(LmwbModel *m);
+/* Index into m->info of a canonical tensor name ("blocks.3.mlp.W_out"), or -1. */
+int lmwb_model_param_index(const LmwbModel *m, const char *name);
+/* A writable copy of one tensor of a fork, in the canonical layout (input error: unknown name,
+ * sealed version, not a fork, out of memory). Later calls return the same copy. */
+float *lmwb_model_edit_tensor(LmwbModel *m, const char *name, GError **error);
+/* Add W + U Vᵀ (U [out, rank], V [in, rank], copied) to a per-layer linear weight of a fork
+ * (attn.W_Q/W_K/W_V/W_O, mlp.W_in/W_gate/W_out). Non-finite values are refused. */
+gboolean lmwb_model_add_lowrank(LmwbModel *m, const char *name, int rank, const float *U, const float *V,
+                                GError **error);
+/* Back to the parent's tensor: drops the fork's copy and low-rank changes of it. */
+gboolean lmwb_model_revert_tensor(LmwbModel *m, const char *name, GError **error);
+/* TRUE when a tensor (or any, with index -1) of this version carries low-rank changes. */
+gboolean lmwb_model_has_lowrank(const LmwbModel *m, int index);
+/* The effective tensor W + sum of U Vᵀ as a new buffer (g_free). */
+float *lmwb_model_effective_tensor(const LmwbModel *m, int index, GError **error);
+/* A new loaded-model-like version holding every effective tensor in one flat buffer (for saving,
+ * training or comparing). */
+LmwbModel *lmwb_model_materialize(const LmwbModel *m, GError **error);
+
+/* The weights as a backend's ops read them: the views above on a host-visible backend, else
+ * device copies made on first use (every tensor once per version; a fork's unedited tensors are
+ * the root's copies). Thread-safe. Valid while the model lives. */
+const LmwbWeights *lmwb_model_weights_on(LmwbModel *m, const LmwbBackend *be, GError **error);
+/* After writing m->params in place (training): device copies are made again on next use. */
+void lmwb_model_weights_changed(LmwbModel *m);
 
 /* Number of floats of the flat layout, and the views into a buffer with that layout. */
 size_t lmwb_model_layout_size(const LmwbConfig *cfg);

@@ -40,6 +40,16 @@ typedef struct LmwbOps {
   void (*linear_fwd)(float *y, const float *x, const float *W, const float *b, int N, int in, int out);
   void (*linear_bwd)(float *dx, float *dW, float *db, const float *dy, const float *x,
                      const float *W, int N, int in, int out);
+  /* y[n,:] += b, for a linear computed piecewise (per head); backward: db += sum_n dy[n,:]. */
+  void (*bias_fwd)(float *y, const float *b, int N, int C);
+  void (*bias_bwd)(float *db, const float *dy, int N, int C);
+  /* y = a + b elementwise (y may alias a or b): the residual stream's sums. */
+  void (*add)(float *y, const float *a, const float *b, size_t n);
+  /* Per-head copies of rows, y[n,h,:] = x[n,:] (overwrites); and the sum over heads,
+   * y[n,:] += sum_h x[n,h,:] (accumulates): the backward of the copies, and the sum of the
+   * heads' outputs. */
+  void (*heads_spread)(float *y, const float *x, int N, int H, int C);
+  void (*heads_sum)(float *y, const float *x, int N, int H, int C);
 
   /* Causal attention, split at the pattern so hooks can read or edit it.
    * q [B,T,Hq*hd]; k,v [B,Tcap,Hkv*hd]; query t of sequence b sits at absolute position past+t and
@@ -66,12 +76,16 @@ typedef struct LmwbOps {
   void (*rope)(float *x, int B, int T, int row_stride, int H, int hd, int rot_dim, int past,
                float theta, bool inverse);
 
-  /* GELU, tanh approximation (gelu_new) or exact erf form. */
+  /* GELU, tanh approximation (gelu_new) or exact erf form.
+   * frozen: the linearised MLP of attribution, y = x * s with the ratio s = gelu(x)/x held
+   * constant (s = 1/2 at x = 0), so dx += dy * gelu(x)/x. */
   void (*gelu_fwd)(float *y, const float *x, size_t n, bool tanh_approx);
-  void (*gelu_bwd)(float *dx, const float *dy, const float *x, size_t n, bool tanh_approx);
-  /* SwiGLU: y = silu(gate) * up */
+  void (*gelu_bwd)(float *dx, const float *dy, const float *x, size_t n, bool tanh_approx, bool frozen);
+  /* SwiGLU: y = silu(gate) * up.
+   * frozen: silu(gate) held constant, so dup += dy * silu(gate) and the gate gets nothing. */
   void (*swiglu_fwd)(float *y, const float *gate, const float *up, size_t n);
-  void (*swiglu_bwd)(float *dgate, float *dup, const float *dy, const float *gate, const float *up, size_t n);
+  void (*swiglu_bwd)(float *dgate, float *dup, const float *dy, const float *gate, const float *up, size_t n,
+                     bool frozen);
 
   /* Softmax cross-entropy per row: losses[n] = -log softmax(logits[n])[targets[n]];
    * rows with targets[n] < 0 get loss 0 and no gradient.

@@ -231,6 +231,42 @@ void lmwb_cpu_linear_bwd(float *dx, float *dW, float *db, const float *dy, const
   if (db) col_sum_rows(db, dy, NULL, N, out);
 }
 
+void lmwb_cpu_bias_fwd(float *y, const float *b, int N, int C) {
+#pragma omp parallel for schedule(static) if ((size_t)N * C > PAR_MIN)
+  for (int n = 0; n < N; n++) {
+    float *r = y + (size_t)n * C;
+#pragma omp simd
+    for (int c = 0; c < C; c++) r[c] += b[c];
+  }
+}
+
+void lmwb_cpu_bias_bwd(float *db, const float *dy, int N, int C) {
+  if (db) col_sum_rows(db, dy, NULL, N, C);
+}
+
+void lmwb_cpu_add(float *y, const float *a, const float *b, size_t n) {
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+  for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+void lmwb_cpu_heads_spread(float *y, const float *x, int N, int H, int C) {
+#pragma omp parallel for schedule(static) if ((size_t)N * H * C > PAR_MIN)
+  for (int n = 0; n < N; n++)
+    for (int h = 0; h < H; h++) memcpy(y + ((size_t)n * H + h) * C, x + (size_t)n * C, sizeof(float) * (size_t)C);
+}
+
+void lmwb_cpu_heads_sum(float *y, const float *x, int N, int H, int C) {
+#pragma omp parallel for schedule(static) if ((size_t)N * H * C > PAR_MIN)
+  for (int n = 0; n < N; n++) {
+    float *r = y + (size_t)n * C;
+    for (int h = 0; h < H; h++) {
+      const float *xr = x + ((size_t)n * H + h) * C;
+#pragma omp simd
+      for (int c = 0; c < C; c++) r[c] += xr[c];
+    }
+  }
+}
+
 /* ---- activations ---- */
 
 /* sqrt(2/pi) and the cubic coefficient of gelu_new (Hendrycks & Gimpel 2016, GPT-2's gelu). */
@@ -255,8 +291,19 @@ void lmwb_cpu_gelu_fwd(float *y, const float *x, size_t n, bool tanh_approx) {
   }
 }
 
-void lmwb_cpu_gelu_bwd(float *dx, const float *dy, const float *x, size_t n, bool tanh_approx) {
+void lmwb_cpu_gelu_bwd(float *dx, const float *dy, const float *x, size_t n, bool tanh_approx, bool frozen) {
   if (!dx) return;
+  if (frozen) {
+    /* The ratio gelu(x)/x as a constant: its limit at 0 is 1/2 in both forms. */
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+      float v = x[i];
+      float s = tanh_approx ? 0.5f * (1.f + lmwb_tanhf(GELU_K * (v + GELU_C * v * v * v)))
+                            : 0.5f * (1.f + lmwb_erff(v * INV_SQRT2));
+      dx[i] += dy[i] * s;
+    }
+    return;
+  }
   if (tanh_approx) {
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) {
@@ -287,12 +334,12 @@ void lmwb_cpu_swiglu_fwd(float *y, const float *gate, const float *up, size_t n)
 }
 
 void lmwb_cpu_swiglu_bwd(float *dgate, float *dup, const float *dy, const float *gate,
-                         const float *up, size_t n) {
+                         const float *up, size_t n, bool frozen) {
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
   for (size_t i = 0; i < n; i++) {
     float g = gate[i];
     float sg = 1.f / (1.f + lmwb_expf(-g));
-    if (dgate) dgate[i] += dy[i] * up[i] * sg * (1.f + g * (1.f - sg));
+    if (dgate && !frozen) dgate[i] += dy[i] * up[i] * sg * (1.f + g * (1.f - sg));
     if (dup) dup[i] += dy[i] * g * sg;
   }
 }

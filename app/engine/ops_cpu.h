@@ -26,6 +26,11 @@ void lmwb_cpu_rmsnorm_fwd(float *out, float *rstd, const float *x, const float *
 void lmwb_cpu_rmsnorm_bwd(float *dx, float *dw, const float *dout, const float *x, const float *w,
                           const float *rstd, int N, int C, bool freeze_scale);
 
+void lmwb_cpu_bias_fwd(float *y, const float *b, int N, int C);
+void lmwb_cpu_bias_bwd(float *db, const float *dy, int N, int C);
+void lmwb_cpu_add(float *y, const float *a, const float *b, size_t n);
+void lmwb_cpu_heads_spread(float *y, const float *x, int N, int H, int C);
+void lmwb_cpu_heads_sum(float *y, const float *x, int N, int H, int C);
 void lmwb_cpu_linear_fwd(float *y, const float *x, const float *W, const float *b, int N, int in,
                          int out);
 void lmwb_cpu_linear_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
@@ -45,10 +50,10 @@ void lmwb_cpu_rope(float *x, int B, int T, int row_stride, int H, int hd, int ro
                    float theta, bool inverse);
 
 void lmwb_cpu_gelu_fwd(float *y, const float *x, size_t n, bool tanh_approx);
-void lmwb_cpu_gelu_bwd(float *dx, const float *dy, const float *x, size_t n, bool tanh_approx);
+void lmwb_cpu_gelu_bwd(float *dx, const float *dy, const float *x, size_t n, bool tanh_approx, bool frozen);
 void lmwb_cpu_swiglu_fwd(float *y, const float *gate, const float *up, size_t n);
 void lmwb_cpu_swiglu_bwd(float *dgate, float *dup, const float *dy, const float *gate,
-                         const float *up, size_t n);
+                         const float *up, size_t n, bool frozen);
 
 void lmwb_cpu_xent_fwd(float *losses, const float *logits, const int32_t *targets, int N, int V);
 void lmwb_cpu_xent_bwd(float *dlogits, const float *logits, const int32_t *targets,

@@ -473,11 +473,11 @@ gboolean lmwb_train(const char *recipe_path, gboolean resume, int64_t max_steps_
         memcpy(tg + (size_t)b * T, train + start + 1, (size_t)T * sizeof(int32_t));
       }
       LmwbLoss loss = {.kind = LMWB_LOSS_NEXT_TOKEN, .targets = tg};
-      LmwbBackwardOptions bo = {.param_grads = true, .accumulate = a > 0};
+      LmwbBackwardOptions bo = {.param_grads = true, .accumulate_params = a > 0};
       double lv = 0;
       ok = lmwb_runner_forward(r, ids, B, T, NULL, error);
       stop = ok && lmwb_reporter_cancelled(rep, NULL);
-      if (ok && !stop) ok = lmwb_runner_backward(r, &loss, &bo, &lv, error);
+      if (ok && !stop) ok = lmwb_runner_backward(r, &loss, 1, &bo, &lv, error);
       stop = stop || (ok && lmwb_reporter_cancelled(rep, NULL));
       loss_sum += lv;
     }
@@ -493,6 +493,7 @@ gboolean lmwb_train(const char *recipe_path, gboolean resume, int64_t max_steps_
     }
     double gn = lmwb_clip_grad_norm(g, m->n_params, rc.grad_clip);
     lmwb_adamw_step(opt, m->params, g, (float)lr);
+    lmwb_model_weights_changed(m);
     step++;
     steps_run++;
     last_train = loss_sum / rc.grad_accum;

@@ -2,6 +2,7 @@
  * with all logits; each item reads the rows it needs. */
 #include "app/train/world_eval.h"
 #include "app/core/errors.h"
+#include "app/core/rows.h"
 #include "app/engine/runner.h"
 #include "app/formats/tokenizer.h"
 #include <math.h>
@@ -62,14 +63,6 @@ static gboolean encode_item(const LmwbTokenizer *tok, const char *text, int32_t 
 }
 
 /* Softmax probability of token `id` from a row (double accumulation). */
-static void softmax_d(const float *row, int V, double *p) {
-  float mx = row[0];
-  for (int v = 1; v < V; v++) mx = MAX(mx, row[v]);
-  double s = 0;
-  for (int v = 0; v < V; v++) s += (p[v] = exp((double)row[v] - mx));
-  for (int v = 0; v < V; v++) p[v] /= s;
-}
-
 static int32_t argmax(const float *row, int V) {
   int32_t best = 0;
   for (int v = 1; v < V; v++)
@@ -77,7 +70,7 @@ static int32_t argmax(const float *row, int V) {
   return best;
 }
 
-static void score(TaskKind kind, Item *it, const float *logits, int V, const Ctx *c, double *p) {
+static void score(TaskKind kind, Item *it, const float *logits, int V, const Ctx *c, float *p) {
   if (kind == TASK_TF) {
     gboolean ok = TRUE;
     for (int k = it->n_prompt; k < it->n && ok; k++) ok = argmax(logits + (size_t)(k - 1) * V, V) == it->ids[k];
@@ -89,15 +82,15 @@ static void score(TaskKind kind, Item *it, const float *logits, int V, const Ctx
     it->top1_wrong = top == it->b && it->a != it->b;
   } else if (kind == TASK_GT_DIGITS) {
     /* ids end with s1: row n-2 predicts Y1, row n-1 predicts Y2 given Y1 = s1. */
-    softmax_d(logits + (size_t)(it->n - 2) * V, V, p);
+    lmwb_softmax_row(p, logits + (size_t)(it->n - 2) * V, V);
     double later = 0, same = p[c->digit[it->a]];
     for (int d = it->a + 1; d < 10; d++) later += p[c->digit[d]];
-    softmax_d(logits + (size_t)(it->n - 1) * V, V, p);
+    lmwb_softmax_row(p, logits + (size_t)(it->n - 1) * V, V);
     double later2 = 0;
     for (int d = it->b + 1; d < 10; d++) later2 += p[c->digit[d]];
     it->value = later + same * later2;
   } else {
-    softmax_d(logits + (size_t)(it->n - 1) * V, V, p);
+    lmwb_softmax_row(p, logits + (size_t)(it->n - 1) * V, V);
     double later = 0;
     for (int y = it->a + 1; y < 100; y++) later += p[c->pair[y]];
     it->value = later;
@@ -131,7 +124,7 @@ static gboolean run_items(LmwbModel *m, TaskKind kind, GArray *items, const Ctx 
   LmwbRunner *r = lmwb_runner_new(m);
   int32_t *ids = g_new0(int32_t, (size_t)B * Tmax);
   int *lens = g_new(int, B);
-  double *p = g_new(double, V);
+  float *p = g_new(float, V);
   gboolean ok = TRUE;
   for (guint start = 0; start < items->len && ok; start += (guint)B) {
     if (lmwb_reporter_cancelled(rep, error)) {

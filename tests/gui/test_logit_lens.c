@@ -3,6 +3,7 @@
  * bad arguments are input errors. Uses the GPT-2 fixture (random weights, real tokenizer). */
 #include "analysis/logit_lens.h"
 #include "app/core/errors.h"
+#include "app/core/rows.h"
 #include "app/engine/generate.h"
 #include <math.h>
 

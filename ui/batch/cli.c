@@ -1,4 +1,5 @@
 #include "ui/batch/cli.h"
+#include "analysis/neurons.h"
 #include "app/core/atomic_file.h"
 #include "app/formats/tokenizer.h"
 #include <signal.h>
@@ -84,19 +85,21 @@ LmwbModel *lmwb_cli_load_model(GError **error) {
 
 gboolean lmwb_cli_apply_clamps(LmwbRunner *r, GError **error) {
   const LmwbConfig *c = &lmwb_runner_model(r)->cfg;
-  LmwbSiteKind kind = LMWB_SITE_MLP_POST;
-  if (lmwb_cli.clamp_site && !strcmp(lmwb_cli.clamp_site, "pre")) kind = LMWB_SITE_MLP_PRE;
-  else if (lmwb_cli.clamp_site && strcmp(lmwb_cli.clamp_site, "post")) {
+  gboolean at_pre = lmwb_cli.clamp_site && !strcmp(lmwb_cli.clamp_site, "pre");
+  if (lmwb_cli.clamp_site && !at_pre && strcmp(lmwb_cli.clamp_site, "post")) {
     lmwb_input_error(error, "--clamp-site \"%s\": expected post or pre", lmwb_cli.clamp_site);
     return FALSE;
   }
   for (char **p = lmwb_cli.clamps; p && *p; p++) {
-    LmwbClampSpec s;
-    if (!lmwb_clamp_parse(c, *p, &s, error)) return FALSE;
-    LmwbHook h = {.site = {kind, s.layer}, .op = LMWB_HOOK_SET, .positions = s.positions,
-                  .n_positions = s.n_positions, .indices = &s.neuron, .n_indices = 1, .value = s.value};
-    lmwb_runner_add_hook(r, &h);
-    lmwb_clamp_spec_clear(&s);
+    LmwbNeuronClamp s;
+    if (!lmwb_neuron_clamp_parse(c, *p, &s, error)) {
+      g_prefix_error(error, "--clamp: ");
+      return FALSE;
+    }
+    s.at_pre = at_pre;
+    int id = lmwb_neuron_clamp_add(r, &s, error);
+    lmwb_neuron_clamp_clear(&s);
+    if (!id) return FALSE;
   }
   return TRUE;
 }

@@ -295,18 +295,9 @@ int lmwb_cmd_neurons_sweep(int argc, char **argv) {
   gboolean ok = lmwb_neurons_token_lookup(m, target, &o.target, &err) &&
                 lmwb_cli_input_ids(m, NULL, prompt, &ids, &B, &T, &err);
   if (ok && positions) {
-    /* Reuse the clamp parser for positions: "L:N=0@P1,P2" validates them against the context. */
-    g_autofree char *spec = g_strdup_printf("0:0=0@%s", positions);
-    LmwbClampSpec cs;
-    ok = lmwb_clamp_parse(&m->cfg, spec, &cs, &err);
-    if (ok) {
-      pos = g_memdup2(cs.positions, sizeof(int) * cs.n_positions);
-      o.positions = pos;
-      o.n_positions = cs.n_positions;
-      lmwb_clamp_spec_clear(&cs);
-    } else {
-      g_prefix_error(&err, "--positions: ");
-    }
+    ok = lmwb_neuron_clamp_parse_positions(&m->cfg, positions, &pos, &o.n_positions, &err);
+    if (ok) o.positions = pos;
+    else g_prefix_error(&err, "--positions: ");
   }
   LmwbPlot *p = NULL;
   LmwbNeuronSweep *s = NULL;

@@ -185,8 +185,9 @@ static int hook_array_cmd(int argc, char **argv, gboolean grad) {
   GError *err = NULL;
   Job j;
   LmwbSite site;
-  gboolean ok = job_begin(&j, ids, text, &err) && lmwb_site_parse(&j.m->cfg, hook, &site, &err) &&
-                lmwb_runner_forward(j.r, j.ids, j.B, j.T, NULL, &err);
+  gboolean ok = job_begin(&j, ids, text, &err) && lmwb_site_parse(&j.m->cfg, hook, &site, &err);
+  LmwbForwardOptions fo = {.sites = ok ? lmwb_site_info(site.kind)->run_flag : 0};
+  ok = ok && lmwb_runner_forward(j.r, j.ids, j.B, j.T, &fo, &err);
   const float *data = NULL;
   int64_t shape[4];
   int nd = 0;
@@ -196,9 +197,9 @@ static int hook_array_cmd(int argc, char **argv, gboolean grad) {
       ok = FALSE;
     } else {
       LmwbLoss loss = {.kind = LMWB_LOSS_NEXT_TOKEN};
-      LmwbBackwardOptions bo = {.freeze_pattern = freeze_pattern, .freeze_norm = freeze_norm};
+      LmwbBackwardOptions bo = {.freeze = (freeze_pattern ? LMWB_FREEZE_PATTERN : 0) | (freeze_norm ? LMWB_FREEZE_NORM : 0)};
       double lv;
-      ok = lmwb_runner_backward(j.r, &loss, &bo, &lv, &err) && (data = lmwb_runner_grad(j.r, site, shape, &nd, &err));
+      ok = lmwb_runner_backward(j.r, &loss, 1, &bo, &lv, &err) && (data = lmwb_runner_grad(j.r, site, shape, &nd, &err));
     }
   } else if (ok) {
     ok = (data = lmwb_runner_activation(j.r, site, shape, &nd, &err)) != NULL;

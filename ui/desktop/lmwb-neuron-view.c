@@ -178,9 +178,11 @@ static char *continuation(LmwbModel *m, const JobIn *in, gboolean clamp, double 
                           GError **error) {
   LmwbRunner *r = lmwb_runner_new(m);
   if (clamp) {
-    LmwbHook h = {.site = {LMWB_SITE_MLP_POST, in->layer}, .op = LMWB_HOOK_SET, .indices = &in->neuron,
-                  .n_indices = 1, .value = (float)value};
-    lmwb_runner_add_hook(r, &h);
+    LmwbNeuronClamp c = {.layer = in->layer, .neuron = in->neuron, .value = (float)value};
+    if (!lmwb_neuron_clamp_add(r, &c, error)) {
+      lmwb_runner_free(r);
+      return NULL;
+    }
   }
   LmwbGenerateOptions go;
   lmwb_generate_options_init(&go);

@@ -1,7 +1,8 @@
 /* The CUDA backend: cuBLAS sgemm and plain kernels for the op table (ops.h), same contracts as the
  * CPU ops (backward accumulates, NULL gradients skipped). Kernels favour clarity over speed: one
  * thread per output element or one block per row. Built only when nvcc is found; compiled here
- * without a GPU, so it is untested at run time. lmwb_backend_cuda_probe() returns NULL when no
+ * without a GPU, so it is tested at run time only where a GPU is present; the checked backend
+ * (backend_checked.c) runs the same runner code paths on protected memory without one. lmwb_backend_cuda_probe() returns NULL when no
  * device answers. */
 extern "C" {
 #include "app/engine/backend.h"
@@ -64,6 +65,14 @@ static void cu_free(void *p) { cudaFree(p); }
 static void cu_zero(void *p, size_t bytes) { cudaMemset(p, 0, bytes); }
 static void cu_to_device(void *d, const void *h, size_t n) { cudaMemcpy(d, h, n, cudaMemcpyHostToDevice); }
 static void cu_to_host(void *h, const void *d, size_t n) { cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost); }
+static void cu_copy(void *dst, const void *src, size_t n) {
+  if (n && dst != src) cudaMemcpy(dst, src, n, cudaMemcpyDeviceToDevice);
+}
+static void cu_copy2d(float *dst, int ldd, const float *src, int lds, int rows, int cols) {
+  if (rows > 0 && cols > 0)
+    cudaMemcpy2D(dst, (size_t)ldd * sizeof(float), src, (size_t)lds * sizeof(float), (size_t)cols * sizeof(float), rows,
+                 cudaMemcpyDeviceToDevice);
+}
 static void cu_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                      const float *B, int ldb, float beta, float *C, int ldc) {
   if (M <= 0 || N <= 0) return;
@@ -327,6 +336,43 @@ __global__ void k_rope(float *x, int B, int T, int stride, int H, int hd, int ha
   *x1 = u * c - w * s;
   *x2 = w * c + u * s;
 }
+/* ---- pieces of a linear computed per head, and the residual sums ---- */
+__global__ void k_bias_add(float *y, const float *b, int N, int C) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i < (size_t)N * C) y[i] += b[i % C];
+}
+__global__ void k_add(float *y, const float *a, const float *b, size_t n) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i < n) y[i] = a[i] + b[i];
+}
+__global__ void k_heads_spread(float *y, const float *x, int N, int H, int C) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= (size_t)N * H * C) return;
+  size_t n = i / ((size_t)H * C), c = i % C;
+  y[i] = x[n * C + c];
+}
+__global__ void k_heads_sum(float *y, const float *x, int N, int H, int C) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= (size_t)N * C) return;
+  size_t n = i / C, c = i % C;
+  float s = 0.f;
+  for (int h = 0; h < H; h++) s += x[(n * H + h) * C + c];
+  y[i] += s;
+}
+static void bias_fwd(float *y, const float *b, int N, int C) {
+  if ((size_t)N * C) k_bias_add<<<nblocks((size_t)N * C), TPB>>>(y, b, N, C);
+}
+static void bias_bwd(float *db, const float *dy, int N, int C) {
+  if (db && N > 0 && C > 0) k_col_sum<<<nblocks(C), TPB>>>(db, dy, N, C);
+}
+static void add(float *y, const float *a, const float *b, size_t n) { if (n) k_add<<<nblocks(n), TPB>>>(y, a, b, n); }
+static void heads_spread(float *y, const float *x, int N, int H, int C) {
+  if ((size_t)N * H * C) k_heads_spread<<<nblocks((size_t)N * H * C), TPB>>>(y, x, N, H, C);
+}
+static void heads_sum(float *y, const float *x, int N, int H, int C) {
+  if ((size_t)N * C) k_heads_sum<<<nblocks((size_t)N * C), TPB>>>(y, x, N, H, C);
+}
+
 static void rope(float *x, int B, int T, int stride, int H, int hd, int rot, int past, float theta,
                  bool inverse) {
   if (rot > hd) rot = hd;
@@ -345,11 +391,13 @@ __global__ void k_gelu_fwd(float *y, const float *x, size_t n, bool th) {
   float v = x[i];
   y[i] = th ? 0.5f * v * (1.f + tanhf(GK * (v + GC * v * v * v))) : 0.5f * v * (1.f + erff(v * 0.70710678f));
 }
-__global__ void k_gelu_bwd(float *dx, const float *dy, const float *x, size_t n, bool th) {
+__global__ void k_gelu_bwd(float *dx, const float *dy, const float *x, size_t n, bool th, bool frozen) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i >= n) return;
   float v = x[i], g;
-  if (th) {
+  if (frozen) { /* the ratio gelu(x)/x held constant */
+    g = th ? 0.5f * (1.f + tanhf(GK * (v + GC * v * v * v))) : 0.5f * (1.f + erff(v * 0.70710678f));
+  } else if (th) {
     float t = tanhf(GK * (v + GC * v * v * v));
     g = 0.5f * (1.f + t) + 0.5f * v * (1.f - t * t) * GK * (1.f + 3.f * GC * v * v);
   } else {
@@ -361,20 +409,21 @@ __global__ void k_swiglu_fwd(float *y, const float *g, const float *u, size_t n)
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i < n) y[i] = g[i] / (1.f + expf(-g[i])) * u[i];
 }
-__global__ void k_swiglu_bwd(float *dg, float *du, const float *dy, const float *g, const float *u, size_t n) {
+__global__ void k_swiglu_bwd(float *dg, float *du, const float *dy, const float *g, const float *u, size_t n,
+                             bool frozen) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i >= n) return;
   float sg = 1.f / (1.f + expf(-g[i]));
-  if (dg) dg[i] += dy[i] * u[i] * sg * (1.f + g[i] * (1.f - sg));
+  if (dg && !frozen) dg[i] += dy[i] * u[i] * sg * (1.f + g[i] * (1.f - sg));
   if (du) du[i] += dy[i] * g[i] * sg;
 }
 static void gelu_fwd(float *y, const float *x, size_t n, bool th) { if (n) k_gelu_fwd<<<nblocks(n), TPB>>>(y, x, n, th); }
-static void gelu_bwd(float *dx, const float *dy, const float *x, size_t n, bool th) {
-  if (n && dx) k_gelu_bwd<<<nblocks(n), TPB>>>(dx, dy, x, n, th);
+static void gelu_bwd(float *dx, const float *dy, const float *x, size_t n, bool th, bool frozen) {
+  if (n && dx) k_gelu_bwd<<<nblocks(n), TPB>>>(dx, dy, x, n, th, frozen);
 }
 static void swiglu_fwd(float *y, const float *g, const float *u, size_t n) { if (n) k_swiglu_fwd<<<nblocks(n), TPB>>>(y, g, u, n); }
-static void swiglu_bwd(float *dg, float *du, const float *dy, const float *g, const float *u, size_t n) {
-  if (n) k_swiglu_bwd<<<nblocks(n), TPB>>>(dg, du, dy, g, u, n);
+static void swiglu_bwd(float *dg, float *du, const float *dy, const float *g, const float *u, size_t n, bool frozen) {
+  if (n) k_swiglu_bwd<<<nblocks(n), TPB>>>(dg, du, dy, g, u, n, frozen);
 }
 
 /* ---- losses: one block per row ---- */
@@ -441,13 +490,19 @@ static void kl_bwd(float *d, const float *logits, const float *ref, const float 
 }
 
 static const LmwbOps cuda_ops = {
-    embed_fwd, embed_bwd, layernorm_fwd, layernorm_bwd, rmsnorm_fwd, rmsnorm_bwd,
-    linear_fwd, linear_bwd, attn_pattern_fwd, attn_mix_fwd, attn_mix_bwd, attn_pattern_bwd,
-    rope, gelu_fwd, gelu_bwd, swiglu_fwd, swiglu_bwd, xent_fwd, xent_bwd, kl_fwd, kl_bwd,
+    .embed_fwd = embed_fwd, .embed_bwd = embed_bwd, .layernorm_fwd = layernorm_fwd, .layernorm_bwd = layernorm_bwd,
+    .rmsnorm_fwd = rmsnorm_fwd, .rmsnorm_bwd = rmsnorm_bwd, .linear_fwd = linear_fwd, .linear_bwd = linear_bwd,
+    .bias_fwd = bias_fwd, .bias_bwd = bias_bwd, .add = add, .heads_spread = heads_spread, .heads_sum = heads_sum,
+    .attn_pattern_fwd = attn_pattern_fwd, .attn_mix_fwd = attn_mix_fwd, .attn_mix_bwd = attn_mix_bwd,
+    .attn_pattern_bwd = attn_pattern_bwd, .rope = rope, .gelu_fwd = gelu_fwd, .gelu_bwd = gelu_bwd,
+    .swiglu_fwd = swiglu_fwd, .swiglu_bwd = swiglu_bwd, .xent_fwd = xent_fwd, .xent_bwd = xent_bwd,
+    .kl_fwd = kl_fwd, .kl_bwd = kl_bwd,
 };
 
 static const LmwbBackend cuda_backend = {
-    "cuda", cu_alloc, cu_free, cu_zero, cu_to_device, cu_to_host, cu_sgemm, cu_set_threads, &cuda_ops,
+    .name = "cuda", .alloc = cu_alloc, .free = cu_free, .zero = cu_zero, .to_device = cu_to_device,
+    .to_host = cu_to_host, .copy = cu_copy, .copy2d = cu_copy2d, .sgemm = cu_sgemm, .set_threads = cu_set_threads,
+    .ops = &cuda_ops, .host_visible = false,
 };
 
 extern "C" const LmwbBackend *lmwb_backend_cuda_probe(void) {

@@ -8,6 +8,7 @@
  * - bad input is an input error. */
 #include "analysis/neurons.h"
 #include "app/core/errors.h"
+#include "app/core/rows.h"
 #include "app/engine/generate.h"
 #include "app/engine/runner.h"
 #include <math.h>
@@ -260,7 +261,7 @@ static void test_sweep(void) {
     lmwb_runner_clear_hooks(r);
     int idx = 17;
     LmwbHook h = {.site = {LMWB_SITE_MLP_POST, 1}, .op = LMWB_HOOK_SET, .indices = &idx, .n_indices = 1, .value = (float)s->values[i]};
-    lmwb_runner_add_hook(r, &h);
+    g_assert_cmpint(lmwb_runner_add_hook(r, &h, &err), >, 0);
     LmwbForwardOptions fo = {.last_logits_only = true};
     g_assert_true(lmwb_runner_forward(r, prompt, 1, 4, &fo, &err));
     lmwb_softmax_row(p, lmwb_runner_logits(r, NULL), V);
@@ -328,6 +329,58 @@ static void test_bad_input(void) {
   lmwb_model_unref(m);
 }
 
+/* The clamp parser and the clamp hook: what it sets, where, and the fields its errors name. */
+static void test_clamp(void) {
+  LmwbModel *m = random_model("gpt2", 64, 11);
+  GError *err = NULL;
+  LmwbNeuronClamp c;
+  const char *bad[] = {"1:5", "x:5=1", "1:9999=1", "1:5=abc", "1:5=1@", "1:5=1@999"};
+  const char *field[] = {"expected LAYER:NEURON=VALUE", "layer", "neuron", "value", "position", "position"};
+  for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+    g_assert_false(lmwb_neuron_clamp_parse(&m->cfg, bad[i], &c, &err));
+    g_assert_error(err, LMWB_ERROR, LMWB_ERROR_INPUT);
+    if (!strstr(err->message, field[i]) || strstr(err->message, "--"))
+      g_error("clamp \"%s\": \"%s\" should name the %s, not a flag", bad[i], err->message, field[i]);
+    g_clear_error(&err);
+  }
+  g_assert_true(lmwb_neuron_clamp_parse(&m->cfg, "1:5=2.5@0,3", &c, &err));
+  g_assert_cmpint(c.layer, ==, 1);
+  g_assert_cmpint(c.neuron, ==, 5);
+  g_assert_cmpfloat(c.value, ==, 2.5f);
+  g_assert_cmpint(c.n_positions, ==, 2);
+  /* The hook sets exactly that neuron at exactly those positions. */
+  LmwbRunner *r = lmwb_runner_new(m);
+  int32_t ids[5] = {1, 2, 3, 4, 5};
+  g_assert_true(lmwb_runner_forward(r, ids, 1, 5, NULL, &err));
+  int64_t shape[4];
+  int F = m->cfg.d_ff;
+  g_autofree float *before = g_memdup2(lmwb_runner_activation(r, (LmwbSite){LMWB_SITE_MLP_POST, 1}, shape, NULL, &err),
+                                       sizeof(float) * 5 * F);
+  int id = lmwb_neuron_clamp_add(r, &c, &err);
+  g_assert_cmpint(id, >, 0);
+  g_assert_true(lmwb_runner_forward(r, ids, 1, 5, NULL, &err));
+  const float *after = lmwb_runner_activation(r, (LmwbSite){LMWB_SITE_MLP_POST, 1}, shape, NULL, &err);
+  for (int t = 0; t < 5; t++)
+    for (int n = 0; n < F; n++) {
+      gboolean clamped = n == 5 && (t == 0 || t == 3);
+      if (clamped) g_assert_cmpfloat(after[t * F + n], ==, 2.5f);
+      else if (t == 0) g_assert_cmpfloat(after[t * F + n], ==, before[t * F + n]); /* nothing earlier changed */
+    }
+  g_assert_true(lmwb_runner_remove_hook(r, id));
+  g_assert_true(lmwb_runner_forward(r, ids, 1, 5, NULL, &err));
+  after = lmwb_runner_activation(r, (LmwbSite){LMWB_SITE_MLP_POST, 1}, shape, NULL, &err);
+  g_assert_cmpmem(after, sizeof(float) * 5 * F, before, sizeof(float) * 5 * F);
+  c.at_pre = true;
+  c.neuron = F; /* out of range when added directly */
+  g_assert_cmpint(lmwb_neuron_clamp_add(r, &c, &err), ==, 0);
+  g_assert_error(err, LMWB_ERROR, LMWB_ERROR_INPUT);
+  g_assert_nonnull(strstr(err->message, "neuron"));
+  g_clear_error(&err);
+  lmwb_neuron_clamp_clear(&c);
+  lmwb_runner_free(r);
+  lmwb_model_unref(m);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/neurons/decode-blocks", test_decode_blocks);
@@ -336,6 +389,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/neurons/search", test_search);
   g_test_add_func("/neurons/compare", test_compare);
   g_test_add_func("/neurons/sweep", test_sweep);
+  g_test_add_func("/neurons/clamp", test_clamp);
   g_test_add_func("/neurons/bad-input", test_bad_input);
   return g_test_run();
 }

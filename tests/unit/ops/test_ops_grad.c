@@ -108,16 +108,36 @@ static void test_backend(void) {
   g_assert_nonnull(cpu);
   g_assert_cmpstr(cpu->name, ==, "cpu");
   g_unsetenv("LMWB_BACKEND");
-  g_assert_true(lmwb_backend_get(NULL) == cpu);
-  g_assert_true(lmwb_backend_get("cpu") == cpu);
-  g_assert_true(lmwb_backend_get("CPU") == cpu);
-  g_assert_null(lmwb_backend_get("tpu"));
-  g_assert_true(lmwb_backend_get("cuda") == lmwb_backend_cuda());
+  GError *err = NULL;
+  g_assert_true(lmwb_backend_get(NULL, &err) == cpu);
+  g_assert_true(lmwb_backend_get("cpu", &err) == cpu);
+  g_assert_true(lmwb_backend_get("CPU", &err) == cpu);
+  g_assert_true(lmwb_backend_get("checked", &err) == lmwb_backend_checked());
+  g_assert_no_error(err);
+  g_assert_null(lmwb_backend_get("tpu", &err));
+  g_assert_nonnull(strstr(err->message, "unknown backend"));
+  g_clear_error(&err);
+  /* cuda without a device (or without CUDA in the build) is refused with the reason, never a
+   * silent fall back to the CPU */
+  const LmwbBackend *cuda = lmwb_backend_get("cuda", &err);
+  g_assert_true(cuda == lmwb_backend_cuda());
+  if (!cuda) {
+    g_assert_nonnull(strstr(err->message, "cuda"));
+    g_clear_error(&err);
+  }
   g_setenv("LMWB_BACKEND", "nonsense", TRUE);
-  g_assert_null(lmwb_backend_get(NULL));
+  g_assert_null(lmwb_backend_get(NULL, &err));
+  g_assert_nonnull(strstr(err->message, "LMWB_BACKEND=nonsense"));
+  g_clear_error(&err);
   g_setenv("LMWB_BACKEND", "cpu", TRUE);
-  g_assert_true(lmwb_backend_get(NULL) == cpu);
+  g_assert_true(lmwb_backend_get(NULL, &err) == cpu);
   g_unsetenv("LMWB_BACKEND");
+  /* copy2d moves strided rows */
+  float src[12], dst[12] = {0};
+  for (int i = 0; i < 12; i++) src[i] = (float)i;
+  cpu->copy2d(dst, 4, src + 1, 3, 3, 2); /* rows of 2 from a stride of 3 into a stride of 4 */
+  const float want[12] = {1, 2, 0, 0, 4, 5, 0, 0, 7, 8, 0, 0};
+  assert_close("copy2d", dst, want, 12, 0, 0);
 
   float host[37], back[37];
   for (int i = 0; i < 37; i++) host[i] = (float)i * 0.5f;
@@ -585,9 +605,14 @@ typedef struct {
   size_t n;
   int kind; /* 0 gelu tanh, 1 gelu erf, 2 swiglu */
   float *x, *up, *y, *R;
+  const float *frozen; /* the linearised forms: the held multiplier (gelu(x0)/x0 or silu(gate0)) */
 } ActCtx;
 static double act_loss(void *p) {
   ActCtx *c = p;
+  if (c->frozen) {
+    for (size_t i = 0; i < c->n; i++) c->y[i] = (c->kind == 2 ? c->up[i] : c->x[i]) * c->frozen[i];
+    return dotd(c->y, c->R, c->n);
+  }
   if (c->kind == 2)
     O->swiglu_fwd(c->y, c->x, c->up, c->n);
   else
@@ -609,13 +634,35 @@ static void test_activations(void) {
     }
     Grad dx = grad_new(N), dup_g = grad_new(N);
     if (kind == 2) {
-      O->swiglu_bwd(dx.g, dup_g.g, c.R, c.x, c.up, N);
+      O->swiglu_bwd(dx.g, dup_g.g, c.R, c.x, c.up, N, false);
       check_grad("swiglu dgate", c.x, N, grad_delta(&dx), act_loss, &c, TRUE);
       check_grad("swiglu dup", c.up, N, grad_delta(&dup_g), act_loss, &c, TRUE);
     } else {
-      O->gelu_bwd(dx.g, c.R, c.x, N, kind == 0);
+      O->gelu_bwd(dx.g, c.R, c.x, N, kind == 0, false);
       check_grad(kind == 0 ? "gelu tanh dx" : "gelu erf dx", c.x, N, grad_delta(&dx), act_loss, &c, TRUE);
     }
+    grad_free(&dx), grad_free(&dup_g);
+    /* Frozen (linearised) nonlinearity: the gradient of the function with the multiplier held at
+     * its value on x0. */
+    float *mult = zeros(N);
+    for (int i = 0; i < N; i++) {
+      double x = c.x[i];
+      mult[i] = (float)(kind == 2   ? x / (1 + exp(-x))
+                        : kind == 0 ? 0.5 * (1 + tanh(sqrt(2 / G_PI) * (x + 0.044715 * x * x * x)))
+                                    : 0.5 * (1 + erf(x / sqrt(2.0))));
+    }
+    c.frozen = mult;
+    dx = grad_new(N), dup_g = grad_new(N);
+    if (kind == 2) {
+      O->swiglu_bwd(dx.g, dup_g.g, c.R, c.x, c.up, N, true);
+      check_grad("swiglu frozen dgate", c.x, N, grad_delta(&dx), act_loss, &c, FALSE);
+      check_grad("swiglu frozen dup", c.up, N, grad_delta(&dup_g), act_loss, &c, TRUE);
+    } else {
+      O->gelu_bwd(dx.g, c.R, c.x, N, kind == 0, true);
+      check_grad(kind == 0 ? "gelu tanh frozen dx" : "gelu erf frozen dx", c.x, N, grad_delta(&dx), act_loss, &c, TRUE);
+    }
+    c.frozen = NULL;
+    g_free(mult);
     grad_free(&dx), grad_free(&dup_g);
     g_free(c.x), g_free(c.up), g_free(c.y), g_free(c.R);
   }
@@ -625,6 +672,62 @@ static void test_activations(void) {
   O->gelu_fwd(&b, &x, 1, false);
   g_assert_cmpfloat(fabsf(a - b), >, 1e-5f);
   g_assert_cmpfloat(fabsf(a - b), <, 1e-2f);
+}
+
+/* ---- pieces of per-head linears and residual sums ---- */
+
+typedef struct {
+  int N, H, C;
+  float *x, *b, *y, *R;
+  int which; /* 0 bias, 1 heads_spread, 2 heads_sum */
+} PieceCtx;
+static double piece_loss(void *p) {
+  PieceCtx *c = p;
+  size_t n = (size_t)c->N * c->C, nh = n * c->H;
+  if (c->which == 0) {
+    memcpy(c->y, c->x, n * sizeof(float));
+    O->bias_fwd(c->y, c->b, c->N, c->C);
+    return dotd(c->y, c->R, n);
+  }
+  if (c->which == 1) {
+    O->heads_spread(c->y, c->x, c->N, c->H, c->C);
+    return dotd(c->y, c->R, nh);
+  }
+  memset(c->y, 0, n * sizeof(float));
+  O->heads_sum(c->y, c->x, c->N, c->H, c->C);
+  return dotd(c->y, c->R, n);
+}
+
+static void test_pieces(void) {
+  enum { N = 5, H = 3, C = 7 };
+  size_t n = (size_t)N * C, nh = n * H;
+  PieceCtx c = {N, H, C, randn(nh, 1.f), randn(C, 1.f), zeros(nh), randn(nh, 1.f), 0};
+  /* bias: dy flows to db as the column sums */
+  Grad db = grad_new(C);
+  piece_loss(&c);
+  O->bias_bwd(db.g, c.R, N, C);
+  check_grad("bias db", c.b, C, grad_delta(&db), piece_loss, &c, TRUE);
+  grad_free(&db);
+  /* heads_spread's backward is heads_sum (accumulating), and heads_sum's is heads_spread */
+  c.which = 1;
+  piece_loss(&c);
+  Grad dx = grad_new(n);
+  O->heads_sum(dx.g, c.R, N, H, C);
+  check_grad("heads_spread dx", c.x, n, grad_delta(&dx), piece_loss, &c, TRUE);
+  grad_free(&dx);
+  c.which = 2;
+  piece_loss(&c);
+  float *spread = zeros(nh);
+  O->heads_spread(spread, c.R, N, H, C);
+  check_grad("heads_sum dx", c.x, nh, spread, piece_loss, &c, TRUE);
+  /* add: y = a + b, also in place */
+  float *a = randn(n, 1.f), *bb = randn(n, 1.f), *y = zeros(n);
+  O->add(y, a, bb, n);
+  for (size_t i = 0; i < n; i++) g_assert_cmpfloat(y[i], ==, a[i] + bb[i]);
+  O->add(a, a, bb, n);
+  assert_close("add in place", a, y, n, 0, 0);
+  g_free(a), g_free(bb), g_free(y), g_free(spread);
+  g_free(c.x), g_free(c.b), g_free(c.y), g_free(c.R);
 }
 
 /* ---- losses ---- */
@@ -814,6 +917,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/ops/attention/parallel", test_parallel_matches_serial);
   g_test_add_func("/ops/rope", test_rope);
   g_test_add_func("/ops/activations", test_activations);
+  g_test_add_func("/ops/pieces", test_pieces);
   g_test_add_func("/ops/xent", test_xent);
   g_test_add_func("/ops/kl", test_kl);
   g_test_add_func("/ops/accumulate", test_accumulate);

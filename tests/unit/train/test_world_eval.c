@@ -4,6 +4,7 @@
  * correct, a changed one as wrong; the greater-than probability must equal the one computed
  * from two separate forwards. */
 #include "app/core/errors.h"
+#include "app/core/rows.h"
 #include "app/engine/generate.h"
 #include "app/engine/runner.h"
 #include "app/formats/tokenizer.h"
