@@ -4,7 +4,8 @@
  * hook given a device pointer) faults at once; and every pointer the table's functions receive is
  * checked to lie in the arena (or, for host sides of copies, outside it), so a host pointer handed
  * to an op aborts with the op's name. Running the parity and runner tests with LMWB_BACKEND=checked
- * finds the host/device mix-ups a GPU would, without a GPU. Single-threaded use only (tests). */
+ * finds the host/device mix-ups a GPU would, without a GPU. Calls are serialised by one lock (the
+ * arena is open for one call at a time), so several threads can share it, slowly. */
 #include "app/engine/backend.h"
 #include "app/engine/ops_cpu.h"
 
@@ -18,7 +19,7 @@
 #define ARENA_BYTES ((size_t)64 << 30)
 
 static struct {
-  GMutex lock;
+  GRecMutex lock;
   uint8_t *base;
   size_t used; /* bump pointer; freed blocks are returned to the system, never reused */
   int open;    /* nesting depth of table calls that opened the arena */
@@ -45,16 +46,18 @@ static void need_host(const char *fn, const char *arg, const void *p) {
 }
 
 static void open_arena(void) {
+  g_rec_mutex_lock(&A.lock);
   if (A.open++ == 0 && A.used) mprotect(A.base, A.used, PROT_READ | PROT_WRITE);
 }
 
 static void close_arena(void) {
   if (--A.open == 0 && A.used) mprotect(A.base, A.used, PROT_NONE);
+  g_rec_mutex_unlock(&A.lock);
 }
 
 /* Page-aligned blocks, each with its size in a header page, so a free returns its pages. */
 static void *ck_alloc(size_t bytes) {
-  g_mutex_lock(&A.lock);
+  g_rec_mutex_lock(&A.lock);
   void *out = NULL;
   size_t page = (size_t)sysconf(_SC_PAGESIZE), span = ((bytes + page - 1) / page + 1) * page;
   if (arena_init() && A.used + span <= ARENA_BYTES) {
@@ -65,7 +68,7 @@ static void *ck_alloc(size_t bytes) {
     out = blk + page;
     if (A.open == 0) mprotect(blk, span, PROT_NONE);
   }
-  g_mutex_unlock(&A.lock);
+  g_rec_mutex_unlock(&A.lock);
   return out;
 }
 

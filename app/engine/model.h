@@ -85,8 +85,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(LmwbModel, lmwb_model_unref)
  * (copy-on-write per tensor); lmwb_model_add_lowrank adds W + U Vᵀ to a linear weight, applied
  * by the runner's linear op without materialising W. The version forked from never changes, so
  * undoing an edit is going back to it (lmwb_model_parent), exactly, bit for bit.
- * A version is sealed when a runner first uses it: its weights are then read by running jobs, and
- * editing it is refused (fork it instead). So a worker thread keeps reading the weights it
+ * A version is sealed when a runner first uses it or it is forked: its weights are then read by
+ * running jobs or by its forks, and editing it is refused (fork it instead). So a worker thread keeps reading the weights it
  * started with while an editor makes the next version. */
 LmwbModel *lmwb_model_fork(LmwbModel *base);
 LmwbModel *lmwb_model_parent(const LmwbModel *m);  /* borrowed; NULL for a loaded model */

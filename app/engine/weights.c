@@ -150,6 +150,7 @@ LmwbModel *lmwb_model_fork(LmwbModel *base) {
   f->n_info = base->n_info;
   f->be = base->be;
   f->parent = lmwb_model_ref(base);
+  lmwb_model_seal(base); /* the version forked from never changes: the fork reads its tensors */
   f->w = base->w;
   f->w.layers = g_memdup2(base->w.layers, sizeof(LmwbLayerWeights) * (size_t)base->cfg.n_layer);
   f->w.lowrank = NULL;
@@ -177,7 +178,8 @@ static int editable(LmwbModel *m, const char *name, GError **error) {
     return -1;
   }
   if (g_atomic_int_get(&m->store->sealed)) {
-    lmwb_input_error(error, "edit of %s: this version is in use by a runner; fork it and edit the fork", name);
+    lmwb_input_error(error, "edit of %s: this version is in use (a runner reads it, or it was forked); fork it and "
+                     "edit the fork", name);
     return -1;
   }
   int i = lmwb_model_param_index(m, name);
