@@ -110,15 +110,21 @@ ACT = {
 }
 
 
-def layer_norm(x, w, b, eps):
+def layer_norm(x, w, b, eps, freeze=False):
     # nn.LayerNorm semantics (biased variance, eps inside the sqrt), as HF uses it.
-    return F.layer_norm(x, (x.shape[-1],), w, b, eps)
+    if not freeze:
+        return F.layer_norm(x, (x.shape[-1],), w, b, eps)
+    # The linearised norm of attribution: 1/std held as a constant.
+    c = x - x.mean(-1, keepdim=True)
+    rstd = torch.rsqrt(c.pow(2).mean(-1, keepdim=True) + eps).detach()
+    return c * rstd * w + b
 
 
-def rms_norm(x, w, eps):
+def rms_norm(x, w, eps, freeze=False):
     # HF LlamaRMSNorm: upcast to float32 (we are already float64 or float32), x*rsqrt(mean(x²)+eps), then *w.
     h = x if x.dtype == torch.float64 else x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    r = torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    h = h * (r.detach() if freeze else r)
     return w * h.to(x.dtype)
 
 
@@ -163,6 +169,10 @@ class HookedRef:
             self.params[name] = t
         self.hooks = {}
         self.edits = {}
+        # Optional per-head sites (TransformerLens's use_split_qkv_input / use_attn_result /
+        # use_hook_mlp_in) and the quantities a backward holds fixed: "pattern", "norm", "mlp".
+        self.split = False
+        self.freeze = set()
 
     def p(self, name):
         if name not in self.params:
@@ -203,9 +213,43 @@ class HookedRef:
         if window is not None:
             masked = masked | (j <= i - window)
         scores = scores.masked_fill(masked, float("-inf"))
-        pattern = self.hook(f"blocks.{L}.attn.hook_pattern", torch.softmax(scores, dim=-1))
+        pattern = torch.softmax(scores, dim=-1)
+        if "pattern" in self.freeze:
+            pattern = pattern.detach()
+        pattern = self.hook(f"blocks.{L}.attn.hook_pattern", pattern)
         z = (pattern @ vh).permute(0, 2, 1, 3)
         return self.hook(f"blocks.{L}.attn.hook_z", z)
+
+    # ---- the per-head sites and the frozen MLP ----
+
+    def split_input(self, L, x, kind, heads):
+        """Each head's own copy of the residual (hook_q_input / hook_k_input / hook_v_input)."""
+        return self.hook(f"blocks.{L}.hook_{kind}_input", x.unsqueeze(2).expand(-1, -1, heads, -1).clone())
+
+    @staticmethod
+    def head_project(xin, W, b, heads, d):
+        """xin [B,T,heads,C] (each head's normalised input), W [heads*d, C] (out, in) -> [B,T,heads,d]."""
+        y = torch.einsum("bthc,hdc->bthd", xin, W.reshape(heads, d, -1))
+        return y if b is None else y + b.reshape(heads, d)
+
+    def attn_result(self, L, z, W_O, b_O):
+        """Each head's output through its slice of W_O [C, H*d] (hook_result), summed, plus b_O."""
+        B, T, H, d = z.shape
+        r = torch.einsum("bthd,chd->bthc", z, W_O.reshape(W_O.shape[0], H, d))
+        r = self.hook(f"blocks.{L}.attn.hook_result", r)
+        out = r.sum(2)
+        return out if b_O is None else out + b_O
+
+    def mlp_in(self, L, x):
+        return self.hook(f"blocks.{L}.hook_mlp_in", x.clone()) if self.split else x
+
+    def frozen_act(self, act, pre):
+        """The MLP nonlinearity, with the ratio act(x)/x held fixed when "mlp" is frozen."""
+        y = act(pre)
+        if "mlp" not in self.freeze:
+            return y
+        ratio = torch.where(pre == 0, torch.full_like(pre, 0.5), y / torch.where(pre == 0, torch.ones_like(pre), pre))
+        return pre * ratio.detach()
 
     def forward(self, ids):
         """ids: LongTensor [B,T]. Returns logits [B,T,V]; self.hooks holds every site."""
@@ -269,31 +313,42 @@ class GPT2Ref(HookedRef):
         for L in range(self.n_layer):
             h = f"h.{L}."
             x = self.hook(f"blocks.{L}.hook_resid_pre", x)
-            n1 = self.hook(f"blocks.{L}.ln1.hook_normalized",
-                           layer_norm(x, self.p(h + "ln_1.weight"), self.p(h + "ln_1.bias"), self.eps))
-            # Conv1D: weight stored [in, out], y = x·W + b; c_attn output is Q | K | V.
-            qkv = n1 @ self.p(h + "attn.c_attn.weight") + self.p(h + "attn.c_attn.bias")
-            q, k, v = qkv.split(C, dim=-1)
-            q = self.hook(f"blocks.{L}.attn.hook_q", q.reshape(B, T, H, d))
-            k = self.hook(f"blocks.{L}.attn.hook_k", k.reshape(B, T, H, d))
-            v = self.hook(f"blocks.{L}.attn.hook_v", v.reshape(B, T, H, d))
+            fz = "norm" in self.freeze
+            w1, b1 = self.p(h + "ln_1.weight"), self.p(h + "ln_1.bias")
+            if self.split:
+                W = self.p(h + "attn.c_attn.weight").t()  # [3C, C] as (out, in)
+                bias = self.p(h + "attn.c_attn.bias")
+                q, k, v = (self.head_project(layer_norm(self.split_input(L, x, kind, H), w1, b1, self.eps, fz),
+                                             W[i * C:(i + 1) * C], bias[i * C:(i + 1) * C], H, d)
+                           for i, kind in enumerate("qkv"))
+            else:
+                n1 = self.hook(f"blocks.{L}.ln1.hook_normalized", layer_norm(x, w1, b1, self.eps, fz))
+                # Conv1D: weight stored [in, out], y = x·W + b; c_attn output is Q | K | V.
+                qkv = n1 @ self.p(h + "attn.c_attn.weight") + self.p(h + "attn.c_attn.bias")
+                q, k, v = (t.reshape(B, T, H, d) for t in qkv.split(C, dim=-1))
+            q = self.hook(f"blocks.{L}.attn.hook_q", q)
+            k = self.hook(f"blocks.{L}.attn.hook_k", k)
+            v = self.hook(f"blocks.{L}.attn.hook_v", v)
             scale = 1.0 / math.sqrt(d) if self.scale_attn else 1.0
             if self.inv_layer:
                 scale /= float(L + 1)
             z = self.attention_core(L, q, k, v, scale)
-            a = z.reshape(B, T, C) @ self.p(h + "attn.c_proj.weight") + self.p(h + "attn.c_proj.bias")
+            if self.split:
+                a = self.attn_result(L, z, self.p(h + "attn.c_proj.weight").t(), self.p(h + "attn.c_proj.bias"))
+            else:
+                a = z.reshape(B, T, C) @ self.p(h + "attn.c_proj.weight") + self.p(h + "attn.c_proj.bias")
             a = self.hook(f"blocks.{L}.hook_attn_out", a)
             x = self.hook(f"blocks.{L}.hook_resid_mid", x + a)
             n2 = self.hook(f"blocks.{L}.ln2.hook_normalized",
-                           layer_norm(x, self.p(h + "ln_2.weight"), self.p(h + "ln_2.bias"), self.eps))
+                           layer_norm(self.mlp_in(L, x), self.p(h + "ln_2.weight"), self.p(h + "ln_2.bias"), self.eps, fz))
             pre = self.hook(f"blocks.{L}.mlp.hook_pre",
                             n2 @ self.p(h + "mlp.c_fc.weight") + self.p(h + "mlp.c_fc.bias"))
-            post = self.hook(f"blocks.{L}.mlp.hook_post", self.act(pre))
+            post = self.hook(f"blocks.{L}.mlp.hook_post", self.frozen_act(self.act, pre))
             m = self.hook(f"blocks.{L}.hook_mlp_out",
                           post @ self.p(h + "mlp.c_proj.weight") + self.p(h + "mlp.c_proj.bias"))
             x = self.hook(f"blocks.{L}.hook_resid_post", x + m)
         nf = self.hook("ln_final.hook_normalized",
-                       layer_norm(x, self.p("ln_f.weight"), self.p("ln_f.bias"), self.eps))
+                       layer_norm(x, self.p("ln_f.weight"), self.p("ln_f.bias"), self.eps, "norm" in self.freeze))
         return nf @ self.head.t()
 
 
@@ -351,28 +406,44 @@ class LlamaRef(HookedRef):
         for L in range(self.n_layer):
             h = f"model.layers.{L}."
             x = self.hook(f"blocks.{L}.hook_resid_pre", x)
-            n1 = self.hook(f"blocks.{L}.ln1.hook_normalized",
-                           rms_norm(x, self.p(h + "input_layernorm.weight"), self.eps))
-            q = self.hook(f"blocks.{L}.attn.hook_q",
-                          self.lin(n1, h + "self_attn.q_proj", self.qkv_bias).reshape(B, T, Hq, d))
-            k = self.hook(f"blocks.{L}.attn.hook_k",
-                          self.lin(n1, h + "self_attn.k_proj", self.qkv_bias).reshape(B, T, Hkv, d))
-            v = self.hook(f"blocks.{L}.attn.hook_v",
-                          self.lin(n1, h + "self_attn.v_proj", self.qkv_bias).reshape(B, T, Hkv, d))
+            fz = "norm" in self.freeze
+            w1 = self.p(h + "input_layernorm.weight")
+            if self.split:
+                def proj(kind, heads):
+                    name = h + f"self_attn.{kind}_proj"
+                    xin = rms_norm(self.split_input(L, x, kind, heads), w1, self.eps, fz)
+                    return self.head_project(xin, self.p(name + ".weight"),
+                                             self.p(name + ".bias") if self.qkv_bias else None, heads, d)
+                q, k, v = proj("q", Hq), proj("k", Hkv), proj("v", Hkv)
+            else:
+                n1 = self.hook(f"blocks.{L}.ln1.hook_normalized", rms_norm(x, w1, self.eps, fz))
+                q = self.lin(n1, h + "self_attn.q_proj", self.qkv_bias).reshape(B, T, Hq, d)
+                k = self.lin(n1, h + "self_attn.k_proj", self.qkv_bias).reshape(B, T, Hkv, d)
+                v = self.lin(n1, h + "self_attn.v_proj", self.qkv_bias).reshape(B, T, Hkv, d)
+            q = self.hook(f"blocks.{L}.attn.hook_q", q)
+            k = self.hook(f"blocks.{L}.attn.hook_k", k)
+            v = self.hook(f"blocks.{L}.attn.hook_v", v)
             qr = self.hook(f"blocks.{L}.attn.hook_rot_q", apply_rope(q, cos, sin))
             kr = self.hook(f"blocks.{L}.attn.hook_rot_k", apply_rope(k, cos, sin))
             z = self.attention_core(L, qr, kr, v, 1.0 / math.sqrt(d), self.window)
-            a = self.hook(f"blocks.{L}.hook_attn_out",
-                          self.lin(z.reshape(B, T, Hq * d), h + "self_attn.o_proj", self.o_bias))
+            if self.split:
+                o = h + "self_attn.o_proj"
+                a = self.attn_result(L, z, self.p(o + ".weight"), self.p(o + ".bias") if self.o_bias else None)
+            else:
+                a = self.lin(z.reshape(B, T, Hq * d), h + "self_attn.o_proj", self.o_bias)
+            a = self.hook(f"blocks.{L}.hook_attn_out", a)
             x = self.hook(f"blocks.{L}.hook_resid_mid", x + a)
             n2 = self.hook(f"blocks.{L}.ln2.hook_normalized",
-                           rms_norm(x, self.p(h + "post_attention_layernorm.weight"), self.eps))
+                           rms_norm(self.mlp_in(L, x), self.p(h + "post_attention_layernorm.weight"), self.eps, fz))
             gate = self.hook(f"blocks.{L}.mlp.hook_pre", self.lin(n2, h + "mlp.gate_proj", self.mlp_bias))
             up = self.hook(f"blocks.{L}.mlp.hook_pre_linear", self.lin(n2, h + "mlp.up_proj", self.mlp_bias))
-            post = self.hook(f"blocks.{L}.mlp.hook_post", self.act(gate) * up)
+            # frozen: silu(gate) held fixed
+            g = self.act(gate).detach() if "mlp" in self.freeze else self.act(gate)
+            post = self.hook(f"blocks.{L}.mlp.hook_post", g * up)
             m = self.hook(f"blocks.{L}.hook_mlp_out", self.lin(post, h + "mlp.down_proj", self.mlp_bias))
             x = self.hook(f"blocks.{L}.hook_resid_post", x + m)
-        nf = self.hook("ln_final.hook_normalized", rms_norm(x, self.p("model.norm.weight"), self.eps))
+        nf = self.hook("ln_final.hook_normalized",
+                       rms_norm(x, self.p("model.norm.weight"), self.eps, "norm" in self.freeze))
         return nf @ self.head.t()
 
 
@@ -424,19 +495,34 @@ class NeoXRef(HookedRef):
         for L in range(self.n_layer):
             h = f"gpt_neox.layers.{L}."
             x = self.hook(f"blocks.{L}.hook_resid_pre", x)
-            n1 = self.hook(f"blocks.{L}.ln1.hook_normalized",
-                           layer_norm(x, self.p(h + "input_layernorm.weight"),
-                                      self.p(h + "input_layernorm.bias"), self.eps))
-            # Fused [3C, C] weight; its output is viewed [H, 3*d]: q|k|v interleaved per head.
-            qkv = self.lin(n1, h + "attention.query_key_value", self.bias).reshape(B, T, H, 3 * d)
-            q = self.hook(f"blocks.{L}.attn.hook_q", qkv[..., :d])
-            k = self.hook(f"blocks.{L}.attn.hook_k", qkv[..., d:2 * d])
-            v = self.hook(f"blocks.{L}.attn.hook_v", qkv[..., 2 * d:])
+            fz = "norm" in self.freeze
+            w1, b1 = self.p(h + "input_layernorm.weight"), self.p(h + "input_layernorm.bias")
+            if self.split:
+                # Fused [3C, C] weight, rows [H][q|k|v][d]: each part's rows, head by head.
+                W = self.p(h + "attention.query_key_value.weight").reshape(H, 3, d, -1)
+                bq = self.p(h + "attention.query_key_value.bias").reshape(H, 3, d) if self.bias else None
+                q, k, v = (self.head_project(layer_norm(self.split_input(L, x, kind, H), w1, b1, self.eps, fz),
+                                             W[:, i].reshape(H * d, -1),
+                                             None if bq is None else bq[:, i].reshape(H * d), H, d)
+                           for i, kind in enumerate("qkv"))
+            else:
+                n1 = self.hook(f"blocks.{L}.ln1.hook_normalized", layer_norm(x, w1, b1, self.eps, fz))
+                # Fused [3C, C] weight; its output is viewed [H, 3*d]: q|k|v interleaved per head.
+                qkv = self.lin(n1, h + "attention.query_key_value", self.bias).reshape(B, T, H, 3 * d)
+                q, k, v = qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:]
+            q = self.hook(f"blocks.{L}.attn.hook_q", q)
+            k = self.hook(f"blocks.{L}.attn.hook_k", k)
+            v = self.hook(f"blocks.{L}.attn.hook_v", v)
             qr = self.hook(f"blocks.{L}.attn.hook_rot_q", self.rope_partial(q, cos, sin))
             kr = self.hook(f"blocks.{L}.attn.hook_rot_k", self.rope_partial(k, cos, sin))
             z = self.attention_core(L, qr, kr, v, 1.0 / math.sqrt(d))
-            a = self.hook(f"blocks.{L}.hook_attn_out",
-                          self.lin(z.reshape(B, T, H * d), h + "attention.dense", self.bias))
+            if self.split:
+                o = h + "attention.dense"
+                a = self.attn_result(L, z, self.p(o + ".weight"),
+                                     self.p(o + ".bias") if self.bias and self.has(o + ".bias") else None)
+            else:
+                a = self.lin(z.reshape(B, T, H * d), h + "attention.dense", self.bias)
+            a = self.hook(f"blocks.{L}.hook_attn_out", a)
             if self.parallel:
                 # x + attn(ln1(x)) + mlp(ln2(x)): both branches read the same residual.
                 n2_in = x
@@ -444,15 +530,15 @@ class NeoXRef(HookedRef):
                 x = self.hook(f"blocks.{L}.hook_resid_mid", x + a)
                 n2_in = x
             n2 = self.hook(f"blocks.{L}.ln2.hook_normalized",
-                           layer_norm(n2_in, self.p(h + "post_attention_layernorm.weight"),
-                                      self.p(h + "post_attention_layernorm.bias"), self.eps))
+                           layer_norm(self.mlp_in(L, n2_in), self.p(h + "post_attention_layernorm.weight"),
+                                      self.p(h + "post_attention_layernorm.bias"), self.eps, fz))
             pre = self.hook(f"blocks.{L}.mlp.hook_pre", self.lin(n2, h + "mlp.dense_h_to_4h"))
-            post = self.hook(f"blocks.{L}.mlp.hook_post", self.act(pre))
+            post = self.hook(f"blocks.{L}.mlp.hook_post", self.frozen_act(self.act, pre))
             m = self.hook(f"blocks.{L}.hook_mlp_out", self.lin(post, h + "mlp.dense_4h_to_h"))
             x = self.hook(f"blocks.{L}.hook_resid_post", (x + a + m) if self.parallel else (x + m))
         nf = self.hook("ln_final.hook_normalized",
                        layer_norm(x, self.p("gpt_neox.final_layer_norm.weight"),
-                                  self.p("gpt_neox.final_layer_norm.bias"), self.eps))
+                                  self.p("gpt_neox.final_layer_norm.bias"), self.eps, "norm" in self.freeze))
         return nf @ self.head.t()
 
 

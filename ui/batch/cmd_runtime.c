@@ -2,6 +2,7 @@
  * perplexity, bench. Each parses, calls the runtime, and writes JSON or .npy. */
 #include "ui/batch/cli.h"
 #include "ui/batch/commands.h"
+#include "ui/batch/run_options.h"
 #include "app/engine/bench.h"
 #include "app/engine/generate.h"
 #include "app/engine/perplexity.h"
@@ -129,6 +130,7 @@ static gboolean job_begin(Job *j, const char *ids_text, const char *text, GError
 }
 
 static void job_end(Job *j) {
+  lmwb_run_options_clear();
   lmwb_runner_free(j->r);
   lmwb_model_unref(j->m);
   g_free(j->ids);
@@ -144,16 +146,20 @@ int lmwb_cmd_logits(int argc, char **argv) {
   GOptionEntry e[] = {{"ids", 0, 0, G_OPTION_ARG_STRING, &ids, "Token ids: commas between tokens, ';' between sequences of equal length", "\"1,2,3;4,5,6\""},
                       {"text", 't', 0, G_OPTION_ARG_STRING, &text, "Text to encode with the model's tokenizer (one sequence)", "STR"},
                       {NULL}};
+  g_autofree GOptionEntry *all = lmwb_run_options_entries(e, FALSE);
   if (!lmwb_cli_parse(&argc, &argv, "- next-token logits as a .npy array",
                       "Writes float32 logits [B, T, vocab] in NumPy .npy format to --out.\n"
-                      "Example: lmwb-batch logits --ids \"464,3290;464,3797\" --out logits.npy",
-                      MODEL_HELP, e, LMWB_CLI_MODEL | LMWB_CLI_OUT | LMWB_CLI_THREADS | LMWB_CLI_CLAMP))
+                      "Example: lmwb-batch logits --ids \"464,3290;464,3797\" --out logits.npy\n"
+                      "Interchange: lmwb-batch logits --ids ... --patch blocks.1.hook_resid_pre=other.npy --out l.npy",
+                      MODEL_HELP, all, LMWB_CLI_MODEL | LMWB_CLI_OUT | LMWB_CLI_THREADS | LMWB_CLI_CLAMP))
     return 2;
   int rc = need_out("logits");
   if (rc) return rc;
   GError *err = NULL;
   Job j;
-  gboolean ok = job_begin(&j, ids, text, &err) && lmwb_runner_forward(j.r, j.ids, j.B, j.T, NULL, &err);
+  LmwbForwardOptions fo = {0};
+  gboolean ok = job_begin(&j, ids, text, &err) && lmwb_run_options_apply(j.r, j.B, j.T, &fo, &err) &&
+                lmwb_runner_forward(j.r, j.ids, j.B, j.T, &fo, &err);
   if (ok) {
     int64_t shape[3] = {j.B, j.T, j.m->cfg.vocab_size};
     ok = lmwb_npy_write_f32(lmwb_cli.out, lmwb_runner_logits(j.r, NULL), shape, 3, &err);
@@ -164,19 +170,20 @@ int lmwb_cmd_logits(int argc, char **argv) {
 
 static int hook_array_cmd(int argc, char **argv, gboolean grad) {
   char *ids = NULL, *text = NULL, *hook = NULL;
-  gboolean freeze_pattern = FALSE, freeze_norm = FALSE;
   GOptionEntry e[] = {{"ids", 0, 0, G_OPTION_ARG_STRING, &ids, "Token ids: commas between tokens, ';' between sequences of equal length", "\"1,2,3;4,5,6\""},
                       {"text", 't', 0, G_OPTION_ARG_STRING, &text, "Text to encode with the model's tokenizer", "STR"},
                       {"hook", 0, 0, G_OPTION_ARG_STRING, &hook, "Hook site (TransformerLens name), e.g. blocks.0.hook_resid_pre; `info --hooks` lists them", "NAME"},
-                      {"freeze-pattern", 0, 0, G_OPTION_ARG_NONE, &freeze_pattern, "grad: hold attention patterns fixed", NULL},
-                      {"freeze-norm", 0, 0, G_OPTION_ARG_NONE, &freeze_norm, "grad: hold norm scales fixed", NULL},
                       {NULL}};
-  const char *summary = grad ? "Writes dL/d(activation at --hook) as float32 .npy, where L is the mean next-token cross-entropy\n"
-                               "over all B x (T-1) predictions. Same shape as the activation (e.g. [B,T,d_model], [B,T,heads,d_head],\n"
-                               "[B,heads,T,T] for attn.hook_pattern)."
+  g_autofree GOptionEntry *all = lmwb_run_options_entries(e, grad);
+  const char *summary = grad ? "Writes dL/d(activation at --hook) as float32 .npy, same shape as the activation (e.g. [B,T,d_model],\n"
+                               "[B,T,heads,d_head], [B,heads,T,T] for attn.hook_pattern). L is the mean next-token cross-entropy\n"
+                               "over all B x (T-1) predictions unless --loss or --from says otherwise.\n"
+                               "Examples: grad --ids ... --hook hook_embed --loss logit-diff:318:262 --freeze pattern,norm --out g.npy\n"
+                               "          grad --ids ... --hook blocks.0.hook_resid_pre --from blocks.1.ln2.hook_normalized=row.npy --out g.npy"
                              : "Writes the activation at --hook as float32 .npy (shapes as TransformerLens: [B,T,d_model],\n"
-                               "[B,T,heads,d_head], [B,heads,T,T] for attn.hook_pattern, [B,T,d_mlp] for mlp.hook_post).";
-  if (!lmwb_cli_parse(&argc, &argv, grad ? "- gradient of the LM loss at a hook" : "- activations at a hook", summary, MODEL_HELP, e,
+                               "[B,T,heads,d_head], [B,heads,T,T] for attn.hook_pattern, [B,T,d_mlp] for mlp.hook_post,\n"
+                               "[B,T,heads,d_model] for attn.hook_result and hook_q_input).";
+  if (!lmwb_cli_parse(&argc, &argv, grad ? "- gradient at a hook" : "- activations at a hook", summary, MODEL_HELP, all,
                       LMWB_CLI_MODEL | LMWB_CLI_OUT | LMWB_CLI_THREADS | LMWB_CLI_CLAMP))
     return 2;
   int rc = need_out(grad ? "grad" : "activations");
@@ -187,20 +194,12 @@ static int hook_array_cmd(int argc, char **argv, gboolean grad) {
   LmwbSite site;
   gboolean ok = job_begin(&j, ids, text, &err) && lmwb_site_parse(&j.m->cfg, hook, &site, &err);
   LmwbForwardOptions fo = {.sites = ok ? lmwb_site_info(site.kind)->run_flag : 0};
-  ok = ok && lmwb_runner_forward(j.r, j.ids, j.B, j.T, &fo, &err);
+  ok = ok && lmwb_run_options_apply(j.r, j.B, j.T, &fo, &err) && lmwb_runner_forward(j.r, j.ids, j.B, j.T, &fo, &err);
   const float *data = NULL;
   int64_t shape[4];
   int nd = 0;
   if (ok && grad) {
-    if (j.T < 2) {
-      lmwb_input_error(&err, "grad needs sequences of at least 2 tokens");
-      ok = FALSE;
-    } else {
-      LmwbLoss loss = {.kind = LMWB_LOSS_NEXT_TOKEN};
-      LmwbBackwardOptions bo = {.freeze = (freeze_pattern ? LMWB_FREEZE_PATTERN : 0) | (freeze_norm ? LMWB_FREEZE_NORM : 0)};
-      double lv;
-      ok = lmwb_runner_backward(j.r, &loss, 1, &bo, &lv, &err) && (data = lmwb_runner_grad(j.r, site, shape, &nd, &err));
-    }
+    ok = lmwb_run_options_backward(j.r, j.B, j.T, &err) && (data = lmwb_runner_grad(j.r, site, shape, &nd, &err));
   } else if (ok) {
     ok = (data = lmwb_runner_activation(j.r, site, shape, &nd, &err)) != NULL;
   }
