@@ -159,7 +159,8 @@ static void transpose_square(int n, double *M) {
 
 gboolean lmwb_linalg_eigh(int n, const double *A, double *evals, double *evecs, GError **error) {
   const char *fn = "eigh";
-  if (!check_given(fn, "evals", evals, error) || !lmwb_linalg_sym_check(n, A, fn, error))
+  if (!check_shape(fn, "A", n, n, error) || !check_given(fn, "evals", evals, error) ||
+      !lmwb_linalg_sym_check(n, A, fn, error))
     return FALSE;
   const char *jobz = evecs ? "V" : "N";
   gboolean ok = FALSE;
