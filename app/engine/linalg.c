@@ -95,11 +95,24 @@ static gboolean query_size(const char *fn, const char *routine, double q, int mi
   return TRUE;
 }
 
-/* info < 0: LAPACK says argument -info of ours is illegal (a bug here, not the caller's). */
-static gboolean illegal_argument(const char *fn, const char *routine, int info, GError **error) {
+/* TRUE (with an error) when info < 0: LAPACK says argument -info of ours is illegal (a bug here,
+ * not the caller's). */
+static gboolean rejected(const char *fn, const char *routine, int info, GError **error) {
+  if (info >= 0) return FALSE;
   g_set_error(error, LMWB_ERROR, LMWB_ERROR_FAILED,
               "%s: LAPACK %s rejected its argument %d (internal error)", fn, routine, -info);
-  return FALSE;
+  return TRUE;
+}
+
+/* Row-major rows×cols src to column-major dst with leading dimension ld >= rows, and back. */
+static void to_col_major(int rows, int cols, const double *src, int ld, double *dst) {
+  for (size_t i = 0; i < (size_t)rows; i++)
+    for (size_t j = 0; j < (size_t)cols; j++) dst[j * ld + i] = src[i * cols + j];
+}
+
+static void from_col_major(int rows, int cols, const double *src, int ld, double *dst) {
+  for (size_t i = 0; i < (size_t)rows; i++)
+    for (size_t j = 0; j < (size_t)cols; j++) dst[i * cols + j] = src[j * ld + i];
 }
 
 /* ---- symmetric matrices ---------------------------------------------------------------- */
@@ -172,10 +185,7 @@ gboolean lmwb_linalg_eigh(int n, const double *A, double *evals, double *evecs, 
   int info = 0, lwork = -1, liwork = -1, iq = 0;
   double wq = 0;
   dsyevd_(jobz, "L", &n, a, &n, evals, &wq, &lwork, &iq, &liwork, &info, 1, 1);
-  if (info < 0) {
-    illegal_argument(fn, "dsyevd", info, error);
-    goto out;
-  }
+  if (rejected(fn, "dsyevd", info, error)) goto out;
   /* The documented minimum: 1 + 6n + 2n² (vectors) or 2n + 1 doubles, 3 + 5n or 1 ints. */
   long long lw_min = evecs ? 1 + 6LL * n + 2LL * n * n : 2LL * n + 1;
   if (!query_size(fn, "dsyevd", fmax(wq, (double)lw_min), 1, &lwork, error) ||
@@ -185,10 +195,7 @@ gboolean lmwb_linalg_eigh(int n, const double *A, double *evals, double *evecs, 
   iwork = work ? try_alloc(fn, liwork, sizeof(int), error) : NULL;
   if (!iwork) goto out;
   dsyevd_(jobz, "L", &n, a, &n, evals, work, &lwork, iwork, &liwork, &info, 1, 1);
-  if (info < 0) {
-    illegal_argument(fn, "dsyevd", info, error);
-    goto out;
-  }
+  if (rejected(fn, "dsyevd", info, error)) goto out;
   if (info > 0) {
     lmwb_input_error(error, "%s: LAPACK dsyevd did not converge (%d eigenvalues failed)", fn,
                      info);
@@ -234,10 +241,7 @@ gboolean lmwb_linalg_cholesky_solve(int n, const double *A, double ridge, int nr
   }
   int info = 0;
   dpotrf_("L", &n, l, &n, &info, 1);
-  if (info < 0) {
-    illegal_argument(fn, "dpotrf", info, error);
-    goto out;
-  }
+  if (rejected(fn, "dpotrf", info, error)) goto out;
   if (info > 0) {
     lmwb_input_error(error, "%s: A%s is not positive definite (pivot %d of %d: its leading "
                      "%dx%d minor is not positive)", fn, ridge > 0 ? " + ridge*I" : "", info, n,
@@ -249,10 +253,7 @@ gboolean lmwb_linalg_cholesky_solve(int n, const double *A, double ridge, int nr
   iwork = work ? try_alloc(fn, n, sizeof(int), error) : NULL;
   if (!iwork) goto out;
   dpocon_("L", &n, l, &n, &anorm, &rcond, work, iwork, &info, 1);
-  if (info < 0) {
-    illegal_argument(fn, "dpocon", info, error);
-    goto out;
-  }
+  if (rejected(fn, "dpocon", info, error)) goto out;
   if (!(rcond >= LMWB_LINALG_MIN_RCOND)) {
     lmwb_input_error(error, "%s: A%s is numerically singular (reciprocal condition number %.3g < "
                      "%.3g)", fn, ridge > 0 ? " + ridge*I" : "", rcond, LMWB_LINALG_MIN_RCOND);
@@ -261,15 +262,10 @@ gboolean lmwb_linalg_cholesky_solve(int n, const double *A, double ridge, int nr
   /* Right-hand sides to column-major (column r of B is contiguous), solve, and back. */
   b = try_alloc(fn, (long long)n * nrhs, sizeof(double), error);
   if (!b) goto out;
-  for (size_t i = 0; i < (size_t)n; i++)
-    for (size_t r = 0; r < (size_t)nrhs; r++) b[r * n + i] = B[i * nrhs + r];
+  to_col_major(n, nrhs, B, n, b);
   dpotrs_("L", &n, &nrhs, l, &n, b, &n, &info, 1);
-  if (info < 0) {
-    illegal_argument(fn, "dpotrs", info, error);
-    goto out;
-  }
-  for (size_t i = 0; i < (size_t)n; i++)
-    for (size_t r = 0; r < (size_t)nrhs; r++) X[i * nrhs + r] = b[r * n + i];
+  if (rejected(fn, "dpotrs", info, error)) goto out;
+  from_col_major(n, nrhs, b, n, X);
   if (rcond_out) *rcond_out = rcond;
   ok = TRUE;
 out:
@@ -306,36 +302,32 @@ gboolean lmwb_linalg_lstsq(int m, int n, const double *A, int nrhs, const double
   int *iwork = NULL;
   if (!s) goto out;
   /* A and B to column-major; B padded to max(m, n) rows, where dgelsd leaves X. */
-  for (size_t i = 0; i < (size_t)m; i++)
-    for (size_t j = 0; j < (size_t)n; j++) a[j * m + i] = A[i * n + j];
+  to_col_major(m, n, A, m, a);
   memset(b, 0, sizeof(double) * (size_t)ldb * nrhs);
-  for (size_t i = 0; i < (size_t)m; i++)
-    for (size_t r = 0; r < (size_t)nrhs; r++) b[r * ldb + i] = B[i * nrhs + r];
+  to_col_major(m, nrhs, B, ldb, b);
   int info = 0, rank = 0, lwork = -1, iq = 0, liwork = 0;
   double wq = 0;
   dgelsd_(&m, &n, &nrhs, a, &m, b, &ldb, s, &rcond, &rank, &wq, &lwork, &iq, &info);
-  if (info < 0) {
-    illegal_argument(fn, "dgelsd", info, error);
-    goto out;
-  }
+  if (rejected(fn, "dgelsd", info, error)) goto out;
+  /* The documented minimum LIWORK (older LAPACKs do not return it from the query):
+   * 3·k·nlvl + 11·k with nlvl = max(INT(log2(k / (SMLSIZ + 1))) + 1, 0), SMLSIZ = 25, INT
+   * truncating toward zero as Fortran's does. */
+  int nlvl = (int)(log2((double)k / 26.0)) + 1;
+  if (nlvl < 0) nlvl = 0;
   if (!query_size(fn, "dgelsd", wq, 1, &lwork, error) ||
-      !query_size(fn, "dgelsd", (double)iq, 1, &liwork, error))
+      !query_size(fn, "dgelsd", (double)iq, 3 * k * nlvl + 11 * k, &liwork, error))
     goto out;
   work = try_alloc(fn, lwork, sizeof(double), error);
   iwork = work ? try_alloc(fn, liwork, sizeof(int), error) : NULL;
   if (!iwork) goto out;
   dgelsd_(&m, &n, &nrhs, a, &m, b, &ldb, s, &rcond, &rank, work, &lwork, iwork, &info);
-  if (info < 0) {
-    illegal_argument(fn, "dgelsd", info, error);
-    goto out;
-  }
+  if (rejected(fn, "dgelsd", info, error)) goto out;
   if (info > 0) {
     lmwb_input_error(error, "%s: LAPACK dgelsd's SVD did not converge (%d off-diagonal elements "
                      "left)", fn, info);
     goto out;
   }
-  for (size_t j = 0; j < (size_t)n; j++)
-    for (size_t r = 0; r < (size_t)nrhs; r++) X[j * nrhs + r] = b[r * ldb + j];
+  from_col_major(n, nrhs, b, ldb, X);
   if (rank_out) *rank_out = rank;
   ok = TRUE;
 out:
@@ -374,18 +366,12 @@ gboolean lmwb_linalg_svd(int m, int n, const double *A, double *U, double *S, do
   if (!iwork) goto out;
   memcpy(a, A, sizeof(double) * (size_t)m * n);
   dgesdd_(jobz, &n, &m, a, &n, S, u, &ldu, vt, &ldvt, &wq, &lwork, iwork, &info, 1);
-  if (info < 0) {
-    illegal_argument(fn, "dgesdd", info, error);
-    goto out;
-  }
+  if (rejected(fn, "dgesdd", info, error)) goto out;
   if (!query_size(fn, "dgesdd", wq, 1, &lwork, error)) goto out;
   work = try_alloc(fn, lwork, sizeof(double), error);
   if (!work) goto out;
   dgesdd_(jobz, &n, &m, a, &n, S, u, &ldu, vt, &ldvt, work, &lwork, iwork, &info, 1);
-  if (info < 0) {
-    illegal_argument(fn, "dgesdd", info, error);
-    goto out;
-  }
+  if (rejected(fn, "dgesdd", info, error)) goto out;
   if (info > 0) {
     lmwb_input_error(error, "%s: LAPACK dgesdd did not converge (info %d)", fn, info);
     goto out;

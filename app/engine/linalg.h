@@ -29,10 +29,11 @@
 #define LMWB_LINALG_MAX_ELEMENTS ((long long)INT_MAX)
 
 /* Symmetry tolerance: A counts as symmetric when every |A[i,j] - A[j,i]| <= LMWB_LINALG_SYM_RTOL
- * × max|A|. Loose enough for products summed in a different order (even in float32), tight
+ * × max|A|. Loose enough for sums of products rounded in a different order in float64, tight
  * enough to refuse a matrix that is not symmetric at all (a wrong layout, a wrong factor).
- * Accepted matrices are used as (A + Aᵀ)/2, so the result never depends on which triangle LAPACK
- * reads. */
+ * Factors accumulated in float32 over many samples can be further off: symmetrise them
+ * (lmwb_linalg_symmetrize) first. Accepted matrices are used as (A + Aᵀ)/2, so the result never
+ * depends on which triangle LAPACK reads. */
 #define LMWB_LINALG_SYM_RTOL 1e-6
 
 /* Checks that the n×n matrix A is finite and symmetric within LMWB_LINALG_SYM_RTOL; else an
@@ -81,6 +82,7 @@ gboolean lmwb_linalg_lstsq(int m, int n, const double *A, int nrhs, const double
  *   k = min(m, n); A [m×n], U [m×k] (orthonormal columns), S [k] singular values, DESCENDING
  *   and >= 0, Vt [k×n] (orthonormal rows). Signs of singular vector pairs are LAPACK's.
  * U and Vt may both be NULL (singular values only); giving just one is an input error. Meant
- * for small matrices (tests, rank checks): it needs about (m + n)·k + 4k² doubles of workspace. */
+ * for small matrices (tests, rank checks): besides a copy of A, LAPACK's workspace is several k²
+ * doubles plus a few max(m, n)·k. */
 gboolean lmwb_linalg_svd(int m, int n, const double *A, double *U, double *S, double *Vt,
                          GError **error);

@@ -393,24 +393,24 @@ static GMappedFile *map_file(const char *path, GError **error) {
   return map;
 }
 
-float *lmwb_npy_read_f32(const char *path, int64_t shape[LMWB_NPY_MAX_DIMS], int *ndim,
-                         GError **error) {
+static void *read_float(const char *path, size_t out_size, int64_t shape[LMWB_NPY_MAX_DIMS],
+                        int *ndim, GError **error) {
   GMappedFile *map = map_file(path, error);
   if (!map) return NULL;
-  float *out = lmwb_npy_parse_f32(g_mapped_file_get_contents(map), g_mapped_file_get_length(map),
-                                  path, shape, ndim, error);
+  void *out = parse_float(g_mapped_file_get_contents(map), g_mapped_file_get_length(map), path,
+                          out_size, shape, ndim, error);
   g_mapped_file_unref(map);
   return out;
 }
 
+float *lmwb_npy_read_f32(const char *path, int64_t shape[LMWB_NPY_MAX_DIMS], int *ndim,
+                         GError **error) {
+  return read_float(path, sizeof(float), shape, ndim, error);
+}
+
 double *lmwb_npy_read_f64(const char *path, int64_t shape[LMWB_NPY_MAX_DIMS], int *ndim,
                           GError **error) {
-  GMappedFile *map = map_file(path, error);
-  if (!map) return NULL;
-  double *out = lmwb_npy_parse_f64(g_mapped_file_get_contents(map), g_mapped_file_get_length(map),
-                                   path, shape, ndim, error);
-  g_mapped_file_unref(map);
-  return out;
+  return read_float(path, sizeof(double), shape, ndim, error);
 }
 
 int32_t *lmwb_npy_read_i32(const char *path, int64_t shape[LMWB_NPY_MAX_DIMS], int *ndim,

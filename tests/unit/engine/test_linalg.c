@@ -660,6 +660,47 @@ static void test_bad_input(void) {
   g_assert_no_error(err);
 }
 
+/* Reentrancy: threads decomposing, solving and factoring their own matrices at the same time get
+ * bit for bit what one thread gets alone. */
+enum { TH_N = 48, TH_THREADS = 4, TH_ROUNDS = 4 };
+
+static gpointer thread_work(gpointer data) {
+  const double *A = data;
+  double *out = g_new(double, TH_N + TH_N * TH_N + TH_N * 2 + TH_N);
+  double *w = out, *V = w + TH_N, *X = V + TH_N * TH_N, *S = X + TH_N * 2, B[TH_N * 2];
+  for (int i = 0; i < TH_N * 2; i++) B[i] = i % 7 - 3;
+  GError *err = NULL;
+  for (int r = 0; r < TH_ROUNDS; r++) {
+    if (!lmwb_linalg_eigh(TH_N, A, w, V, &err) ||
+        !lmwb_linalg_cholesky_solve(TH_N, A, TH_N * 8.0, 2, B, X, NULL, &err) ||
+        !lmwb_linalg_svd(TH_N, TH_N, A, NULL, S, NULL, &err))
+      g_error("thread: %s", err->message);
+  }
+  return out;
+}
+
+static void test_threads(void) {
+  double *A[TH_THREADS], *alone[TH_THREADS];
+  GThread *t[TH_THREADS];
+  size_t bytes = sizeof(double) * (TH_N + TH_N * TH_N + TH_N * 2 + TH_N);
+  for (int k = 0; k < TH_THREADS; k++) {
+    double *G = randn(TH_N, TH_N, 500 + k);
+    A[k] = g_new(double, TH_N * TH_N);
+    for (int i = 0; i < TH_N; i++)
+      for (int j = 0; j < TH_N; j++) A[k][i * TH_N + j] = G[i * TH_N + j] + G[j * TH_N + i];
+    g_free(G);
+    alone[k] = thread_work(A[k]);
+  }
+  for (int k = 0; k < TH_THREADS; k++) t[k] = g_thread_new("linalg", thread_work, A[k]);
+  for (int k = 0; k < TH_THREADS; k++) {
+    double *got = g_thread_join(t[k]);
+    g_assert_cmpmem(got, bytes, alone[k], bytes);
+    g_free(got);
+    g_free(alone[k]);
+    g_free(A[k]);
+  }
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/linalg/eigh-closed-form", test_eigh_closed_form);
@@ -670,5 +711,6 @@ int main(int argc, char **argv) {
   g_test_add_func("/linalg/svd", test_svd);
   g_test_add_func("/linalg/symmetry", test_symmetry);
   g_test_add_func("/linalg/bad-input", test_bad_input);
+  g_test_add_func("/linalg/threads", test_threads);
   return g_test_run();
 }

@@ -20,6 +20,10 @@ except ImportError:
     sys.exit(77)
 
 DRIVER = sys.argv[1]
+# The matrices are small: one OpenMP thread per driver run. (About a hundred short runs, each
+# starting a spinning OpenMP pool, crawl when the suite runs tests side by side on few cores;
+# test_linalg.c covers the threaded path.)
+DRIVER_ENV = dict(os.environ, OMP_NUM_THREADS="1")
 EPS = np.finfo(np.float64).eps
 rng = np.random.default_rng(20240607)
 passed = failed = 0
@@ -40,7 +44,7 @@ def run(op, arrays, param=None):
         for name, a in arrays.items():
             np.save(os.path.join(d, name + ".npy"), np.ascontiguousarray(a, dtype=np.float64))
         args = [DRIVER, op, d] + ([repr(float(param))] if param is not None else [])
-        p = subprocess.run(args, capture_output=True, text=True)
+        p = subprocess.run(args, capture_output=True, text=True, env=DRIVER_ENV)
         if p.returncode != 0:
             return None, (p.returncode, p.stderr.strip())
         return {f[:-4]: np.load(os.path.join(d, f)) for f in os.listdir(d)
