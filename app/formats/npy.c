@@ -87,6 +87,11 @@ gboolean lmwb_npy_write_f32(const char *path, const float *data, const int64_t *
   return npy_write(path, "<f4", 4, data, shape, ndim, error);
 }
 
+gboolean lmwb_npy_write_f64(const char *path, const double *data, const int64_t *shape, int ndim,
+                            GError **error) {
+  return npy_write(path, "<f8", 8, data, shape, ndim, error);
+}
+
 gboolean lmwb_npy_write_i32(const char *path, const int32_t *data, const int64_t *shape, int ndim,
                             GError **error) {
   return npy_write(path, "<i4", 4, data, shape, ndim, error);
@@ -315,8 +320,9 @@ static void copy_shape(const NpyInfo *info, int64_t *shape, int *ndim) {
     for (int i = 0; i < info->ndim; i++) shape[i] = info->shape[i];
 }
 
-float *lmwb_npy_parse_f32(const void *data, size_t len, const char *name,
-                          int64_t shape[LMWB_NPY_MAX_DIMS], int *ndim, GError **error) {
+/* Parses a float .npy image into a new array of float (out_size 4) or double (out_size 8). */
+static void *parse_float(const void *data, size_t len, const char *name, size_t out_size,
+                         int64_t shape[LMWB_NPY_MAX_DIMS], int *ndim, GError **error) {
   NpyInfo info;
   char descr[16];
   if (!name) name = "<memory>";
@@ -327,9 +333,9 @@ float *lmwb_npy_parse_f32(const void *data, size_t len, const char *name,
     lmwb_input_error(error, "%s: .npy dtype '%s' is not a float type", name, descr);
     return NULL;
   }
-  uint64_t bytes = info.numel * sizeof(float);
+  uint64_t bytes = info.numel * out_size;
   if (!lmwb_memory_check(bytes, name, error)) return NULL;
-  float *out = g_try_malloc(bytes ? (size_t)bytes : 1);
+  guint8 *out = g_try_malloc(bytes ? (size_t)bytes : 1);
   if (!out) {
     lmwb_input_error(error, "%s: out of memory for %" G_GUINT64_FORMAT " bytes", name, bytes);
     return NULL;
@@ -337,19 +343,40 @@ float *lmwb_npy_parse_f32(const void *data, size_t len, const char *name,
   const guint8 *p = info.data;
   for (uint64_t i = 0; i < info.numel; i++) {
     uint64_t v = load_uint(p + i * info.itemsize, info.itemsize, info.big);
+    double d; /* every f2 and f4 value is exact in double */
     if (info.itemsize == 4) {
       uint32_t b = (uint32_t)v;
-      memcpy(&out[i], &b, 4);
+      float f;
+      memcpy(&f, &b, 4);
+      if (out_size == 4) { /* bit for bit, NaN payloads included */
+        memcpy(out + i * 4, &f, 4);
+        continue;
+      }
+      d = f;
     } else if (info.itemsize == 8) {
-      double d;
       memcpy(&d, &v, 8);
-      out[i] = (float)d;
     } else {
-      out[i] = lmwb_f16_to_f32((uint16_t)v);
+      d = lmwb_f16_to_f32((uint16_t)v);
+    }
+    if (out_size == 4) {
+      float f = (float)d;
+      memcpy(out + i * 4, &f, 4);
+    } else {
+      memcpy(out + i * 8, &d, 8);
     }
   }
   copy_shape(&info, shape, ndim);
   return out;
+}
+
+float *lmwb_npy_parse_f32(const void *data, size_t len, const char *name,
+                          int64_t shape[LMWB_NPY_MAX_DIMS], int *ndim, GError **error) {
+  return parse_float(data, len, name, sizeof(float), shape, ndim, error);
+}
+
+double *lmwb_npy_parse_f64(const void *data, size_t len, const char *name,
+                           int64_t shape[LMWB_NPY_MAX_DIMS], int *ndim, GError **error) {
+  return parse_float(data, len, name, sizeof(double), shape, ndim, error);
 }
 
 static GMappedFile *map_file(const char *path, GError **error) {
@@ -366,14 +393,24 @@ static GMappedFile *map_file(const char *path, GError **error) {
   return map;
 }
 
-float *lmwb_npy_read_f32(const char *path, int64_t shape[LMWB_NPY_MAX_DIMS], int *ndim,
-                         GError **error) {
+static void *read_float(const char *path, size_t out_size, int64_t shape[LMWB_NPY_MAX_DIMS],
+                        int *ndim, GError **error) {
   GMappedFile *map = map_file(path, error);
   if (!map) return NULL;
-  float *out = lmwb_npy_parse_f32(g_mapped_file_get_contents(map), g_mapped_file_get_length(map),
-                                  path, shape, ndim, error);
+  void *out = parse_float(g_mapped_file_get_contents(map), g_mapped_file_get_length(map), path,
+                          out_size, shape, ndim, error);
   g_mapped_file_unref(map);
   return out;
+}
+
+float *lmwb_npy_read_f32(const char *path, int64_t shape[LMWB_NPY_MAX_DIMS], int *ndim,
+                         GError **error) {
+  return read_float(path, sizeof(float), shape, ndim, error);
+}
+
+double *lmwb_npy_read_f64(const char *path, int64_t shape[LMWB_NPY_MAX_DIMS], int *ndim,
+                          GError **error) {
+  return read_float(path, sizeof(double), shape, ndim, error);
 }
 
 int32_t *lmwb_npy_read_i32(const char *path, int64_t shape[LMWB_NPY_MAX_DIMS], int *ndim,

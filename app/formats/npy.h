@@ -16,6 +16,8 @@
 
 gboolean lmwb_npy_write_f32(const char *path, const float *data, const int64_t *shape, int ndim,
                             GError **error);
+gboolean lmwb_npy_write_f64(const char *path, const double *data, const int64_t *shape, int ndim,
+                            GError **error);
 gboolean lmwb_npy_write_i32(const char *path, const int32_t *data, const int64_t *shape, int ndim,
                             GError **error);
 gboolean lmwb_npy_write_i64(const char *path, const int64_t *data, const int64_t *shape, int ndim,
@@ -24,9 +26,14 @@ gboolean lmwb_npy_write_i64(const char *path, const int64_t *data, const int64_t
 /* Accepts '<f4', '<f8' and '<f2' (converted to float). */
 float *lmwb_npy_read_f32(const char *path, int64_t shape[LMWB_NPY_MAX_DIMS], int *ndim,
                          GError **error);
+/* Accepts '<f8' (exact), '<f4' and '<f2' (widened exactly to double). */
+double *lmwb_npy_read_f64(const char *path, int64_t shape[LMWB_NPY_MAX_DIMS], int *ndim,
+                          GError **error);
 /* Accepts '<i4', '<i8' (values must fit int32), '<i2', '|i1', '|u1', '<u2'. */
 int32_t *lmwb_npy_read_i32(const char *path, int64_t shape[LMWB_NPY_MAX_DIMS], int *ndim,
                            GError **error);
-/* Same as lmwb_npy_read_f32 from a file image in memory; `name` is used in messages. */
+/* Same as lmwb_npy_read_f32 / _f64 from a file image in memory; `name` is used in messages. */
 float *lmwb_npy_parse_f32(const void *data, size_t len, const char *name,
                           int64_t shape[LMWB_NPY_MAX_DIMS], int *ndim, GError **error);
+double *lmwb_npy_parse_f64(const void *data, size_t len, const char *name,
+                           int64_t shape[LMWB_NPY_MAX_DIMS], int *ndim, GError **error);

@@ -87,6 +87,38 @@ static void test_roundtrip(void) {
   tu_assert_input_error(err, "element 2", "does not fit");
   g_clear_error(&err);
 
+  /* float64: bit-exact round trip (values no float holds, NaN, -0, subnormal); f4 widens exactly;
+   * integers are refused. */
+  double dv[6] = {0.1, -1.0 / 3.0, 1e300, NAN, -0.0, 4.9e-324};
+  int64_t s23[] = {2, 3};
+  g_assert_true(lmwb_npy_write_f64(path, dv, s23, 2, &err));
+  g_assert_no_error(err);
+  char *raw;
+  gsize rawlen;
+  g_assert_true(g_file_get_contents(path, &raw, &rawlen, NULL));
+  g_assert_nonnull(strstr(raw + 10, "'descr': '<f8'"));
+  g_assert_cmpuint(rawlen, ==, 128 + sizeof dv);
+  g_free(raw);
+  double *dr = lmwb_npy_read_f64(path, got, &nd, &err);
+  g_assert_no_error(err);
+  g_assert_cmpint(nd, ==, 2);
+  g_assert_cmpint(got[0], ==, 2);
+  g_assert_cmpint(got[1], ==, 3);
+  g_assert_cmpmem(dr, sizeof dv, dv, sizeof dv);
+  g_free(dr);
+  float fv[2] = {0.1f, -3.5f};
+  int64_t s2[] = {2};
+  g_assert_true(lmwb_npy_write_f32(path, fv, s2, 1, &err));
+  dr = lmwb_npy_read_f64(path, got, &nd, &err);
+  g_assert_no_error(err);
+  g_assert_cmpfloat(dr[0], ==, (double)0.1f);
+  g_assert_cmpfloat(dr[1], ==, -3.5);
+  g_free(dr);
+  g_assert_true(lmwb_npy_write_i32(path, iv, s1, 1, &err));
+  g_assert_null(lmwb_npy_read_f64(path, got, &nd, &err));
+  tu_assert_input_error(err, "r.npy", "'<i4'", "not a float");
+  g_clear_error(&err);
+
   /* Zero elements: success, non-NULL. */
   int64_t s0[] = {0, 4};
   g_assert_true(lmwb_npy_write_f32(path, NULL, s0, 2, &err));
