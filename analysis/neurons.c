@@ -22,7 +22,7 @@ gboolean lmwb_neuron_which_parse(const char *text, LmwbNeuronWhich *out, GError 
   else if (text && !strcmp(text, "out")) *out = LMWB_NEURON_OUT;
   else if (text && !strcmp(text, "gate")) *out = LMWB_NEURON_GATE;
   else {
-    lmwb_input_error(error, "--which \"%s\": expected in, out or gate", text ? text : "");
+    lmwb_input_error(error, "which \"%s\": expected in, out or gate", text ? text : "");
     return FALSE;
   }
   return TRUE;
@@ -34,7 +34,7 @@ gboolean lmwb_neuron_which_check(const LmwbModel *m, LmwbNeuronWhich w, GError *
     return FALSE;
   }
   if (w == LMWB_NEURON_GATE && (!m->cfg.gated_mlp || !m->w.layers[0].w_gate)) {
-    lmwb_input_error(error, "--which gate: %s (%s) has no gated MLP, so its neurons have no gate vectors; use in or out",
+    lmwb_input_error(error, "which gate: %s (%s) has no gated MLP, so its neurons have no gate vectors; use in or out",
                      m->dir ? m->dir : "the model", m->cfg.model_type);
     return FALSE;
   }
@@ -56,7 +56,7 @@ gboolean lmwb_neurons_parse_layers(const char *text, int n_layer, int **layers, 
   *layers = NULL;
   *n = 0;
   if (n_layer <= 0) {
-    lmwb_input_error(error, "--layers: the model has no layers");
+    lmwb_input_error(error, "layers: the model has no layers");
     return FALSE;
   }
   gboolean *on = g_new0(gboolean, n_layer);
@@ -79,7 +79,7 @@ gboolean lmwb_neurons_parse_layers(const char *text, int n_layer, int **layers, 
         b = a;
       }
       if (!ok) {
-        lmwb_input_error(error, "--layers \"%s\": \"%s\" is not a layer or range A-B within 0..%d", text, item, n_layer - 1);
+        lmwb_input_error(error, "layers \"%s\": \"%s\" is not a layer or range A-B within 0..%d", text, item, n_layer - 1);
         g_free(on);
         return FALSE;
       }
@@ -271,7 +271,7 @@ void lmwb_neuron_decode_free(LmwbNeuronDecode *d) {
 
 static gboolean check_top_k(const LmwbModel *m, int k, GError **error) {
   if (k < 1 || k > LMWB_NEURONS_MAX_TOP_K || k > m->cfg.vocab_size) {
-    lmwb_input_error(error, "--top %d: expected 1..%d", k, MIN(LMWB_NEURONS_MAX_TOP_K, m->cfg.vocab_size));
+    lmwb_input_error(error, "top_k %d: expected 1..%d", k, MIN(LMWB_NEURONS_MAX_TOP_K, m->cfg.vocab_size));
     return FALSE;
   }
   return TRUE;
@@ -459,13 +459,13 @@ gboolean lmwb_neurons_token_lookup(const LmwbModel *m, const char *text, int32_t
 int32_t *lmwb_neurons_tokens_matching(const LmwbModel *m, const char *regex, int *n, GError **error) {
   *n = 0;
   if (!m->tokenizer) {
-    lmwb_input_error(error, "%s has no tokenizer, so --regex cannot match token texts", m->dir ? m->dir : "the model");
+    lmwb_input_error(error, "%s has no tokenizer, so a regex cannot match token texts", m->dir ? m->dir : "the model");
     return NULL;
   }
   GError *e = NULL;
   GRegex *re = g_regex_new(regex ? regex : "", G_REGEX_OPTIMIZE, 0, &e);
   if (!re) {
-    lmwb_input_error(error, "--regex \"%s\": %s", regex ? regex : "", e->message);
+    lmwb_input_error(error, "regex \"%s\": %s", regex ? regex : "", e->message);
     g_error_free(e);
     return NULL;
   }
@@ -476,7 +476,7 @@ int32_t *lmwb_neurons_tokens_matching(const LmwbModel *m, const char *regex, int
   }
   g_regex_unref(re);
   if (out->len == 0) {
-    lmwb_input_error(error, "--regex \"%s\" matches no token text of the vocabulary", regex);
+    lmwb_input_error(error, "regex \"%s\" matches no token text of the vocabulary", regex);
     g_array_free(out, TRUE);
     return NULL;
   }
@@ -509,7 +509,7 @@ LmwbNeuronHit *lmwb_neurons_search(const LmwbModel *m, const LmwbNeuronSearchOpt
       return NULL;
     }
   if (opt->max_rank < 0 || opt->limit < 0) {
-    lmwb_input_error(error, "neuron search: --top and --limit must not be negative");
+    lmwb_input_error(error, "neuron search: max_rank and limit must not be negative");
     return NULL;
   }
   if (!check_layers(m, opt->decode.layers, opt->decode.n_layers, error)) return NULL;

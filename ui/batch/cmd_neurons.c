@@ -64,12 +64,18 @@ static gboolean common_decode_options(const LmwbModel *m, const char *layers, co
                                       LmwbNeuronDecodeOptions *o, int **layer_list, GError **err) {
   lmwb_neuron_decode_options_init(o);
   int n = 0;
-  if (!lmwb_neurons_parse_layers(layers, m->cfg.n_layer, layer_list, &n, err)) return FALSE;
+  if (!lmwb_neurons_parse_layers(layers, m->cfg.n_layer, layer_list, &n, err)) {
+    g_prefix_error(err, "--layers: ");
+    return FALSE;
+  }
   o->layers = *layer_list;
   o->n_layers = n;
   o->no_norm = no_norm;
-  if (which && !lmwb_neuron_which_parse(which, &o->which, err)) return FALSE;
-  return lmwb_neuron_which_check(m, o->which, err);
+  if ((which && !lmwb_neuron_which_parse(which, &o->which, err)) || !lmwb_neuron_which_check(m, o->which, err)) {
+    g_prefix_error(err, "--which: ");
+    return FALSE;
+  }
+  return TRUE;
 }
 
 /* ---- decode ---------------------------------------------------------------------------------- */
@@ -181,6 +187,7 @@ int lmwb_cmd_neurons_search(int argc, char **argv) {
   gboolean ok = common_decode_options(m, layers, which, no_norm, &so.decode, &ll, &err);
   if (ok && regex) {
     ok = (ids = lmwb_neurons_tokens_matching(m, regex, &n_ids, &err)) != NULL;
+    if (!ok) g_prefix_error(&err, "--regex: ");
   } else if (ok) {
     g_auto(GStrv) parts = token ? g_strsplit(token, "\x01", -1) : g_strsplit(tokens, ",", -1);
     ids = g_new(int32_t, MAX(g_strv_length(parts), 1));
