@@ -156,13 +156,13 @@ def test_main():
     out = run_script([
         "idle 120", "wait 500", "dump", f"shot {shots}/model.png",
         "action win.view 'lens'", "wait 1200", "dump", f"shot {shots}/lens.png",
-        "action win.neuron-search ' the'", "idle 120", "dump",
-        "action win.select-neuron '1:5'", "idle 120", "dump",
-        "action win.clamp 8.0", "idle 120", "wait 300", "dump",
-        "action win.clamp -8.0", "idle 120", "wait 300", "dump",
-        "action win.sweep", "idle 120", "wait 500", "dump", f"shot {shots}/neurons.png",
+        "action neurons.search ' the'", "idle 120", "dump",
+        "action neurons.select '1:5'", "idle 120", "dump",
+        "action neurons.clamp 8.0", "idle 120", "wait 300", "dump",
+        "action neurons.clamp -8.0", "idle 120", "wait 300", "dump",
+        "action neurons.sweep", "idle 120", "wait 500", "dump", f"shot {shots}/neurons.png",
         # Responsiveness: a long sweep runs on a worker while a 20 ms timer must keep firing.
-        "action win.sweep-steps 3000", "action win.sweep", "ticks-start", "wait 2500", "dump", "ticks-stop",
+        "action neurons.sweep-steps 3000", "action neurons.sweep", "ticks-start", "wait 2500", "dump", "ticks-stop",
         f"shot {shots}/busy.png", "action win.cancel", "idle 60", "dump",
         "quit",
     ], model)

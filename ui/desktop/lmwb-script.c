@@ -1,11 +1,9 @@
 #include "ui/desktop/lmwb-script.h"
-#include "ui/desktop/lmwb-job.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define TICK_MS 20
-#define IDLE_SETTLE_MS 400 /* no job for this long: the clamp's debounce cannot start a new one */
 
 typedef struct {
   char **lines;
@@ -13,7 +11,7 @@ typedef struct {
   LmwbWindow *win;
   int *status;
   /* idle */
-  gint64 idle_deadline, idle_since;
+  gint64 idle_deadline;
   /* ticks */
   guint tick_id;
   gint64 tick_start, tick_last, tick_max_gap;
@@ -49,17 +47,20 @@ static gboolean tick(gpointer p) {
   return G_SOURCE_CONTINUE;
 }
 
+static void quit(Script *s) {
+  GApplication *app = G_APPLICATION(gtk_window_get_application(GTK_WINDOW(s->win)));
+  g_action_group_activate_action(G_ACTION_GROUP(app), "quit", NULL);
+}
+
 static gboolean idle_poll(gpointer p) {
   Script *s = p;
-  gint64 now = g_get_monotonic_time();
-  if (lmwb_job_running_count() > 0) s->idle_since = 0;
-  else if (!s->idle_since) s->idle_since = now;
-  if (s->idle_since && now - s->idle_since >= IDLE_SETTLE_MS * 1000) {
+  if (lmwb_window_is_ready(s->win)) {
     next_soon(s);
     return G_SOURCE_REMOVE;
   }
-  if (now > s->idle_deadline) {
-    fail(s, "idle: jobs still running at the timeout");
+  if (g_get_monotonic_time() > s->idle_deadline) {
+    g_autofree char *why = lmwb_window_not_ready(s->win);
+    fail(s, "idle: not ready at the timeout: %s", why ? why : "");
     next_soon(s);
     return G_SOURCE_REMOVE;
   }
@@ -89,16 +90,20 @@ static void do_action(Script *s, const char *arg) {
       return;
     }
   }
-  GActionGroup *group = NULL;
+  /* app.* from the application, win.* and the views' actions (neurons.clamp) from the window. */
   const char *dot = strchr(name ? name : "", '.');
-  if (dot && !strncmp(name, "win.", 4)) group = G_ACTION_GROUP(s->win);
-  else if (dot && !strncmp(name, "app.", 4)) group = G_ACTION_GROUP(gtk_window_get_application(GTK_WINDOW(s->win)));
-  if (!group || !g_action_group_has_action(group, dot + 1)) {
+  gboolean found = FALSE;
+  if (dot && !strncmp(name, "app.", 4)) {
+    GActionGroup *app = G_ACTION_GROUP(gtk_window_get_application(GTK_WINDOW(s->win)));
+    found = g_action_group_has_action(app, dot + 1);
+    if (found) g_action_group_activate_action(app, dot + 1, param);
+  } else if (dot) {
+    found = gtk_widget_activate_action_variant(GTK_WIDGET(s->win), name, param);
+  }
+  if (!found) {
     fail(s, "action %s: no such action", name ? name : "");
     if (param) g_variant_unref(g_variant_ref_sink(param));
-    return;
   }
-  g_action_group_activate_action(group, dot + 1, param);
 }
 
 static void step(Script *s) {
@@ -120,7 +125,6 @@ static void step(Script *s) {
     } else if (!strcmp(line, "idle")) {
       int secs = *arg ? atoi(arg) : 120;
       s->idle_deadline = g_get_monotonic_time() + (gint64)secs * G_USEC_PER_SEC;
-      s->idle_since = 0;
       g_timeout_add(50, idle_poll, s);
       return;
     } else if (!strcmp(line, "shot")) {
@@ -156,8 +160,7 @@ static void step(Script *s) {
       fail(s, "unknown command \"%s\"", line);
     }
   }
-  GApplication *app = G_APPLICATION(gtk_window_get_application(GTK_WINDOW(s->win)));
-  g_action_group_activate_action(G_ACTION_GROUP(app), "quit", NULL);
+  quit(s);
 }
 
 gboolean lmwb_script_run(const char *path, LmwbWindow *w, int *status, GError **error) {
