@@ -4,14 +4,17 @@
 #include <string.h>
 
 #define TICK_MS 20
+#define READY_TIMEOUT_S 120
 
 typedef struct {
   char **lines;
   int n, next;
   LmwbWindow *win;
   int *status;
-  /* idle */
-  gint64 idle_deadline;
+  /* wait-ready */
+  gulong ready_id;
+  guint ready_timeout_id;
+  int ready_secs;
   /* ticks */
   guint tick_id;
   gint64 tick_start, tick_last, tick_max_gap;
@@ -47,24 +50,42 @@ static gboolean tick(gpointer p) {
   return G_SOURCE_CONTINUE;
 }
 
+static void stop_waiting(Script *s) {
+  g_clear_signal_handler(&s->ready_id, s->win);
+  g_clear_handle_id(&s->ready_timeout_id, g_source_remove);
+}
+
 static void quit(Script *s) {
   GApplication *app = G_APPLICATION(gtk_window_get_application(GTK_WINDOW(s->win)));
   g_action_group_activate_action(G_ACTION_GROUP(app), "quit", NULL);
 }
 
-static gboolean idle_poll(gpointer p) {
+static void on_ready(LmwbWindow *w, gpointer p) {
   Script *s = p;
-  if (lmwb_window_is_ready(s->win)) {
-    next_soon(s);
-    return G_SOURCE_REMOVE;
-  }
-  if (g_get_monotonic_time() > s->idle_deadline) {
-    g_autofree char *why = lmwb_window_not_ready(s->win);
-    fail(s, "idle: not ready at the timeout: %s", why ? why : "");
-    next_soon(s);
-    return G_SOURCE_REMOVE;
-  }
-  return G_SOURCE_CONTINUE;
+  stop_waiting(s);
+  /* The X server has everything the frame sent before a screenshot asks it. */
+  gdk_display_sync(gtk_widget_get_display(GTK_WIDGET(w)));
+  next_soon(s);
+}
+
+static gboolean ready_timeout(gpointer p) {
+  Script *s = p;
+  s->ready_timeout_id = 0;
+  stop_waiting(s);
+  g_autofree char *why = lmwb_window_not_ready(s->win);
+  fail(s, "wait-ready: not ready after %d s: %s", s->ready_secs, why ? why : "no frame was painted");
+  g_autofree char *d = lmwb_window_describe(s->win);
+  printf("--- dump\n%s--- end\n", d);
+  fflush(stdout);
+  quit(s);
+  return G_SOURCE_REMOVE;
+}
+
+static void wait_ready(Script *s, int secs) {
+  s->ready_secs = secs > 0 ? secs : READY_TIMEOUT_S;
+  s->ready_id = g_signal_connect(s->win, "ready", G_CALLBACK(on_ready), s);
+  s->ready_timeout_id = g_timeout_add_seconds(s->ready_secs, ready_timeout, s);
+  gtk_widget_queue_draw(GTK_WIDGET(s->win)); /* a frame soon: a window that is ready now says so */
 }
 
 static void shot_done(GObject *src, GAsyncResult *res, gpointer p) {
@@ -122,10 +143,8 @@ static void step(Script *s) {
     } else if (!strcmp(line, "wait")) {
       g_timeout_add(MAX(0, atoi(arg)), step_cb, s);
       return;
-    } else if (!strcmp(line, "idle")) {
-      int secs = *arg ? atoi(arg) : 120;
-      s->idle_deadline = g_get_monotonic_time() + (gint64)secs * G_USEC_PER_SEC;
-      g_timeout_add(50, idle_poll, s);
+    } else if (!strcmp(line, "wait-ready") || !strcmp(line, "idle")) {
+      wait_ready(s, atoi(arg));
       return;
     } else if (!strcmp(line, "shot")) {
       GError *err = NULL;

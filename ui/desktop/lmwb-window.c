@@ -24,12 +24,17 @@ struct _LmwbWindow {
   GPtrArray *jobs;     /* LmwbJob* running under the window, newest last */
   LmwbJob *prompt_job; /* the run of the prompt, until its done */
   char *banner_text;
+  GdkFrameClock *clock;
+  gulong after_paint_id;
 };
 
 static void job_host_init(LmwbJobHostInterface *iface);
 
 G_DEFINE_FINAL_TYPE_WITH_CODE(LmwbWindow, lmwb_window, GTK_TYPE_APPLICATION_WINDOW,
                               G_IMPLEMENT_INTERFACE(LMWB_TYPE_JOB_HOST, job_host_init))
+
+enum { SIGNAL_READY, N_SIGNALS };
+static guint signals[N_SIGNALS];
 
 #define VIEW(w, i) LMWB_VIEW(g_ptr_array_index((w)->views, (i)))
 
@@ -48,6 +53,12 @@ static void hide_banner(LmwbWindow *w) {
 static void on_banner_response(GtkInfoBar *bar, int response, gpointer user) { hide_banner(user); }
 
 /* ---- ready ------------------------------------------------------------------------------------ */
+
+/* Something that decides readiness changed: make sure a frame comes, so that a waiting script
+ * hears "ready" after it. */
+static void recheck_ready(LmwbWindow *w) {
+  if (g_signal_has_handler_pending(w, signals[SIGNAL_READY], 0, TRUE)) gtk_widget_queue_draw(GTK_WIDGET(w));
+}
 
 /* What on the screen is still moving or not drawn: a page crossfading, a banner sliding, a plot
  * that has not drawn its data. NULL: nothing. */
@@ -83,6 +94,14 @@ gboolean lmwb_window_is_ready(LmwbWindow *w) {
   return reason == NULL;
 }
 
+static void on_after_paint(GdkFrameClock *clock, gpointer user) {
+  LmwbWindow *w = user;
+  if (g_signal_has_handler_pending(w, signals[SIGNAL_READY], 0, TRUE) && lmwb_window_is_ready(w))
+    g_signal_emit(w, signals[SIGNAL_READY], 0);
+}
+
+static void on_view_busy_changed(LmwbView *v, gpointer user) { recheck_ready(user); }
+static void on_transition_changed(GObject *stack, GParamSpec *ps, gpointer user) { recheck_ready(user); }
 
 /* ---- jobs: the window is their host ----------------------------------------------------------- */
 
@@ -122,6 +141,7 @@ static void host_finished(LmwbJobHost *host, LmwbJob *job) {
   LmwbWindow *w = LMWB_WINDOW(host);
   g_ptr_array_remove(w->jobs, job);
   update_status(w);
+  recheck_ready(w);
 }
 
 static void job_host_init(LmwbJobHostInterface *iface) {
@@ -429,6 +449,7 @@ static void add_view(LmwbWindow *w, LmwbView *view, guint index) {
     gtk_widget_insert_action_group(GTK_WIDGET(w), info->id, G_ACTION_GROUP(group));
     g_object_unref(group);
   }
+  g_signal_connect_object(view, "busy-changed", G_CALLBACK(on_view_busy_changed), w, 0);
 }
 
 static void add_views(LmwbWindow *w) {
@@ -446,6 +467,20 @@ static void add_views(LmwbWindow *w) {
 /* ---- object ----------------------------------------------------------------------------------- */
 
 static void on_prompt_activate(GtkEntry *e, gpointer user) { run_analysis(user); }
+
+static void realize(GtkWidget *wd) {
+  GTK_WIDGET_CLASS(lmwb_window_parent_class)->realize(wd);
+  LmwbWindow *w = LMWB_WINDOW(wd);
+  w->clock = g_object_ref(gtk_widget_get_frame_clock(wd));
+  w->after_paint_id = g_signal_connect(w->clock, "after-paint", G_CALLBACK(on_after_paint), w);
+}
+
+static void unrealize(GtkWidget *wd) {
+  LmwbWindow *w = LMWB_WINDOW(wd);
+  if (w->clock) g_clear_signal_handler(&w->after_paint_id, w->clock);
+  g_clear_object(&w->clock);
+  GTK_WIDGET_CLASS(lmwb_window_parent_class)->unrealize(wd);
+}
 
 static void dispose(GObject *o) {
   LmwbWindow *w = LMWB_WINDOW(o);
@@ -470,6 +505,11 @@ static void lmwb_window_class_init(LmwbWindowClass *k) {
   G_OBJECT_CLASS(k)->dispose = dispose;
   G_OBJECT_CLASS(k)->finalize = finalize;
   GtkWidgetClass *wk = GTK_WIDGET_CLASS(k);
+  wk->realize = realize;
+  wk->unrealize = unrealize;
+  /* Emitted after a frame is painted while the window is ready (lmwb_window_is_ready). */
+  signals[SIGNAL_READY] = g_signal_new("ready", G_TYPE_FROM_CLASS(k), G_SIGNAL_RUN_LAST, 0, NULL, NULL, NULL,
+                                       G_TYPE_NONE, 0);
   gtk_widget_class_set_template_from_resource(wk, "/org/lmwb/Workbench/lmwb-window.ui");
 #define BIND(x) gtk_widget_class_bind_template_child(wk, LmwbWindow, x)
   BIND(banner), BIND(banner_label), BIND(status_label), BIND(prompt_entry), BIND(switcher), BIND(stack);
@@ -487,6 +527,7 @@ static void lmwb_window_init(LmwbWindow *w) {
   g_signal_connect(w->prompt_entry, "activate", G_CALLBACK(on_prompt_activate), w);
   g_signal_connect(w->banner, "response", G_CALLBACK(on_banner_response), w);
   g_signal_connect(w->stack, "notify::visible-child-name", G_CALLBACK(on_stack_changed), w);
+  g_signal_connect(w->stack, "notify::transition-running", G_CALLBACK(on_transition_changed), w);
   update_status(w);
 }
 

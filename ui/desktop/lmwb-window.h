@@ -21,7 +21,9 @@ char *lmwb_window_describe(LmwbWindow *w);
 void lmwb_window_refresh_recent(LmwbWindow *w);
 
 /* Ready: no job runs, no view has work queued (LmwbView busy), no page transition or banner
- * animation runs, and every plot on the screen has drawn its current data. */
+ * animation runs, and every plot on the screen has drawn its current data. The signal "ready"
+ * (no arguments) is emitted after each painted frame in which the window is ready: what the
+ * screen shows then is complete. To wait for it, connect and queue a draw of the window. */
 gboolean lmwb_window_is_ready(LmwbWindow *w);
 /* Why the window is not ready, in words (g_free), or NULL when it is. */
 char *lmwb_window_not_ready(LmwbWindow *w);
