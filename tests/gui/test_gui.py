@@ -4,7 +4,7 @@ every view through its GActions, take screenshots with `import -window root`, an
 screen and the window show. Exit 77 (skip) without xvfb-run/import/PIL.
 
   test_gui.py main        views, logit-lens heatmap cells, neuron search, clamp, sweep, responsiveness, cancel,
-                          the shortcuts window
+                          the shortcuts window, quitting during a job
   test_gui.py badinput    not-a-model folder, corrupt weights, bad tokenizer: banner, model kept
   test_gui.py cli         --help, no display -> exit 2 with a hint
 Screenshots go to $LMWB_GUI_SHOTS (default: a temp folder)."""
@@ -168,7 +168,8 @@ def test_main():
         "action neurons.sweep-steps 3000", "action neurons.sweep", "ticks-start", "wait 2500", "dump", "ticks-stop",
         f"shot {shots}/busy.png", "action win.cancel", "wait-ready 60", "dump",
         "action win.show-help-overlay", "wait-ready", f"shot {shots}/shortcuts.png",
-        "quit",
+        # Quitting while a job runs stops it cleanly (run_script checks the exit status).
+        "action neurons.sweep", "quit",
     ], model)
     d = dumps(out)
     assert len(d) == 9, f"expected 9 dumps, got {len(d)}"

@@ -1,4 +1,5 @@
 #include "ui/desktop/lmwb-app.h"
+#include "ui/desktop/lmwb-job.h"
 #include "ui/desktop/lmwb-script.h"
 #include "ui/desktop/lmwb-window.h"
 
@@ -54,6 +55,11 @@ static void startup(GApplication *app) {
   gtk_window_set_default_icon_name("org.lmwb.Workbench");
 }
 
+static void shutdown(GApplication *app) {
+  lmwb_job_shutdown(); /* a worker must not run into the libraries' teardown at exit */
+  G_APPLICATION_CLASS(lmwb_app_parent_class)->shutdown(app);
+}
+
 static void activate(GApplication *app) {
   LmwbApp *self = LMWB_APP(app);
   GtkWindow *active = gtk_application_get_active_window(GTK_APPLICATION(app));
@@ -93,6 +99,7 @@ static void finalize(GObject *o) {
 static void lmwb_app_class_init(LmwbAppClass *k) {
   G_OBJECT_CLASS(k)->finalize = finalize;
   G_APPLICATION_CLASS(k)->startup = startup;
+  G_APPLICATION_CLASS(k)->shutdown = shutdown;
   G_APPLICATION_CLASS(k)->activate = activate;
 }
 

@@ -33,6 +33,18 @@ struct LmwbJob {
   GError *error;
 };
 
+/* Jobs whose worker is still running, for lmwb_job_shutdown. */
+static GMutex live_lock;
+static GCond live_cond;
+static GPtrArray *live_jobs;
+
+static void worker_ended(LmwbJob *job) {
+  g_mutex_lock(&live_lock);
+  g_ptr_array_remove_fast(live_jobs, job);
+  g_cond_broadcast(&live_cond);
+  g_mutex_unlock(&live_lock);
+}
+
 static gboolean cancel_requested(LmwbJob *job) { return lmwb_reporter_cancelled(&job->rep, NULL); }
 
 LmwbJob *lmwb_job_ref(LmwbJob *job) {
@@ -152,6 +164,7 @@ static gpointer worker(gpointer p) {
   if (!job->result && !err && !lmwb_reporter_cancelled(&job->rep, &err))
     g_set_error(&err, LMWB_ERROR, LMWB_ERROR_FAILED, "%s failed", job->title);
   job->error = err;
+  worker_ended(job);
   g_idle_add(job_done, job); /* takes the worker's reference */
   return NULL;
 }
@@ -165,10 +178,15 @@ LmwbJob *lmwb_job_start(LmwbJob *job, GtkWidget *owner) {
   job->rep.metric = on_metric;
   job->rep.log = on_log;
   if (job->host) LMWB_JOB_HOST_GET_IFACE(job->host)->started(job->host, job);
+  g_mutex_lock(&live_lock);
+  if (!live_jobs) live_jobs = g_ptr_array_new();
+  g_ptr_array_add(live_jobs, job);
+  g_mutex_unlock(&live_lock);
   GError *err = NULL;
   GThread *t = g_thread_try_new("lmwb-job", worker, job, &err);
   if (!t) {
     job->error = err;
+    worker_ended(job);
     g_idle_add(job_done, job);
   } else {
     g_thread_unref(t);
@@ -184,3 +202,14 @@ const char *lmwb_job_title(LmwbJob *job) { return job->title; }
 
 gboolean lmwb_job_cancelled(const GError *error) { return g_error_matches(error, LMWB_ERROR, LMWB_ERROR_CANCELLED); }
 
+void lmwb_job_shutdown(void) {
+  gint64 until = g_get_monotonic_time() + LMWB_JOB_SHUTDOWN_WAIT_S * G_TIME_SPAN_SECOND;
+  g_mutex_lock(&live_lock);
+  for (guint i = 0; live_jobs && i < live_jobs->len; i++) lmwb_job_cancel(g_ptr_array_index(live_jobs, i));
+  while (live_jobs && live_jobs->len > 0)
+    if (!g_cond_wait_until(&live_cond, &live_lock, until)) {
+      g_warning("%u job(s) did not stop within %d s of the quit", live_jobs->len, LMWB_JOB_SHUTDOWN_WAIT_S);
+      break;
+    }
+  g_mutex_unlock(&live_lock);
+}

@@ -42,6 +42,11 @@ void lmwb_job_unref(LmwbJob *job);
 const char *lmwb_job_title(LmwbJob *job);
 /* TRUE when error says the job was cancelled (done callbacks then usually just return). */
 gboolean lmwb_job_cancelled(const GError *error);
+/* At quit, after the main loop: cancel every job and wait (at most LMWB_JOB_SHUTDOWN_WAIT_S) for
+ * their workers to return, so that none runs while the process tears down its libraries. Their
+ * done callbacks do not run. */
+#define LMWB_JOB_SHUTDOWN_WAIT_S 10
+void lmwb_job_shutdown(void);
 
 /* Whoever shows jobs: the window. Told on the main loop when a job under it starts, moves and
  * ends (after its done); holds a reference on the host from start to finish. */
