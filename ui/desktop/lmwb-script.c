@@ -130,7 +130,7 @@ static void do_action(Script *s, const char *arg) {
 static void step(Script *s) {
   while (s->next < s->n) {
     char *line = g_strstrip(s->lines[s->next++]);
-    if (!*line || line[0] == '#') continue;
+    if (!line || !*line || line[0] == '#') continue;
     char *arg = strchr(line, ' ');
     if (arg) *arg++ = 0;
     else arg = "";
