@@ -3,7 +3,8 @@
 every view through its GActions, take screenshots with `import -window root`, and check what the
 screen and the window show. Exit 77 (skip) without xvfb-run/import/PIL.
 
-  test_gui.py main        views, logit-lens heatmap cells, neuron search, clamp, sweep, responsiveness, cancel
+  test_gui.py main        views, logit-lens heatmap cells, neuron search, clamp, sweep, responsiveness, cancel,
+                          the shortcuts window, quitting during a job
   test_gui.py badinput    not-a-model folder, corrupt weights, bad tokenizer: banner, model kept
   test_gui.py cli         --help, no display -> exit 2 with a hint
 Screenshots go to $LMWB_GUI_SHOTS (default: a temp folder)."""
@@ -153,21 +154,28 @@ def lens_from_dump(d):
 def test_main():
     model = model_dir()
     shots = shots_dir()
+    # Every wait is for the window's own "ready" (no job, nothing queued, every plot on the screen
+    # drawn, a painted frame): no fixed delays, except the measured one below.
     out = run_script([
-        "idle 120", "wait 500", "dump", f"shot {shots}/model.png",
-        "action win.view 'lens'", "wait 1200", "dump", f"shot {shots}/lens.png",
-        "action win.neuron-search ' the'", "idle 120", "dump",
-        "action win.select-neuron '1:5'", "idle 120", "dump",
-        "action win.clamp 8.0", "idle 120", "wait 300", "dump",
-        "action win.clamp -8.0", "idle 120", "wait 300", "dump",
-        "action win.sweep", "idle 120", "wait 500", "dump", f"shot {shots}/neurons.png",
+        "wait-ready", "dump", f"shot {shots}/model.png",
+        "action win.view 'lens'", "wait-ready", "dump", f"shot {shots}/lens.png",
+        "action neurons.search ' the'", "wait-ready", "dump",
+        "action neurons.select '1:5'", "wait-ready", "dump",
+        "action neurons.clamp 8.0", "wait-ready", "dump",
+        "action neurons.clamp -8.0", "wait-ready", "dump",
+        "action neurons.sweep", "wait-ready", "dump", f"shot {shots}/neurons.png",
         # Responsiveness: a long sweep runs on a worker while a 20 ms timer must keep firing.
-        "action win.sweep-steps 3000", "action win.sweep", "ticks-start", "wait 2500", "dump", "ticks-stop",
-        f"shot {shots}/busy.png", "action win.cancel", "idle 60", "dump",
-        "quit",
+        "action neurons.sweep-steps 3000", "action neurons.sweep", "ticks-start", "wait 2500", "dump", "ticks-stop",
+        f"shot {shots}/busy.png", "action win.cancel", "wait-ready 60", "dump",
+        "action win.show-help-overlay", "wait-ready", f"shot {shots}/shortcuts.png",
+        # Quitting while a job runs stops it cleanly (run_script checks the exit status).
+        "action neurons.sweep", "quit",
     ], model)
     d = dumps(out)
     assert len(d) == 9, f"expected 9 dumps, got {len(d)}"
+    # The views and their Alt+N keys come from the registry, in its order.
+    assert d[0]["views"] == "model:<Alt>1 lens:<Alt>2 neurons:<Alt>3", d[0]["views"]
+    assert [x["view"] for x in d] == ["model", "lens"] + ["neurons"] * 7, [x["view"] for x in d]
     base = os.path.basename(os.path.normpath(model))
     assert base in d[0]["title"] and "LM Workbench" in d[0]["title"], d[0]["title"]
     assert d[0]["banner"] == "", d[0]["banner"]
@@ -222,11 +230,11 @@ def test_badinput():
         f.write('{"model": {"type": "WordPiece", "vocab": {}}}')
     shots = shots_dir()
     out = run_script([
-        "idle 120", "dump",
-        f"action win.open-model '{empty}'", "idle 60", "dump",
-        f"action win.open-model '{corrupt}'", "idle 60", "dump", f"shot {shots}/error.png",
-        f"action win.open-model '{badtok}'", "idle 60", "dump",
-        "action win.run", "idle 60", "dump",
+        "wait-ready", "dump",
+        f"action win.open-model '{empty}'", "wait-ready 60", "dump",
+        f"action win.open-model '{corrupt}'", "wait-ready 60", "dump", f"shot {shots}/error.png",
+        f"action win.open-model '{badtok}'", "wait-ready 60", "dump",
+        "action win.run", "wait-ready 60", "dump",
         "quit",
     ], model)
     d = dumps(out)

@@ -3,16 +3,16 @@
 #include "app/formats/tokenizer.h"
 #include <string.h>
 
-LmwbAnalysisInput *lmwb_analysis_input_new(LmwbSharedModel *m, const char *prompt) {
+LmwbAnalysisInput *lmwb_analysis_input_new(LmwbModel *m, const char *prompt) {
   LmwbAnalysisInput *in = g_new0(LmwbAnalysisInput, 1);
-  in->model = lmwb_shared_model_ref(m);
+  in->model = lmwb_model_ref(m);
   in->prompt = g_strdup(prompt);
   return in;
 }
 
 void lmwb_analysis_input_free(gpointer p) {
   LmwbAnalysisInput *in = p;
-  lmwb_shared_model_unref(in->model);
+  lmwb_model_unref(in->model);
   g_free(in->prompt);
   g_free(in);
 }
@@ -58,7 +58,7 @@ char *lmwb_token_display(const char *text) {
 
 gpointer lmwb_analysis_run(gpointer data, LmwbReporter *rep, GError **error) {
   LmwbAnalysisInput *in = data;
-  LmwbModel *m = lmwb_shared_model_get(in->model);
+  LmwbModel *m = in->model;
   if (!m->tokenizer) {
     lmwb_input_error(error, "%s has no tokenizer (tokenizer.json or vocab.json + merges.txt)", m->dir ? m->dir : "model");
     return NULL;

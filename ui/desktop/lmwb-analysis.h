@@ -1,9 +1,10 @@
-/* The analysis of one prompt that the model and lens views show: tokens, each position's top
- * next-token predictions, and the logit lens. Computed on a worker thread with its own runner
- * from the shared model; immutable and refcounted once made. No GTK. */
+/* The analysis of one prompt that the window runs when a model loads or the prompt changes, and
+ * hands to every view: tokens, each position's top next-token predictions, and the logit lens.
+ * Computed on a worker thread with its own runner on the shared model; immutable and refcounted
+ * once made. No GTK. */
 #pragma once
 #include "analysis/logit_lens.h"
-#include "ui/desktop/lmwb-job.h"
+#include "app/jobs/reporter.h"
 
 #define LMWB_ANALYSIS_TOP_K 5
 #define LMWB_ANALYSIS_MAX_TOKENS 64 /* the prompt is cut here so every view stays readable */
@@ -20,13 +21,13 @@ typedef struct LmwbAnalysis {
 } LmwbAnalysis;
 
 typedef struct LmwbAnalysisInput {
-  LmwbSharedModel *model; /* a reference held for the job */
+  LmwbModel *model; /* a reference held for the job */
   char *prompt;
 } LmwbAnalysisInput;
 
-LmwbAnalysisInput *lmwb_analysis_input_new(LmwbSharedModel *m, const char *prompt);
+LmwbAnalysisInput *lmwb_analysis_input_new(LmwbModel *m, const char *prompt);
 void lmwb_analysis_input_free(gpointer p);
-/* LmwbJobFunc: data = LmwbAnalysisInput, result = LmwbAnalysis. */
+/* A job function (lmwb-job.h): data = LmwbAnalysisInput, result = LmwbAnalysis. */
 gpointer lmwb_analysis_run(gpointer data, LmwbReporter *rep, GError **error);
 LmwbAnalysis *lmwb_analysis_ref(LmwbAnalysis *a);
 void lmwb_analysis_unref(gpointer a);

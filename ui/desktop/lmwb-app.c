@@ -1,4 +1,5 @@
 #include "ui/desktop/lmwb-app.h"
+#include "ui/desktop/lmwb-job.h"
 #include "ui/desktop/lmwb-script.h"
 #include "ui/desktop/lmwb-window.h"
 
@@ -45,26 +46,18 @@ static const GActionEntry app_actions[] = {
 static void startup(GApplication *app) {
   G_APPLICATION_CLASS(lmwb_app_parent_class)->startup(app);
   g_action_map_add_action_entries(G_ACTION_MAP(app), app_actions, G_N_ELEMENTS(app_actions), app);
-  GtkApplication *ga = GTK_APPLICATION(app);
-  static const struct {
-    const char *action;
-    const char *accels[3];
-  } keys[] = {
-    {"app.quit", {"<Control>q", NULL}},          {"app.dark", {"<Control><Shift>d", NULL}},
-    {"win.open", {"<Control>o", NULL}},          {"win.run", {"<Control>Return", NULL}},
-    {"win.cancel", {"Escape", NULL}},            {"win.view::model", {"<Alt>1", NULL}},
-    {"win.view::lens", {"<Alt>2", NULL}},        {"win.view::neurons", {"<Alt>3", NULL}},
-    {"win.find", {"<Control>f", NULL}},          {"win.export-plot", {"<Control>e", NULL}},
-    {"win.sweep", {"<Control><Shift>s", NULL}},  {"win.unclamp", {"<Control>u", NULL}},
-    {"win.show-help-overlay", {"<Control>question", NULL}},
-  };
-  for (size_t i = 0; i < G_N_ELEMENTS(keys); i++) gtk_application_set_accels_for_action(ga, keys[i].action, keys[i].accels);
+  /* Keyboard shortcuts are the window's: it sets them with its views' (lmwb-window.c). */
   GtkCssProvider *css = gtk_css_provider_new();
   gtk_css_provider_load_from_resource(css, "/org/lmwb/Workbench/style.css");
   gtk_style_context_add_provider_for_display(gdk_display_get_default(), GTK_STYLE_PROVIDER(css),
                                              GTK_STYLE_PROVIDER_PRIORITY_APPLICATION);
   g_object_unref(css);
   gtk_window_set_default_icon_name("org.lmwb.Workbench");
+}
+
+static void shutdown(GApplication *app) {
+  lmwb_job_shutdown(); /* a worker must not run into the libraries' teardown at exit */
+  G_APPLICATION_CLASS(lmwb_app_parent_class)->shutdown(app);
 }
 
 static void activate(GApplication *app) {
@@ -106,6 +99,7 @@ static void finalize(GObject *o) {
 static void lmwb_app_class_init(LmwbAppClass *k) {
   G_OBJECT_CLASS(k)->finalize = finalize;
   G_APPLICATION_CLASS(k)->startup = startup;
+  G_APPLICATION_CLASS(k)->shutdown = shutdown;
   G_APPLICATION_CLASS(k)->activate = activate;
 }
 

@@ -1,22 +1,9 @@
 #include "ui/desktop/lmwb-job.h"
 #include "app/core/errors.h"
 
-struct LmwbSharedModel {
-  LmwbModel *model;
-};
+G_DEFINE_INTERFACE(LmwbJobHost, lmwb_job_host, GTK_TYPE_WIDGET)
 
-static void shared_clear(gpointer p) { lmwb_model_unref(((LmwbSharedModel *)p)->model); }
-
-LmwbSharedModel *lmwb_shared_model_new(LmwbModel *model) {
-  LmwbSharedModel *s = g_atomic_rc_box_new0(LmwbSharedModel);
-  s->model = model;
-  return s;
-}
-LmwbSharedModel *lmwb_shared_model_ref(LmwbSharedModel *s) { return g_atomic_rc_box_acquire(s); }
-void lmwb_shared_model_unref(LmwbSharedModel *s) {
-  if (s) g_atomic_rc_box_release_full(s, shared_clear);
-}
-LmwbModel *lmwb_shared_model_get(LmwbSharedModel *s) { return s ? s->model : NULL; }
+static void lmwb_job_host_default_init(LmwbJobHostInterface *iface) {}
 
 typedef struct {
   char *series;
@@ -26,23 +13,39 @@ typedef struct {
 struct LmwbJob {
   LmwbReporter rep; /* first: the reporter callbacks find the job from it */
   gint refs;
-  LmwbJobSpec spec;
   char *title;
-  GObject *owner;
+  LmwbJobFunc run;
+  gpointer data;
+  GDestroyNotify data_free;
+  LmwbJobDone done;
+  GDestroyNotify result_free;
+  LmwbJobMetric metric;
+  GtkWidget *owner;   /* referenced from start until done has run */
+  LmwbJobHost *host;  /* likewise; NULL: unhosted */
   GMutex lock;
   /* Pending updates for the main loop, guarded by lock. */
   double fraction;
   char *stage;
   GArray *points; /* MetricPoint */
   gboolean flush_pending;
-  gboolean finished;
+  gboolean finished;  /* main loop: done has run */
   gpointer result;
   GError *error;
 };
 
-static gint running_jobs;
+/* Jobs whose worker is still running, for lmwb_job_shutdown. */
+static GMutex live_lock;
+static GCond live_cond;
+static GPtrArray *live_jobs;
 
-int lmwb_job_running_count(void) { return g_atomic_int_get(&running_jobs); }
+static void worker_ended(LmwbJob *job) {
+  g_mutex_lock(&live_lock);
+  g_ptr_array_remove_fast(live_jobs, job);
+  g_cond_broadcast(&live_cond);
+  g_mutex_unlock(&live_lock);
+}
+
+static gboolean cancel_requested(LmwbJob *job) { return lmwb_reporter_cancelled(&job->rep, NULL); }
 
 LmwbJob *lmwb_job_ref(LmwbJob *job) {
   g_atomic_int_inc(&job->refs);
@@ -53,11 +56,31 @@ void lmwb_job_unref(LmwbJob *job) {
   if (!job || !g_atomic_int_dec_and_test(&job->refs)) return;
   for (guint i = 0; i < job->points->len; i++) g_free(g_array_index(job->points, MetricPoint, i).series);
   g_array_unref(job->points);
+  if (job->data_free && job->data) job->data_free(job->data); /* a job that never ran */
   g_free(job->stage);
   g_free(job->title);
   g_mutex_clear(&job->lock);
   g_free(job);
 }
+
+LmwbJob *lmwb_job_new(const char *title, LmwbJobFunc run, gpointer data, GDestroyNotify data_free) {
+  LmwbJob *job = g_new0(LmwbJob, 1);
+  job->refs = 1;
+  job->title = g_strdup(title ? title : "job");
+  job->run = run;
+  job->data = data;
+  job->data_free = data_free;
+  job->points = g_array_new(FALSE, FALSE, sizeof(MetricPoint));
+  g_mutex_init(&job->lock);
+  return job;
+}
+
+void lmwb_job_on_done(LmwbJob *job, LmwbJobDone done, GDestroyNotify result_free) {
+  job->done = done;
+  job->result_free = result_free;
+}
+
+void lmwb_job_on_metric(LmwbJob *job, LmwbJobMetric metric) { job->metric = metric; }
 
 /* Main loop: deliver what the worker queued since the last flush. */
 static gboolean flush_updates(gpointer p) {
@@ -69,13 +92,14 @@ static gboolean flush_updates(gpointer p) {
   double frac = job->fraction;
   char *stage = g_strdup(job->stage);
   g_mutex_unlock(&job->lock);
+  gboolean live = !job->finished && !cancel_requested(job);
   for (guint i = 0; i < pts->len; i++) {
     MetricPoint *mp = &g_array_index(pts, MetricPoint, i);
-    if (job->spec.metric && !job->finished) job->spec.metric(job->owner, mp->series, mp->x, mp->y, job->spec.data);
+    if (job->metric && live) job->metric(job->owner, mp->series, mp->x, mp->y, job->data);
     g_free(mp->series);
   }
   g_array_unref(pts);
-  if (job->spec.progress && !job->finished) job->spec.progress(job->spec.host, job, frac, stage);
+  if (job->host && live) LMWB_JOB_HOST_GET_IFACE(job->host)->progress(job->host, job, frac, stage);
   g_free(stage);
   return G_SOURCE_REMOVE;
 }
@@ -114,15 +138,21 @@ static gboolean job_done(gpointer p) {
   LmwbJob *job = p;
   flush_updates(job); /* the last points arrive before done */
   job->finished = TRUE;
-  if (job->spec.done) job->spec.done(job->owner, job->result, job->error, job->spec.data);
-  if (job->spec.finished) job->spec.finished(job->spec.host, job);
-  if (job->spec.result_free && job->result) job->spec.result_free(job->result);
+  if (cancel_requested(job) && !g_error_matches(job->error, LMWB_ERROR, LMWB_ERROR_CANCELLED)) {
+    if (job->result_free && job->result) job->result_free(job->result);
+    job->result = NULL;
+    g_clear_error(&job->error);
+    lmwb_reporter_cancelled(&job->rep, &job->error);
+  }
+  if (job->done) job->done(job, job->owner, job->result, job->error, job->data);
+  if (job->result_free && job->result) job->result_free(job->result);
   job->result = NULL;
   g_clear_error(&job->error);
-  if (job->spec.data_free && job->spec.data) job->spec.data_free(job->spec.data);
-  job->spec.data = NULL;
+  if (job->data_free && job->data) job->data_free(job->data);
+  job->data = NULL;
+  if (job->host) LMWB_JOB_HOST_GET_IFACE(job->host)->finished(job->host, job);
+  g_clear_object(&job->host);
   g_clear_object(&job->owner);
-  g_atomic_int_dec_and_test(&running_jobs);
   lmwb_job_unref(job);
   return G_SOURCE_REMOVE;
 }
@@ -130,35 +160,33 @@ static gboolean job_done(gpointer p) {
 static gpointer worker(gpointer p) {
   LmwbJob *job = p;
   GError *err = NULL;
-  job->result = job->spec.run(job->spec.data, &job->rep, &err);
-  if (!job->result && !err) {
-    if (lmwb_reporter_cancelled(&job->rep, &err)) {
-    } else {
-      g_set_error(&err, LMWB_ERROR, LMWB_ERROR_FAILED, "%s failed", job->title);
-    }
-  }
+  job->result = job->run(job->data, &job->rep, &err);
+  if (!job->result && !err && !lmwb_reporter_cancelled(&job->rep, &err))
+    g_set_error(&err, LMWB_ERROR, LMWB_ERROR_FAILED, "%s failed", job->title);
   job->error = err;
+  worker_ended(job);
   g_idle_add(job_done, job); /* takes the worker's reference */
   return NULL;
 }
 
-LmwbJob *lmwb_job_start(GObject *owner, const LmwbJobSpec *spec) {
-  LmwbJob *job = g_new0(LmwbJob, 1);
-  job->refs = 2; /* the caller's and the worker's */
-  job->spec = *spec;
-  job->title = g_strdup(spec->title ? spec->title : "job");
-  job->spec.title = job->title;
+LmwbJob *lmwb_job_start(LmwbJob *job, GtkWidget *owner) {
+  /* The caller's reference becomes the worker's, released after done. */
   job->owner = owner ? g_object_ref(owner) : NULL;
+  GtkWidget *host = owner ? gtk_widget_get_ancestor(owner, LMWB_TYPE_JOB_HOST) : NULL;
+  job->host = host ? g_object_ref(LMWB_JOB_HOST(host)) : NULL;
   job->rep.progress = on_progress;
   job->rep.metric = on_metric;
   job->rep.log = on_log;
-  job->points = g_array_new(FALSE, FALSE, sizeof(MetricPoint));
-  g_mutex_init(&job->lock);
-  g_atomic_int_inc(&running_jobs);
+  if (job->host) LMWB_JOB_HOST_GET_IFACE(job->host)->started(job->host, job);
+  g_mutex_lock(&live_lock);
+  if (!live_jobs) live_jobs = g_ptr_array_new();
+  g_ptr_array_add(live_jobs, job);
+  g_mutex_unlock(&live_lock);
   GError *err = NULL;
   GThread *t = g_thread_try_new("lmwb-job", worker, job, &err);
   if (!t) {
     job->error = err;
+    worker_ended(job);
     g_idle_add(job_done, job);
   } else {
     g_thread_unref(t);
@@ -169,5 +197,19 @@ LmwbJob *lmwb_job_start(GObject *owner, const LmwbJobSpec *spec) {
 void lmwb_job_cancel(LmwbJob *job) {
   if (job) lmwb_reporter_cancel(&job->rep);
 }
-gboolean lmwb_job_finished(LmwbJob *job) { return job->finished; }
+
 const char *lmwb_job_title(LmwbJob *job) { return job->title; }
+
+gboolean lmwb_job_cancelled(const GError *error) { return g_error_matches(error, LMWB_ERROR, LMWB_ERROR_CANCELLED); }
+
+void lmwb_job_shutdown(void) {
+  gint64 until = g_get_monotonic_time() + LMWB_JOB_SHUTDOWN_WAIT_S * G_TIME_SPAN_SECOND;
+  g_mutex_lock(&live_lock);
+  for (guint i = 0; live_jobs && i < live_jobs->len; i++) lmwb_job_cancel(g_ptr_array_index(live_jobs, i));
+  while (live_jobs && live_jobs->len > 0)
+    if (!g_cond_wait_until(&live_cond, &live_lock, until)) {
+      g_warning("%u job(s) did not stop within %d s of the quit", live_jobs->len, LMWB_JOB_SHUTDOWN_WAIT_S);
+      break;
+    }
+  g_mutex_unlock(&live_lock);
+}

@@ -1,4 +1,12 @@
-#include "ui/desktop/lmwb-lens-view.h"
+/* Logit lens view: a heatmap of layers × positions; each cell shows the top token that layer's
+ * residual stream predicts (through the final norm and unembedding), coloured by its
+ * probability; the tooltip lists the top 5. The last layer is at the top, the embeddings at the
+ * bottom, as the residual stream flows upward. Dump lines: "lens rows=R cols=C", then per row
+ * "lens NAME: [TOKEN P] …". */
+#include "ui/desktop/lmwb-view.h"
+
+#define LMWB_TYPE_LENS_VIEW (lmwb_lens_view_get_type())
+G_DECLARE_FINAL_TYPE(LmwbLensView, lmwb_lens_view, LMWB, LENS_VIEW, GtkBox)
 
 struct _LmwbLensView {
   GtkBox parent;
@@ -6,7 +14,10 @@ struct _LmwbLensView {
   LmwbAnalysis *analysis;
 };
 
-G_DEFINE_FINAL_TYPE(LmwbLensView, lmwb_lens_view, GTK_TYPE_BOX)
+static void view_iface_init(LmwbViewInterface *iface);
+
+G_DEFINE_FINAL_TYPE_WITH_CODE(LmwbLensView, lmwb_lens_view, GTK_TYPE_BOX,
+                              G_IMPLEMENT_INTERFACE(LMWB_TYPE_VIEW, view_iface_init))
 
 /* Heatmap row 0 is drawn at the top: it holds the last layer. */
 static int lens_row(const LmwbAnalysis *a, int plot_row) { return a->lens->n_rows - 1 - plot_row; }
@@ -51,7 +62,8 @@ static void lmwb_lens_view_init(LmwbLensView *v) {
   lmwb_plot_view_set_plot(v->heatmap, lmwb_plot_new(LMWB_PLOT_HEATMAP, "Logit lens", "position", "layer"));
 }
 
-void lmwb_lens_view_set_analysis(LmwbLensView *v, LmwbAnalysis *a) {
+static void set_analysis(LmwbView *view, LmwbAnalysis *a) {
+  LmwbLensView *v = LMWB_LENS_VIEW(view);
   if (a) lmwb_analysis_ref(a);
   g_clear_pointer(&v->analysis, lmwb_analysis_unref);
   v->analysis = a;
@@ -82,10 +94,10 @@ void lmwb_lens_view_set_analysis(LmwbLensView *v, LmwbAnalysis *a) {
   lmwb_plot_view_set_plot(v->heatmap, plot);
 }
 
-LmwbPlotView *lmwb_lens_view_plot(LmwbLensView *v) { return v->heatmap; }
+static LmwbPlotView *current_plot(LmwbView *view) { return LMWB_LENS_VIEW(view)->heatmap; }
 
-char *lmwb_lens_view_describe(LmwbLensView *v) {
-  LmwbAnalysis *a = v->analysis;
+static char *describe(LmwbView *view) {
+  LmwbAnalysis *a = LMWB_LENS_VIEW(view)->analysis;
   if (!a) return g_strdup("lens rows=0 cols=0\n");
   GString *s = g_string_new(NULL);
   g_string_append_printf(s, "lens rows=%d cols=%d\n", a->lens->n_rows, a->n);
@@ -99,4 +111,12 @@ char *lmwb_lens_view_describe(LmwbLensView *v) {
     g_string_append_c(s, '\n');
   }
   return g_string_free(s, FALSE);
+}
+
+static void view_iface_init(LmwbViewInterface *iface) {
+  static const LmwbViewInfo info = {.id = "lens", .title = "Logit Lens", .icon_name = "view-grid-symbolic"};
+  iface->info = &info;
+  iface->set_analysis = set_analysis;
+  iface->current_plot = current_plot;
+  iface->describe = describe;
 }

@@ -1,5 +1,12 @@
-#include "ui/desktop/lmwb-model-view.h"
+/* Model view: what the model is (architecture, sizes, tokenizer) and what it predicts for the
+ * prompt: the token strip (each position's token with its top next-token predictions and their
+ * probabilities; the tooltip lists the top 5) and a bar plot of the prediction after the last
+ * token. Dump lines: "token POS "TEXT" -> "TOP1" P1" per position. */
+#include "ui/desktop/lmwb-view.h"
 #include "app/formats/tokenizer.h"
+
+#define LMWB_TYPE_MODEL_VIEW (lmwb_model_view_get_type())
+G_DECLARE_FINAL_TYPE(LmwbModelView, lmwb_model_view, LMWB, MODEL_VIEW, GtkBox)
 
 struct _LmwbModelView {
   GtkBox parent;
@@ -9,7 +16,10 @@ struct _LmwbModelView {
   LmwbAnalysis *analysis;
 };
 
-G_DEFINE_FINAL_TYPE(LmwbModelView, lmwb_model_view, GTK_TYPE_BOX)
+static void view_iface_init(LmwbViewInterface *iface);
+
+G_DEFINE_FINAL_TYPE_WITH_CODE(LmwbModelView, lmwb_model_view, GTK_TYPE_BOX,
+                              G_IMPLEMENT_INTERFACE(LMWB_TYPE_VIEW, view_iface_init))
 
 static void dispose(GObject *o) {
   LmwbModelView *v = LMWB_MODEL_VIEW(o);
@@ -52,7 +62,8 @@ static void add_info(LmwbModelView *v, int row, int col, const char *key, const 
   gtk_grid_attach(v->info_grid, val, col * 2 + 1, row, 1, 1);
 }
 
-void lmwb_model_view_set_model(LmwbModelView *v, const LmwbModel *m) {
+static void set_model(LmwbView *view, LmwbModel *m) {
+  LmwbModelView *v = LMWB_MODEL_VIEW(view);
   clear_children(GTK_WIDGET(v->info_grid));
   if (!m) return;
   const LmwbConfig *c = &m->cfg;
@@ -108,7 +119,8 @@ static GtkWidget *token_card(const LmwbAnalysis *a, int pos) {
   return box;
 }
 
-void lmwb_model_view_set_analysis(LmwbModelView *v, LmwbAnalysis *a) {
+static void set_analysis(LmwbView *view, LmwbAnalysis *a) {
+  LmwbModelView *v = LMWB_MODEL_VIEW(view);
   clear_children(GTK_WIDGET(v->strip));
   if (a) lmwb_analysis_ref(a);
   g_clear_pointer(&v->analysis, lmwb_analysis_unref);
@@ -131,10 +143,10 @@ void lmwb_model_view_set_analysis(LmwbModelView *v, LmwbAnalysis *a) {
   lmwb_plot_view_set_plot(v->next_plot, plot);
 }
 
-LmwbPlotView *lmwb_model_view_plot(LmwbModelView *v) { return v->next_plot; }
+static LmwbPlotView *current_plot(LmwbView *view) { return LMWB_MODEL_VIEW(view)->next_plot; }
 
-char *lmwb_model_view_describe(LmwbModelView *v) {
-  LmwbAnalysis *a = v->analysis;
+static char *describe(LmwbView *view) {
+  LmwbAnalysis *a = LMWB_MODEL_VIEW(view)->analysis;
   if (!a) return g_strdup("model-view: no prompt analysed\n");
   GString *s = g_string_new(NULL);
   int last = a->lens->n_rows - 1;
@@ -144,4 +156,13 @@ char *lmwb_model_view_describe(LmwbModelView *v) {
                            lmwb_analysis_lens_text(a, last, i, 0), p[0]);
   }
   return g_string_free(s, FALSE);
+}
+
+static void view_iface_init(LmwbViewInterface *iface) {
+  static const LmwbViewInfo info = {.id = "model", .title = "Model", .icon_name = "dialog-information-symbolic"};
+  iface->info = &info;
+  iface->set_model = set_model;
+  iface->set_analysis = set_analysis;
+  iface->current_plot = current_plot;
+  iface->describe = describe;
 }

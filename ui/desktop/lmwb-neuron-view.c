@@ -1,8 +1,16 @@
-#include "ui/desktop/lmwb-neuron-view.h"
+/* Neuron explorer: search MLP neurons by the token they promote (decoded through the LM head by
+ * analysis/neurons.h), list them with their decoded top tokens, and for the selected neuron show
+ * its top tokens (bar plot), its activation at each prompt position (blocks.L.mlp.hook_post), a
+ * clamp slider that regenerates the continuation live (debounced, on a worker thread) and a sweep
+ * that plots the target token's probability against the clamp value as the points arrive.
+ * Actions (neurons.*): search 'TOKEN' (or 'L:N'), select 'L:N', clamp VALUE, unclamp, sweep,
+ * sweep-steps N (clamp values per sweep, 2..10000), find (focus the search entry). */
+#include "ui/desktop/lmwb-view.h"
 #include "analysis/neurons.h"
 #include "app/core/errors.h"
 #include "app/engine/generate.h"
 #include "app/formats/tokenizer.h"
+#include "ui/desktop/lmwb-job.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +21,9 @@
 #define CONTINUATION 16    /* tokens generated for the baseline and the clamped continuation */
 #define CLAMP_DEBOUNCE_MS 150
 #define SWEEP_STEPS 41
+
+#define LMWB_TYPE_NEURON_VIEW (lmwb_neuron_view_get_type())
+G_DECLARE_FINAL_TYPE(LmwbNeuronView, lmwb_neuron_view, LMWB, NEURON_VIEW, GtkBox)
 
 struct _LmwbNeuronView {
   GtkBox parent;
@@ -25,9 +36,7 @@ struct _LmwbNeuronView {
   GtkAdjustment *clamp_adj;
   GtkEntry *target_entry;
 
-  LmwbJobStarter start_job;
-  gpointer host;
-  LmwbSharedModel *model;
+  LmwbModel *model;
   LmwbAnalysis *analysis;
 
   int layer, neuron;      /* selected; -1 none */
@@ -36,8 +45,8 @@ struct _LmwbNeuronView {
   char *baseline, *clamped;
   double clamped_value;
   gboolean clamp_on;
-  guint debounce_id;
-  LmwbJob *clamp_job;
+  guint debounce_id;      /* the clamp waits for the slider to rest: the view is busy meanwhile */
+  LmwbJob *clamp_job;     /* running jobs (valid until their done has run) */
   gboolean clamp_pending;
   LmwbJob *sweep_job;
   int n_hits;
@@ -45,7 +54,10 @@ struct _LmwbNeuronView {
   int sweep_steps;
 };
 
-G_DEFINE_FINAL_TYPE(LmwbNeuronView, lmwb_neuron_view, GTK_TYPE_BOX)
+static void view_iface_init(LmwbViewInterface *iface);
+
+G_DEFINE_FINAL_TYPE_WITH_CODE(LmwbNeuronView, lmwb_neuron_view, GTK_TYPE_BOX,
+                              G_IMPLEMENT_INTERFACE(LMWB_TYPE_VIEW, view_iface_init))
 
 static LmwbNeuronWhich current_which(LmwbNeuronView *v) {
   return gtk_drop_down_get_selected(v->which_drop) == 1 ? LMWB_NEURON_OUT : LMWB_NEURON_IN;
@@ -58,7 +70,7 @@ static char *decode_ids(const LmwbModel *m, const int32_t *ids, int n) {
 /* ---- jobs (worker side: no GTK) ------------------------------------------------------------ */
 
 typedef struct {
-  LmwbSharedModel *model;
+  LmwbModel *model;
   guint serial;
   char *text;
   LmwbNeuronWhich which;
@@ -72,7 +84,7 @@ typedef struct {
 
 static JobIn *job_in_new(LmwbNeuronView *v) {
   JobIn *in = g_new0(JobIn, 1);
-  in->model = lmwb_shared_model_ref(v->model);
+  in->model = lmwb_model_ref(v->model);
   in->serial = v->serial;
   in->which = current_which(v);
   in->layer = v->layer;
@@ -86,7 +98,7 @@ static JobIn *job_in_new(LmwbNeuronView *v) {
 
 static void job_in_free(gpointer p) {
   JobIn *in = p;
-  lmwb_shared_model_unref(in->model);
+  lmwb_model_unref(in->model);
   g_free(in->text);
   g_free(in->ids);
   g_free(in);
@@ -124,7 +136,7 @@ static char *top_tokens_line(const LmwbModel *m, LmwbNeuronWhich which, int laye
 
 static gpointer run_search(gpointer data, LmwbReporter *rep, GError **error) {
   JobIn *in = data;
-  LmwbModel *m = lmwb_shared_model_get(in->model);
+  LmwbModel *m = in->model;
   int32_t tok;
   if (!lmwb_neurons_token_lookup(m, in->text, &tok, error)) return NULL;
   LmwbNeuronSearchOptions o = {0};
@@ -204,7 +216,7 @@ static char *continuation(LmwbModel *m, const JobIn *in, gboolean clamp, double 
 
 static gpointer run_select(gpointer data, LmwbReporter *rep, GError **error) {
   JobIn *in = data;
-  LmwbModel *m = lmwb_shared_model_get(in->model);
+  LmwbModel *m = in->model;
   SelectOut *o = g_new0(SelectOut, 1);
   o->k = MIN(TOP_TOKENS, m->cfg.vocab_size);
   if (!lmwb_neurons_decode_one(m, in->which, in->layer, in->neuron, true, o->k, o->ids, NULL, o->probs, NULL, error)) {
@@ -261,7 +273,7 @@ static gpointer run_clamp(gpointer data, LmwbReporter *rep, GError **error) {
   JobIn *in = data;
   ClampOut *o = g_new0(ClampOut, 1);
   o->value = in->value;
-  o->text = continuation(lmwb_shared_model_get(in->model), in, TRUE, in->value, rep, error);
+  o->text = continuation(in->model, in, TRUE, in->value, rep, error);
   if (!o->text) {
     g_free(o);
     return NULL;
@@ -271,7 +283,7 @@ static gpointer run_clamp(gpointer data, LmwbReporter *rep, GError **error) {
 
 static gpointer run_sweep(gpointer data, LmwbReporter *rep, GError **error) {
   JobIn *in = data;
-  LmwbModel *m = lmwb_shared_model_get(in->model);
+  LmwbModel *m = in->model;
   int32_t target = in->target;
   if (in->text && *in->text && !lmwb_neurons_token_lookup(m, in->text, &target, error)) return NULL;
   LmwbNeuronSweepOptions o = {.layer = in->layer, .neuron = in->neuron, .target = target, .prompt = in->ids,
@@ -283,15 +295,10 @@ static gpointer run_sweep(gpointer data, LmwbReporter *rep, GError **error) {
 
 static LmwbJob *start(LmwbNeuronView *v, const char *title, LmwbJobFunc fn, JobIn *in, GDestroyNotify result_free,
                       LmwbJobDone done, LmwbJobMetric metric) {
-  LmwbJobSpec spec = {.title = title, .run = fn, .data = in, .data_free = job_in_free, .result_free = result_free,
-                      .done = done, .metric = metric};
-  if (v->start_job) return v->start_job(v->host, &spec);
-  return lmwb_job_start(G_OBJECT(v), &spec);
-}
-
-static void show_error(LmwbNeuronView *v, const GError *error) {
-  if (g_error_matches(error, LMWB_ERROR, LMWB_ERROR_CANCELLED)) return;
-  gtk_widget_activate_action(GTK_WIDGET(v), "win.show-error", "s", error->message);
+  LmwbJob *job = lmwb_job_new(title, fn, in, job_in_free);
+  lmwb_job_on_done(job, done, result_free);
+  lmwb_job_on_metric(job, metric);
+  return lmwb_job_start(job, GTK_WIDGET(v));
 }
 
 static void set_title(LmwbNeuronView *v) {
@@ -304,25 +311,32 @@ static void set_title(LmwbNeuronView *v) {
   gtk_label_set_text(v->neuron_title, t);
 }
 
+static void select_neuron(LmwbNeuronView *v, int layer, int neuron);
+
 static void on_row_activated(GtkListBox *box, GtkListBoxRow *row, gpointer user) {
   LmwbNeuronView *v = user;
   int layer = GPOINTER_TO_INT(g_object_get_data(G_OBJECT(row), "layer"));
   int neuron = GPOINTER_TO_INT(g_object_get_data(G_OBJECT(row), "neuron"));
-  lmwb_neuron_view_select(v, layer, neuron);
+  select_neuron(v, layer, neuron);
 }
 
-static void search_done(GObject *owner, gpointer result, const GError *error, gpointer data) {
+static void clear_hits(LmwbNeuronView *v) {
+  GtkWidget *c;
+  while ((c = gtk_widget_get_first_child(GTK_WIDGET(v->hit_list)))) gtk_list_box_remove(v->hit_list, c);
+  v->n_hits = 0;
+}
+
+static void search_done(LmwbJob *job, GtkWidget *owner, gpointer result, const GError *error, gpointer data) {
   LmwbNeuronView *v = LMWB_NEURON_VIEW(owner);
   JobIn *in = data;
   if (in->serial != v->serial && !v->model) return;
   if (error) {
-    gtk_label_set_text(v->search_status, error->message);
-    show_error(v, error);
+    gtk_label_set_text(v->search_status, lmwb_job_cancelled(error) ? "Search cancelled." : error->message);
+    lmwb_view_show_job_error(LMWB_VIEW(v), error);
     return;
   }
   SearchOut *o = result;
-  GtkWidget *c;
-  while ((c = gtk_widget_get_first_child(GTK_WIDGET(v->hit_list)))) gtk_list_box_remove(v->hit_list, c);
+  clear_hits(v);
   v->n_hits = o->n;
   g_autofree char *tok = lmwb_token_display(o->token);
   g_autofree char *status = g_strdup_printf("%d neurons rank “%s” highest (best first). Click one to explore it.", o->n, tok);
@@ -351,7 +365,7 @@ static void search_done(GObject *owner, gpointer result, const GError *error, gp
   }
 }
 
-void lmwb_neuron_view_search(LmwbNeuronView *v, const char *text) {
+static void search(LmwbNeuronView *v, const char *text) {
   if (!v->model || !text || !*text) return;
   if (g_strcmp0(gtk_editable_get_text(GTK_EDITABLE(v->search_entry)), text))
     gtk_editable_set_text(GTK_EDITABLE(v->search_entry), text);
@@ -359,7 +373,7 @@ void lmwb_neuron_view_search(LmwbNeuronView *v, const char *text) {
   int layer, neuron;
   char tail;
   if (sscanf(text, "%d:%d%c", &layer, &neuron, &tail) == 2) {
-    lmwb_neuron_view_select(v, layer, neuron);
+    select_neuron(v, layer, neuron);
     return;
   }
   JobIn *in = job_in_new(v);
@@ -378,12 +392,14 @@ static void update_clamp_label(LmwbNeuronView *v) {
   gtk_label_set_markup(v->clamped_label, t);
 }
 
-static void select_done(GObject *owner, gpointer result, const GError *error, gpointer data) {
+static void set_clamp(LmwbNeuronView *v, double value);
+
+static void select_done(LmwbJob *job, GtkWidget *owner, gpointer result, const GError *error, gpointer data) {
   LmwbNeuronView *v = LMWB_NEURON_VIEW(owner);
   JobIn *in = data;
   if (in->serial != v->serial) return;
   if (error) {
-    show_error(v, error);
+    lmwb_view_show_job_error(LMWB_VIEW(v), error);
     return;
   }
   SelectOut *o = result;
@@ -422,8 +438,14 @@ static void select_done(GObject *owner, gpointer result, const GError *error, gp
   g_autofree char *esc = g_markup_escape_text(v->baseline, -1);
   g_autofree char *bl = g_strdup_printf("<b>Continuation:</b> %s", esc);
   gtk_label_set_markup(v->baseline_label, bl);
-  if (v->clamp_on) lmwb_neuron_view_set_clamp(v, gtk_adjustment_get_value(v->clamp_adj));
+  if (v->clamp_on) set_clamp(v, gtk_adjustment_get_value(v->clamp_adj));
   update_clamp_label(v);
+}
+
+static void empty_plots(LmwbNeuronView *v) {
+  lmwb_plot_view_set_plot(v->tokens_plot, lmwb_plot_new(LMWB_PLOT_BAR, "Decoded top tokens", "probability", NULL));
+  lmwb_plot_view_set_plot(v->act_plot, lmwb_plot_new(LMWB_PLOT_BAR, "Activation at each prompt position", "mlp.hook_post", NULL));
+  lmwb_plot_view_set_plot(v->sweep_plot, lmwb_plot_new(LMWB_PLOT_LINE, "Clamp sweep", "clamp value", "p(target)"));
 }
 
 static void reset_selection_views(LmwbNeuronView *v) {
@@ -437,13 +459,13 @@ static void reset_selection_views(LmwbNeuronView *v) {
   lmwb_plot_view_set_plot(v->sweep_plot, lmwb_plot_new(LMWB_PLOT_LINE, "Clamp sweep", "clamp value", "p(target)"));
 }
 
-void lmwb_neuron_view_select(LmwbNeuronView *v, int layer, int neuron) {
+static void select_neuron(LmwbNeuronView *v, int layer, int neuron) {
   if (!v->model) return;
-  LmwbModel *m = lmwb_shared_model_get(v->model);
+  LmwbModel *m = v->model;
   if (layer < 0 || layer >= m->cfg.n_layer || neuron < 0 || neuron >= m->cfg.d_ff) {
     g_autofree char *msg = g_strdup_printf("neuron %d:%d does not exist: the model has %d layers of %d neurons",
                                            layer, neuron, m->cfg.n_layer, m->cfg.d_ff);
-    gtk_widget_activate_action(GTK_WIDGET(v), "win.show-error", "s", msg);
+    lmwb_view_show_error(LMWB_VIEW(v), msg);
     return;
   }
   v->layer = layer;
@@ -453,22 +475,22 @@ void lmwb_neuron_view_select(LmwbNeuronView *v, int layer, int neuron) {
   start(v, "Loading neuron", run_select, job_in_new(v), select_out_free, select_done, NULL);
 }
 
-static void clamp_done(GObject *owner, gpointer result, const GError *error, gpointer data);
+static void clamp_done(LmwbJob *job, GtkWidget *owner, gpointer result, const GError *error, gpointer data);
 
 static void start_clamp_job(LmwbNeuronView *v) {
   JobIn *in = job_in_new(v);
   in->value = gtk_adjustment_get_value(v->clamp_adj);
   v->clamp_job = start(v, "Generating with the clamp", run_clamp, in, clamp_out_free, clamp_done, NULL);
-  lmwb_job_ref(v->clamp_job);
 }
 
-static void clamp_done(GObject *owner, gpointer result, const GError *error, gpointer data) {
+static void clamp_done(LmwbJob *job, GtkWidget *owner, gpointer result, const GError *error, gpointer data) {
   LmwbNeuronView *v = LMWB_NEURON_VIEW(owner);
   JobIn *in = data;
-  g_clear_pointer(&v->clamp_job, lmwb_job_unref);
+  if (v->clamp_job == job) v->clamp_job = NULL;
+  if (lmwb_job_cancelled(error)) return;
   if (in->serial == v->serial) {
     if (error) {
-      show_error(v, error);
+      lmwb_view_show_job_error(LMWB_VIEW(v), error);
     } else {
       ClampOut *o = result;
       g_free(v->clamped);
@@ -483,12 +505,21 @@ static void clamp_done(GObject *owner, gpointer result, const GError *error, gpo
   }
 }
 
+static void stop_debounce(LmwbNeuronView *v) {
+  if (!v->debounce_id) return;
+  g_source_remove(v->debounce_id);
+  v->debounce_id = 0;
+  lmwb_view_busy_changed(LMWB_VIEW(v));
+}
+
 static gboolean debounce_fire(gpointer user) {
   LmwbNeuronView *v = user;
   v->debounce_id = 0;
-  if (v->layer < 0 || !v->model || !v->analysis) return G_SOURCE_REMOVE;
-  if (v->clamp_job) v->clamp_pending = TRUE; /* regenerate with the newest value when this one ends */
-  else start_clamp_job(v);
+  if (v->layer >= 0 && v->model && v->analysis) {
+    if (v->clamp_job) v->clamp_pending = TRUE; /* regenerate with the newest value when this one ends */
+    else start_clamp_job(v);
+  }
+  lmwb_view_busy_changed(LMWB_VIEW(v));
   return G_SOURCE_REMOVE;
 }
 
@@ -498,24 +529,24 @@ static void on_clamp_changed(GtkAdjustment *adj, gpointer user) {
   v->clamp_on = TRUE;
   if (v->debounce_id) g_source_remove(v->debounce_id);
   v->debounce_id = g_timeout_add(CLAMP_DEBOUNCE_MS, debounce_fire, v);
+  lmwb_view_busy_changed(LMWB_VIEW(v));
 }
 
-void lmwb_neuron_view_set_clamp(LmwbNeuronView *v, double value) {
+static void set_clamp(LmwbNeuronView *v, double value) {
   if (v->layer < 0) return;
   if (gtk_adjustment_get_value(v->clamp_adj) == value) on_clamp_changed(v->clamp_adj, v);
   else gtk_adjustment_set_value(v->clamp_adj, value);
 }
 
-void lmwb_neuron_view_clear_clamp(LmwbNeuronView *v) {
-  if (v->debounce_id) g_source_remove(v->debounce_id);
-  v->debounce_id = 0;
+static void clear_clamp(LmwbNeuronView *v) {
+  stop_debounce(v);
   v->clamp_on = FALSE;
   v->clamp_pending = FALSE;
   g_clear_pointer(&v->clamped, g_free);
   update_clamp_label(v);
 }
 
-static void sweep_metric(GObject *owner, const char *series, double x, double y, gpointer data) {
+static void sweep_point(GtkWidget *owner, const char *series, double x, double y, gpointer data) {
   LmwbNeuronView *v = LMWB_NEURON_VIEW(owner);
   JobIn *in = data;
   if (in->serial != v->serial) return;
@@ -526,13 +557,13 @@ static void sweep_metric(GObject *owner, const char *series, double x, double y,
   }
 }
 
-static void sweep_done(GObject *owner, gpointer result, const GError *error, gpointer data) {
+static void sweep_done(LmwbJob *job, GtkWidget *owner, gpointer result, const GError *error, gpointer data) {
   LmwbNeuronView *v = LMWB_NEURON_VIEW(owner);
   JobIn *in = data;
-  g_clear_pointer(&v->sweep_job, lmwb_job_unref);
+  if (v->sweep_job == job) v->sweep_job = NULL;
   if (in->serial != v->serial) return;
   if (error) {
-    show_error(v, error);
+    lmwb_view_show_job_error(LMWB_VIEW(v), error);
     return;
   }
   LmwbNeuronSweep *s = result;
@@ -544,9 +575,9 @@ static void sweep_done(GObject *owner, gpointer result, const GError *error, gpo
   }
 }
 
-void lmwb_neuron_view_sweep(LmwbNeuronView *v) {
+static void sweep(LmwbNeuronView *v) {
   if (v->layer < 0 || !v->model || !v->analysis) {
-    gtk_widget_activate_action(GTK_WIDGET(v), "win.show-error", "s", "Select a neuron first: search for a token and click a neuron.");
+    lmwb_view_show_error(LMWB_VIEW(v), "Select a neuron first: search for a token and click a neuron.");
     return;
   }
   if (v->sweep_job) lmwb_job_cancel(v->sweep_job);
@@ -556,10 +587,9 @@ void lmwb_neuron_view_sweep(LmwbNeuronView *v) {
   in->steps = v->sweep_steps;
   in->from = gtk_adjustment_get_lower(v->clamp_adj);
   in->to = gtk_adjustment_get_upper(v->clamp_adj);
-  LmwbModel *m = lmwb_shared_model_get(v->model);
   g_autofree char *tt = NULL;
   if (*in->text) tt = g_strdup(in->text);
-  else tt = lmwb_tokenizer_token_text(m->tokenizer, v->top_token);
+  else tt = lmwb_tokenizer_token_text(v->model->tokenizer, v->top_token);
   g_autofree char *disp = lmwb_token_display(tt);
   g_autofree char *title = g_strdup_printf("p(“%s”) at the next position vs clamp of L%d·N%d", disp, v->layer, v->neuron);
   LmwbPlot *p = lmwb_plot_new(LMWB_PLOT_LINE, title, "clamp value", "p(target)");
@@ -569,30 +599,125 @@ void lmwb_neuron_view_sweep(LmwbNeuronView *v) {
   lmwb_plot_view_set_plot(v->sweep_plot, p);
   v->sweep_points = 0;
   v->sweep_job = start(v, "Sweeping the clamp", run_sweep, in, (GDestroyNotify)lmwb_neuron_sweep_free, sweep_done,
-                       sweep_metric);
-  lmwb_job_ref(v->sweep_job);
+                       sweep_point);
 }
 
-static void on_search_activate(GtkSearchEntry *e, gpointer user) {
-  lmwb_neuron_view_search(user, gtk_editable_get_text(GTK_EDITABLE(e)));
-}
+static void on_search_activate(GtkSearchEntry *e, gpointer user) { search(user, gtk_editable_get_text(GTK_EDITABLE(e))); }
 
 static void on_which_changed(GObject *o, GParamSpec *ps, gpointer user) {
   LmwbNeuronView *v = user;
   const char *text = gtk_editable_get_text(GTK_EDITABLE(v->search_entry));
-  if (text && *text) lmwb_neuron_view_search(v, text);
-  if (v->layer >= 0) lmwb_neuron_view_select(v, v->layer, v->neuron);
+  if (text && *text) search(v, text);
+  if (v->layer >= 0) select_neuron(v, v->layer, v->neuron);
 }
+
+/* ---- actions (neurons.*) ------------------------------------------------------------------- */
+
+static void act_search(GSimpleAction *a, GVariant *p, gpointer user) {
+  lmwb_view_present(user);
+  search(user, g_variant_get_string(p, NULL));
+}
+
+static void act_select(GSimpleAction *a, GVariant *p, gpointer user) {
+  int layer, neuron;
+  if (sscanf(g_variant_get_string(p, NULL), "%d:%d", &layer, &neuron) != 2) {
+    lmwb_view_show_error(user, "neurons.select expects LAYER:NEURON, e.g. 3:127");
+    return;
+  }
+  lmwb_view_present(user);
+  select_neuron(user, layer, neuron);
+}
+
+static void act_clamp(GSimpleAction *a, GVariant *p, gpointer user) { set_clamp(user, g_variant_get_double(p)); }
+static void act_unclamp(GSimpleAction *a, GVariant *p, gpointer user) { clear_clamp(user); }
+static void act_sweep(GSimpleAction *a, GVariant *p, gpointer user) { sweep(user); }
+
+static void act_sweep_steps(GSimpleAction *a, GVariant *p, gpointer user) {
+  LMWB_NEURON_VIEW(user)->sweep_steps = CLAMP(g_variant_get_int32(p), 2, 10000);
+  g_simple_action_set_state(a, p);
+}
+
+static void act_find(GSimpleAction *a, GVariant *p, gpointer user) {
+  lmwb_view_present(user);
+  gtk_widget_grab_focus(GTK_WIDGET(LMWB_NEURON_VIEW(user)->search_entry));
+}
+
+static const GActionEntry actions[] = {
+  {"search", act_search, "s"}, {"select", act_select, "s"}, {"clamp", act_clamp, "d"}, {"unclamp", act_unclamp},
+  {"sweep", act_sweep}, {"sweep-steps", NULL, "i", G_STRINGIFY(SWEEP_STEPS), act_sweep_steps}, {"find", act_find},
+};
+
+static const LmwbShortcut shortcuts[] = {
+  {"neurons.find", "<Control>f", "Search neurons by token"},
+  {"neurons.sweep", "<Control><Shift>s", "Sweep the clamp"},
+  {"neurons.unclamp", "<Control>u", "Remove the clamp"},
+};
+
+/* ---- LmwbView ------------------------------------------------------------------------------ */
+
+static void set_model(LmwbView *view, LmwbModel *m) {
+  LmwbNeuronView *v = LMWB_NEURON_VIEW(view);
+  if (m) lmwb_model_ref(m);
+  g_clear_pointer(&v->model, lmwb_model_unref);
+  v->model = m;
+  v->layer = v->neuron = -1;
+  reset_selection_views(v);
+  set_title(v);
+  clear_hits(v);
+  gtk_label_set_text(v->search_status, "Search the neurons whose decoded top tokens include a token.");
+  gtk_widget_set_sensitive(GTK_WIDGET(v->clamp_scale), FALSE);
+  empty_plots(v);
+}
+
+static void set_analysis(LmwbView *view, LmwbAnalysis *a) {
+  LmwbNeuronView *v = LMWB_NEURON_VIEW(view);
+  if (a) lmwb_analysis_ref(a);
+  g_clear_pointer(&v->analysis, lmwb_analysis_unref);
+  v->analysis = a;
+  /* A new prompt: reload the selected neuron's activations and continuations. */
+  if (v->layer >= 0 && v->model) select_neuron(v, v->layer, v->neuron);
+}
+
+static LmwbPlotView *current_plot(LmwbView *view) { return LMWB_NEURON_VIEW(view)->sweep_plot; }
+
+static gboolean busy(LmwbView *view) { return LMWB_NEURON_VIEW(view)->debounce_id != 0; }
+
+static char *describe(LmwbView *view) {
+  LmwbNeuronView *v = LMWB_NEURON_VIEW(view);
+  GString *s = g_string_new(NULL);
+  g_string_append_printf(s, "neuron hits=%d\n", v->n_hits);
+  g_string_append_printf(s, "neuron selected=%d:%d top_token=%d\n", v->layer, v->neuron, v->top_token);
+  g_autofree char *eb = g_strescape(v->baseline ? v->baseline : "", NULL);
+  g_string_append_printf(s, "neuron baseline=%s\n", eb);
+  g_autofree char *ec = g_strescape(v->clamped ? v->clamped : "", NULL);
+  if (v->clamp_on && v->clamped) g_string_append_printf(s, "neuron clamped value=%g text=%s\n", v->clamped_value, ec);
+  else g_string_append(s, "neuron clamped none\n");
+  g_string_append_printf(s, "neuron sweep_points=%d\n", v->sweep_points);
+  return g_string_free(s, FALSE);
+}
+
+static void view_iface_init(LmwbViewInterface *iface) {
+  static const LmwbViewInfo info = {.id = "neurons", .title = "Neurons", .icon_name = "system-search-symbolic",
+                                    .actions = actions, .n_actions = G_N_ELEMENTS(actions),
+                                    .shortcuts = shortcuts, .n_shortcuts = G_N_ELEMENTS(shortcuts)};
+  iface->info = &info;
+  iface->set_model = set_model;
+  iface->set_analysis = set_analysis;
+  iface->current_plot = current_plot;
+  iface->describe = describe;
+  iface->busy = busy;
+}
+
+/* ---- object -------------------------------------------------------------------------------- */
 
 static void dispose(GObject *o) {
   LmwbNeuronView *v = LMWB_NEURON_VIEW(o);
   if (v->debounce_id) g_source_remove(v->debounce_id);
   v->debounce_id = 0;
-  if (v->clamp_job) lmwb_job_cancel(v->clamp_job);
-  if (v->sweep_job) lmwb_job_cancel(v->sweep_job);
-  g_clear_pointer(&v->clamp_job, lmwb_job_unref);
-  g_clear_pointer(&v->sweep_job, lmwb_job_unref);
-  g_clear_pointer(&v->model, lmwb_shared_model_unref);
+  lmwb_job_cancel(v->clamp_job);
+  lmwb_job_cancel(v->sweep_job);
+  v->clamp_job = v->sweep_job = NULL;
+  g_clear_pointer(&v->model, lmwb_model_unref);
   g_clear_pointer(&v->analysis, lmwb_analysis_unref);
   g_clear_pointer(&v->baseline, g_free);
   g_clear_pointer(&v->clamped, g_free);
@@ -621,57 +746,5 @@ static void lmwb_neuron_view_init(LmwbNeuronView *v) {
   g_signal_connect(v->hit_list, "row-activated", G_CALLBACK(on_row_activated), v);
   g_signal_connect(v->clamp_adj, "value-changed", G_CALLBACK(on_clamp_changed), v);
   g_signal_connect(v->which_drop, "notify::selected", G_CALLBACK(on_which_changed), v);
-  lmwb_plot_view_set_plot(v->tokens_plot, lmwb_plot_new(LMWB_PLOT_BAR, "Decoded top tokens", "probability", NULL));
-  lmwb_plot_view_set_plot(v->act_plot, lmwb_plot_new(LMWB_PLOT_BAR, "Activation at each prompt position", "mlp.hook_post", NULL));
-  lmwb_plot_view_set_plot(v->sweep_plot, lmwb_plot_new(LMWB_PLOT_LINE, "Clamp sweep", "clamp value", "p(target)"));
+  empty_plots(v);
 }
-
-void lmwb_neuron_view_set_job_starter(LmwbNeuronView *v, LmwbJobStarter fn, gpointer host) {
-  v->start_job = fn;
-  v->host = host;
-}
-
-void lmwb_neuron_view_set_model(LmwbNeuronView *v, LmwbSharedModel *m) {
-  if (m) lmwb_shared_model_ref(m);
-  g_clear_pointer(&v->model, lmwb_shared_model_unref);
-  v->model = m;
-  v->layer = v->neuron = -1;
-  reset_selection_views(v);
-  set_title(v);
-  GtkWidget *c;
-  while ((c = gtk_widget_get_first_child(GTK_WIDGET(v->hit_list)))) gtk_list_box_remove(v->hit_list, c);
-  v->n_hits = 0;
-  gtk_label_set_text(v->search_status, "Search the neurons whose decoded top tokens include a token.");
-  gtk_widget_set_sensitive(GTK_WIDGET(v->clamp_scale), FALSE);
-  lmwb_plot_view_set_plot(v->tokens_plot, lmwb_plot_new(LMWB_PLOT_BAR, "Decoded top tokens", "probability", NULL));
-  lmwb_plot_view_set_plot(v->act_plot, lmwb_plot_new(LMWB_PLOT_BAR, "Activation at each prompt position", "mlp.hook_post", NULL));
-}
-
-void lmwb_neuron_view_set_analysis(LmwbNeuronView *v, LmwbAnalysis *a) {
-  if (a) lmwb_analysis_ref(a);
-  g_clear_pointer(&v->analysis, lmwb_analysis_unref);
-  v->analysis = a;
-  /* A new prompt: reload the selected neuron's activations and continuations. */
-  if (v->layer >= 0 && v->model) lmwb_neuron_view_select(v, v->layer, v->neuron);
-}
-
-void lmwb_neuron_view_focus_search(LmwbNeuronView *v) { gtk_widget_grab_focus(GTK_WIDGET(v->search_entry)); }
-
-LmwbPlotView *lmwb_neuron_view_plot(LmwbNeuronView *v, int which) {
-  return which == 0 ? v->tokens_plot : which == 1 ? v->act_plot : v->sweep_plot;
-}
-
-char *lmwb_neuron_view_describe(LmwbNeuronView *v) {
-  GString *s = g_string_new(NULL);
-  g_string_append_printf(s, "neuron hits=%d\n", v->n_hits);
-  g_string_append_printf(s, "neuron selected=%d:%d top_token=%d\n", v->layer, v->neuron, v->top_token);
-  g_autofree char *eb = g_strescape(v->baseline ? v->baseline : "", NULL);
-  g_string_append_printf(s, "neuron baseline=%s\n", eb);
-  g_autofree char *ec = g_strescape(v->clamped ? v->clamped : "", NULL);
-  if (v->clamp_on && v->clamped) g_string_append_printf(s, "neuron clamped value=%g text=%s\n", v->clamped_value, ec);
-  else g_string_append(s, "neuron clamped none\n");
-  g_string_append_printf(s, "neuron sweep_points=%d\n", v->sweep_points);
-  return g_string_free(s, FALSE);
-}
-
-void lmwb_neuron_view_set_sweep_steps(LmwbNeuronView *v, int steps) { v->sweep_steps = CLAMP(steps, 2, 10000); }

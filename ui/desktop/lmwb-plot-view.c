@@ -3,7 +3,9 @@
 struct _LmwbPlotView {
   GtkDrawingArea parent;
   LmwbPlot *plot;
-  guint64 drawn_version;
+  guint generation;       /* bumped by every set_plot */
+  guint drawn_generation; /* what the last draw showed: this plot… */
+  guint64 drawn_version;  /* …at this version */
   gint64 drawn_at; /* monotonic µs of the last draw */
   gboolean dark;
   LmwbPlotTooltipFunc tip_fn;
@@ -24,6 +26,7 @@ static gboolean theme_is_dark(GtkWidget *w) {
 
 static void draw(GtkDrawingArea *area, cairo_t *cr, int w, int h, gpointer user) {
   LmwbPlotView *v = LMWB_PLOT_VIEW(area);
+  v->drawn_generation = v->generation;
   if (!v->plot) return;
   gboolean dark = theme_is_dark(GTK_WIDGET(v));
   if (dark != v->dark) {
@@ -167,6 +170,7 @@ void lmwb_plot_view_set_plot(LmwbPlotView *v, LmwbPlot *plot) {
   if (v->plot == plot) return;
   g_clear_pointer(&v->plot, lmwb_plot_free);
   v->plot = plot;
+  v->generation++;
   v->dark = FALSE;
   if (plot) {
     v->dark = theme_is_dark(GTK_WIDGET(v));
@@ -176,6 +180,13 @@ void lmwb_plot_view_set_plot(LmwbPlotView *v, LmwbPlot *plot) {
 }
 
 LmwbPlot *lmwb_plot_view_get_plot(LmwbPlotView *v) { return v->plot; }
+
+gboolean lmwb_plot_view_is_drawn(LmwbPlotView *v) {
+  GtkWidget *w = GTK_WIDGET(v);
+  if (!gtk_widget_get_mapped(w) || gtk_widget_get_width(w) <= 0 || gtk_widget_get_height(w) <= 0) return TRUE;
+  if (v->drawn_generation != v->generation) return FALSE;
+  return !v->plot || lmwb_plot_version(v->plot) == v->drawn_version;
+}
 
 void lmwb_plot_view_set_tooltip_func(LmwbPlotView *v, LmwbPlotTooltipFunc fn, gpointer user) {
   v->tip_fn = fn;

@@ -16,6 +16,9 @@ GtkWidget *lmwb_plot_view_new(void);
 /* The view takes ownership of plot (NULL: "no data" placeholder). */
 void lmwb_plot_view_set_plot(LmwbPlotView *v, LmwbPlot *plot);
 LmwbPlot *lmwb_plot_view_get_plot(LmwbPlotView *v);
+/* TRUE when the screen shows the current plot with all its points (or the view is not shown):
+ * FALSE from set_plot or a streamed point until the next draw. */
+gboolean lmwb_plot_view_is_drawn(LmwbPlotView *v);
 void lmwb_plot_view_set_tooltip_func(LmwbPlotView *v, LmwbPlotTooltipFunc fn, gpointer user);
 /* Save at the view's current size (at least 480×320) by the extension of path. */
 gboolean lmwb_plot_view_export(LmwbPlotView *v, const char *path, GError **error);

@@ -1,19 +1,20 @@
 #include "ui/desktop/lmwb-script.h"
-#include "ui/desktop/lmwb-job.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define TICK_MS 20
-#define IDLE_SETTLE_MS 400 /* no job for this long: the clamp's debounce cannot start a new one */
+#define READY_TIMEOUT_S 120
 
 typedef struct {
   char **lines;
   int n, next;
   LmwbWindow *win;
   int *status;
-  /* idle */
-  gint64 idle_deadline, idle_since;
+  /* wait-ready */
+  gulong ready_id;
+  guint ready_timeout_id;
+  int ready_secs;
   /* ticks */
   guint tick_id;
   gint64 tick_start, tick_last, tick_max_gap;
@@ -49,21 +50,42 @@ static gboolean tick(gpointer p) {
   return G_SOURCE_CONTINUE;
 }
 
-static gboolean idle_poll(gpointer p) {
+static void stop_waiting(Script *s) {
+  g_clear_signal_handler(&s->ready_id, s->win);
+  g_clear_handle_id(&s->ready_timeout_id, g_source_remove);
+}
+
+static void quit(Script *s) {
+  GApplication *app = G_APPLICATION(gtk_window_get_application(GTK_WINDOW(s->win)));
+  g_action_group_activate_action(G_ACTION_GROUP(app), "quit", NULL);
+}
+
+static void on_ready(LmwbWindow *w, gpointer p) {
   Script *s = p;
-  gint64 now = g_get_monotonic_time();
-  if (lmwb_job_running_count() > 0) s->idle_since = 0;
-  else if (!s->idle_since) s->idle_since = now;
-  if (s->idle_since && now - s->idle_since >= IDLE_SETTLE_MS * 1000) {
-    next_soon(s);
-    return G_SOURCE_REMOVE;
-  }
-  if (now > s->idle_deadline) {
-    fail(s, "idle: jobs still running at the timeout");
-    next_soon(s);
-    return G_SOURCE_REMOVE;
-  }
-  return G_SOURCE_CONTINUE;
+  stop_waiting(s);
+  /* The X server has everything the frame sent before a screenshot asks it. */
+  gdk_display_sync(gtk_widget_get_display(GTK_WIDGET(w)));
+  next_soon(s);
+}
+
+static gboolean ready_timeout(gpointer p) {
+  Script *s = p;
+  s->ready_timeout_id = 0;
+  stop_waiting(s);
+  g_autofree char *why = lmwb_window_not_ready(s->win);
+  fail(s, "wait-ready: not ready after %d s: %s", s->ready_secs, why ? why : "no frame was painted");
+  g_autofree char *d = lmwb_window_describe(s->win);
+  printf("--- dump\n%s--- end\n", d);
+  fflush(stdout);
+  quit(s);
+  return G_SOURCE_REMOVE;
+}
+
+static void wait_ready(Script *s, int secs) {
+  s->ready_secs = secs > 0 ? secs : READY_TIMEOUT_S;
+  s->ready_id = g_signal_connect(s->win, "ready", G_CALLBACK(on_ready), s);
+  s->ready_timeout_id = g_timeout_add_seconds(s->ready_secs, ready_timeout, s);
+  gtk_widget_queue_draw(GTK_WIDGET(s->win)); /* a frame soon: a window that is ready now says so */
 }
 
 static void shot_done(GObject *src, GAsyncResult *res, gpointer p) {
@@ -89,22 +111,26 @@ static void do_action(Script *s, const char *arg) {
       return;
     }
   }
-  GActionGroup *group = NULL;
+  /* app.* from the application, win.* and the views' actions (neurons.clamp) from the window. */
   const char *dot = strchr(name ? name : "", '.');
-  if (dot && !strncmp(name, "win.", 4)) group = G_ACTION_GROUP(s->win);
-  else if (dot && !strncmp(name, "app.", 4)) group = G_ACTION_GROUP(gtk_window_get_application(GTK_WINDOW(s->win)));
-  if (!group || !g_action_group_has_action(group, dot + 1)) {
+  gboolean found = FALSE;
+  if (dot && !strncmp(name, "app.", 4)) {
+    GActionGroup *app = G_ACTION_GROUP(gtk_window_get_application(GTK_WINDOW(s->win)));
+    found = g_action_group_has_action(app, dot + 1);
+    if (found) g_action_group_activate_action(app, dot + 1, param);
+  } else if (dot) {
+    found = gtk_widget_activate_action_variant(GTK_WIDGET(s->win), name, param);
+  }
+  if (!found) {
     fail(s, "action %s: no such action", name ? name : "");
     if (param) g_variant_unref(g_variant_ref_sink(param));
-    return;
   }
-  g_action_group_activate_action(group, dot + 1, param);
 }
 
 static void step(Script *s) {
   while (s->next < s->n) {
     char *line = g_strstrip(s->lines[s->next++]);
-    if (!*line || line[0] == '#') continue;
+    if (!line || !*line || line[0] == '#') continue;
     char *arg = strchr(line, ' ');
     if (arg) *arg++ = 0;
     else arg = "";
@@ -117,11 +143,8 @@ static void step(Script *s) {
     } else if (!strcmp(line, "wait")) {
       g_timeout_add(MAX(0, atoi(arg)), step_cb, s);
       return;
-    } else if (!strcmp(line, "idle")) {
-      int secs = *arg ? atoi(arg) : 120;
-      s->idle_deadline = g_get_monotonic_time() + (gint64)secs * G_USEC_PER_SEC;
-      s->idle_since = 0;
-      g_timeout_add(50, idle_poll, s);
+    } else if (!strcmp(line, "wait-ready") || !strcmp(line, "idle")) {
+      wait_ready(s, atoi(arg));
       return;
     } else if (!strcmp(line, "shot")) {
       GError *err = NULL;
@@ -156,8 +179,7 @@ static void step(Script *s) {
       fail(s, "unknown command \"%s\"", line);
     }
   }
-  GApplication *app = G_APPLICATION(gtk_window_get_application(GTK_WINDOW(s->win)));
-  g_action_group_activate_action(G_ACTION_GROUP(app), "quit", NULL);
+  quit(s);
 }
 
 gboolean lmwb_script_run(const char *path, LmwbWindow *w, int *status, GError **error) {

@@ -1,6 +1,8 @@
-/* The workbench window: header bar with the view switcher, an error banner, the prompt, the
- * Model / Logit Lens / Neurons views and a status bar with the running job's progress and Cancel.
- * Holds the one shared copy of the model; every command is a GAction (win.*), so the menu, the
+/* The workbench window: header bar with the view switcher, an error banner, the prompt, one page
+ * per view of the registry (lmwb-views.h) and a status bar with the running job's progress and
+ * Cancel. Holds the one shared copy of the model and the analysis of the prompt, and hands both to
+ * every view (lmwb-view.h); hosts every job of itself and its views (lmwb-job.h). Every command
+ * is a GAction (win.*, and each view's under its id, e.g. neurons.clamp), so the menu, the
  * keyboard, the test script and D-Bus all drive the same code. */
 #pragma once
 #include <gtk/gtk.h>
@@ -17,3 +19,11 @@ void lmwb_window_show_error(LmwbWindow *w, const char *message);
 char *lmwb_window_describe(LmwbWindow *w);
 /* Rebuild the Open Recent submenu from the recent list. */
 void lmwb_window_refresh_recent(LmwbWindow *w);
+
+/* Ready: no job runs, no view has work queued (LmwbView busy), no page transition or banner
+ * animation runs, and every plot on the screen has drawn its current data. The signal "ready"
+ * (no arguments) is emitted after each painted frame in which the window is ready: what the
+ * screen shows then is complete. To wait for it, connect and queue a draw of the window. */
+gboolean lmwb_window_is_ready(LmwbWindow *w);
+/* Why the window is not ready, in words (g_free), or NULL when it is. */
+char *lmwb_window_not_ready(LmwbWindow *w);
