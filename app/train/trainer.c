@@ -442,7 +442,7 @@ gboolean lmwb_train(const char *recipe_path, gboolean resume, int64_t max_steps_
     lmwb_input_error(error, "cannot write %s", csv_path);
     goto done;
   }
-  if (step == 0) fprintf(csv, "step,tokens,lr,train_loss,valid_loss,grad_norm,tokens_per_s\n");
+  if (step == 0) fprintf(csv, "step,tokens,lr,train_loss,valid_loss,grad_norm,tokens_per_s,step_seconds\n");
 
   r = lmwb_runner_new(m);
   int B = (int)rc.batch, T = (int)rc.seq;
@@ -463,6 +463,7 @@ gboolean lmwb_train(const char *recipe_path, gboolean resume, int64_t max_steps_
     }
     double lr = lmwb_lr_schedule(step, rc.warmup, rc.steps, rc.lr, rc.min_lr);
     double loss_sum = 0;
+    gint64 t_step = g_get_monotonic_time();
     /* Cancel is also checked between forward and backward passes (a step is ~0.5 s): a step cut
      * short is dropped whole, its batch drawn again on resume, so resuming stays exact. */
     const guint64 rng_at_step = rng;
@@ -496,6 +497,7 @@ gboolean lmwb_train(const char *recipe_path, gboolean resume, int64_t max_steps_
     lmwb_model_weights_changed(m);
     step++;
     steps_run++;
+    double step_s = (g_get_monotonic_time() - t_step) / 1e6; /* forward, backward and the update */
     last_train = loss_sum / rc.grad_accum;
     double el = (g_get_monotonic_time() - t_start) / 1e6;
     double tps = steps_run * (double)BT * rc.grad_accum / MAX(el, 1e-9);
@@ -516,8 +518,8 @@ gboolean lmwb_train(const char *recipe_path, gboolean resume, int64_t max_steps_
     }
     char vls[32] = "";
     if (eval_now && !isnan(vl)) g_snprintf(vls, sizeof vls, "%.6f", vl);
-    fprintf(csv, "%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT ",%.6g,%.6f,%s,%.4f,%.1f\n", step,
-            step * (gint64)BT * rc.grad_accum, lr, last_train, vls, gn, tps);
+    fprintf(csv, "%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT ",%.6g,%.6f,%s,%.4f,%.1f,%.4f\n", step,
+            step * (gint64)BT * rc.grad_accum, lr, last_train, vls, gn, tps, step_s);
     fflush(csv);
     char stage[96];
     g_snprintf(stage, sizeof stage, "step %" G_GINT64_FORMAT " loss %.3f %.0f tok/s", step, last_train, tps);

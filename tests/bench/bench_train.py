@@ -7,7 +7,9 @@ Usage: bench_train.py LMWB_BATCH [MODEL_DIR]
 The shape is the built-in model's (GPT-2: 4 layers, d_model 256, 8 heads, vocab 8192, context 128),
 batch 16 x 128 tokens, AdamW, 2 threads. PyTorch runs its eager GPT-2 (written out below from the
 GPT-2 definition) with torch.optim.AdamW; lmwb-batch runs a short recipe on the built-in model's
-tokenizer and a slice of text. Both: warm-up steps excluded, best steady rate reported.
+tokenizer and a slice of text. Both are timed per step (lmwb-batch writes each step's seconds to
+metrics.csv) and summarised the same way: the first two steps excluded as warm-up, the mean of the
+fastest half of the rest.
 Prints a table and, on the last line, JSON with both rates and the ratio.
 """
 import json, math, os, subprocess, sys, tempfile, time
@@ -66,8 +68,13 @@ def torch_rate():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         times.append(time.perf_counter() - t0)
-    steady = sorted(times[2:])[: max(3, len(times) // 2)]
-    return B * T / (sum(steady) / len(steady))
+    return B * T / steady(times)
+
+
+def steady(times):
+    """Seconds of a steady step: warm-up excluded, mean of the fastest half (both sides alike)."""
+    rest = sorted(times[2:])[: max(3, len(times) // 2)]
+    return sum(rest) / len(rest)
 
 
 def lmwb_rate(batch, model_dir):
@@ -90,8 +97,10 @@ def lmwb_rate(batch, model_dir):
         rp = os.path.join(d, "r.json")
         with open(rp, "w") as f:
             json.dump(recipe, f)
-        out = subprocess.run([batch, "train", "--recipe", rp], capture_output=True, text=True, check=True)
-        return json.loads(out.stdout)["tokens_per_s"]
+        subprocess.run([batch, "train", "--recipe", rp], capture_output=True, text=True, check=True)
+        with open(os.path.join(d, "out", "metrics.csv")) as f:
+            rows = [line.strip().split(",") for line in f][1:]
+        return B * T / steady([float(r[-1]) for r in rows])
 
 
 def main():
