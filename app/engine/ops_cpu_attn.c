@@ -2,14 +2,15 @@
  *
  * Layouts (ops.h): q, z [B,T,Hq*hd]; k, v [B,Tcap,Hkv*hd]; pattern [B,Hq,T,Tk], Tk = past+T.
  * Row r = (b*Hq + h)*T + t of the pattern is query t of head h in sequence b, so row-parallel
- * loops need no index juggling. The forward mix and both softmax-side backward loops use a key
- * only where the pattern is non-zero: a cache row that was never written may hold anything, and
- * 0 * NaN would poison the row. */
+ * loops need no index juggling. Every key row j < Tk = past + T has been written (by this run or
+ * the cache), so the GEMMs over all of them read only real values; attention uses only the keys
+ * each query may see. */
 #include "app/engine/ops_cpu.h"
 #include "app/engine/ops_cpu_math.h"
 
+#include <cblas.h>
+#include <glib.h>
 #include <math.h>
-#include <omp.h>
 #include <string.h>
 
 /* Work (in multiply-adds) below which a loop runs on one thread. */
@@ -23,22 +24,42 @@ static inline int kv_head(int h, int Hq, int Hkv) {
   return kh < Hkv ? kh : Hkv - 1;
 }
 
-static inline float dot(const float *a, const float *b, int n) {
-  float s = 0.f;
-#pragma omp simd reduction(+ : s)
-  for (int i = 0; i < n; i++) s += a[i] * b[i];
-  return s;
-}
-
-static inline void axpy(float *y, float a, const float *x, int n) {
-#pragma omp simd
-  for (int i = 0; i < n; i++) y[i] += a * x[i];
-}
-
 static bool shapes_ok(int B, int T, int past, int Tcap, int Hq, int Hkv, int hd) {
   return B > 0 && T > 0 && past >= 0 && past + T <= Tcap && Hq > 0 && Hkv > 0 && hd > 0;
 }
 
+/* Row-major GEMM on the calling thread (inside the parallel loops below OpenBLAS runs single-
+ * threaded): C = alpha op(A) op(B) + beta C. */
+static inline void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *Bm,
+                        int ldb, float beta, float *C, int ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
+              Bm, ldb, beta, C, ldc);
+}
+
+/* Keys query t of sequence b attends: j < jend (0: none, a padded query). */
+static inline int keys_of(int t, int past, int b, const int *lens) {
+  int qpos = past + t, jend = qpos + 1; /* causal: keys 0..qpos */
+  if (lens && lens[b] < jend) jend = lens[b];
+  if (lens && qpos >= lens[b]) jend = 0;
+  return jend;
+}
+
+/* Keys a block of pattern rows uses: one past the last non-zero column. Padding keys come last,
+ * so the products that read key rows stop there (a padding row may hold anything). */
+static int used_keys(const float *P, int T, int Tk) {
+  int used = 0;
+  for (int t = 0; t < T; t++)
+    for (int j = Tk - 1; j >= used; j--)
+      if (P[(size_t)t * Tk + j] != 0.f) {
+        used = j + 1;
+        break;
+      }
+  return used;
+}
+
+/* Each (sequence, head) block is a few small GEMMs on one thread; the blocks run in parallel. The
+ * GEMMs cover every key j < Tk (the causal zeros cost less than branching around them); the
+ * softmax then keeps only the keys each query attends. */
 void lmwb_cpu_attn_pattern_fwd(float *pattern, const float *q, const float *k, int B, int T,
                                int past, int Tcap, int Hq, int Hkv, int hd, const int *lens) {
   const int Tk = past + T;
@@ -48,39 +69,27 @@ void lmwb_cpu_attn_pattern_fwd(float *pattern, const float *q, const float *k, i
     return;
   }
   const float scale = 1.0f / sqrtf((float)hd);
-  const long rows = (long)B * Hq * T;
-  const size_t qs = (size_t)Hq * hd, ks = (size_t)Hkv * hd;
-#pragma omp parallel for schedule(dynamic, 4) if ((size_t)rows * Tk * hd > PAR_MIN)
-  for (long r = 0; r < rows; r++) {
-    int t = (int)(r % T);
-    int h = (int)((r / T) % Hq);
-    int b = (int)(r / ((long)T * Hq));
-    float *p = pattern + (size_t)r * Tk;
-    int qpos = past + t;
-    int jend = qpos + 1; /* causal: keys 0..qpos */
-    if (lens && lens[b] < jend) jend = lens[b];
-    if (lens && qpos >= lens[b]) jend = 0; /* a padded query attends nothing */
-    if (jend <= 0) {
-      memset(p, 0, sizeof(float) * (size_t)Tk);
-      continue;
-    }
-    const float *qv = q + ((size_t)b * T + t) * qs + (size_t)h * hd;
-    const float *kb = k + (size_t)b * Tcap * ks + (size_t)kv_head(h, Hq, Hkv) * hd;
-    float m = -INFINITY;
-    for (int j = 0; j < jend; j++) {
-      float s = dot(qv, kb + (size_t)j * ks, hd) * scale;
-      p[j] = s;
-      m = s > m ? s : m;
-    }
-    float sum = 0.f;
+  const int qs = Hq * hd, ks = Hkv * hd;
+#pragma omp parallel for schedule(dynamic, 1) if ((size_t)B * Hq * T * Tk * hd > PAR_MIN)
+  for (long task = 0; task < (long)B * Hq; task++) {
+    int b = (int)(task / Hq), h = (int)(task % Hq);
+    float *P = pattern + (size_t)task * T * Tk;
+    gemm(false, true, T, Tk, hd, scale, q + (size_t)b * T * qs + (size_t)h * hd, qs,
+         k + (size_t)b * Tcap * ks + (size_t)kv_head(h, Hq, Hkv) * hd, ks, 0.f, P, Tk);
+    for (int t = 0; t < T; t++) {
+      float *p = P + (size_t)t * Tk;
+      int jend = keys_of(t, past, b, lens);
+      float m = -INFINITY, sum = 0.f;
+      for (int j = 0; j < jend; j++) m = p[j] > m ? p[j] : m;
 #pragma omp simd reduction(+ : sum)
-    for (int j = 0; j < jend; j++) {
-      p[j] = lmwb_expf(p[j] - m);
-      sum += p[j];
+      for (int j = 0; j < jend; j++) {
+        p[j] = lmwb_expf(p[j] - m);
+        sum += p[j];
+      }
+      float inv = jend ? 1.0f / sum : 0.f;
+      for (int j = 0; j < jend; j++) p[j] *= inv;
+      for (int j = jend; j < Tk; j++) p[j] = 0.f;
     }
-    float inv = 1.0f / sum;
-    for (int j = 0; j < jend; j++) p[j] *= inv;
-    for (int j = jend; j < Tk; j++) p[j] = 0.f;
   }
 }
 
@@ -88,140 +97,83 @@ void lmwb_cpu_attn_mix_fwd(float *z, const float *pattern, const float *v, int B
                            int Tcap, int Hq, int Hkv, int hd) {
   const int Tk = past + T;
   if (!shapes_ok(B, T, past, Tcap, Hq, Hkv, hd)) return;
-  const long rows = (long)B * Hq * T;
-  const size_t zs = (size_t)Hq * hd, vs = (size_t)Hkv * hd;
-#pragma omp parallel for schedule(dynamic, 4) if ((size_t)rows * Tk * hd > PAR_MIN)
-  for (long r = 0; r < rows; r++) {
-    int t = (int)(r % T);
-    int h = (int)((r / T) % Hq);
-    int b = (int)(r / ((long)T * Hq));
-    const float *p = pattern + (size_t)r * Tk;
-    float *zr = z + ((size_t)b * T + t) * zs + (size_t)h * hd;
-    const float *vb = v + (size_t)b * Tcap * vs + (size_t)kv_head(h, Hq, Hkv) * hd;
-    memset(zr, 0, sizeof(float) * (size_t)hd);
-    for (int j = 0; j < Tk; j++)
-      if (p[j] != 0.f) axpy(zr, p[j], vb + (size_t)j * vs, hd);
+  const int zs = Hq * hd, vs = Hkv * hd;
+#pragma omp parallel for schedule(dynamic, 1) if ((size_t)B * Hq * T * Tk * hd > PAR_MIN)
+  for (long task = 0; task < (long)B * Hq; task++) {
+    int b = (int)(task / Hq), h = (int)(task % Hq);
+    const float *P = pattern + (size_t)task * T * Tk;
+    float *zb = z + (size_t)b * T * zs + (size_t)h * hd;
+    int used = used_keys(P, T, Tk);
+    if (used == 0) {
+      for (int t = 0; t < T; t++) memset(zb + (size_t)t * zs, 0, sizeof(float) * (size_t)hd);
+      continue;
+    }
+    gemm(false, false, T, hd, used, 1.f, P, Tk, v + (size_t)b * Tcap * vs + (size_t)kv_head(h, Hq, Hkv) * hd, vs, 0.f,
+         zb, zs);
   }
 }
 
-/* How many key blocks to cut the (b, kv head) tasks into so every thread has work, without
- * recomputing the per-row softmax sums more often than needed. */
-static int key_blocks(int B, int Hkv, int Tk) {
-  int want = 4 * omp_get_max_threads();
-  int tasks = B * Hkv;
-  int nblk = tasks >= want ? 1 : (want + tasks - 1) / tasks;
-  int maxblk = (Tk + 15) / 16;
-  if (nblk > maxblk) nblk = maxblk;
-  return nblk < 1 ? 1 : nblk;
-}
-
+/* The backward tasks are (sequence, kv head) blocks, so the key/value gradients of a group of
+ * query heads are written by one thread. */
 void lmwb_cpu_attn_mix_bwd(float *dpattern, float *dv, const float *dz, const float *pattern,
                            const float *v, int B, int T, int past, int Tcap, int Hq, int Hkv,
                            int hd) {
   const int Tk = past + T;
   if (!shapes_ok(B, T, past, Tcap, Hq, Hkv, hd)) return;
-  const long rows = (long)B * Hq * T;
-  const size_t zs = (size_t)Hq * hd, vs = (size_t)Hkv * hd;
-  if (dpattern) {
-    /* dpattern[j] = dz . v_j for every key j < Tk, masked ones included: that is the gradient of
-     * z = pattern . v, and a method may ask what unmasking a key would do. (Softmax backward
-     * skips masked keys, so junk in a never-written cache row cannot reach dq or dk.) */
-#pragma omp parallel for schedule(dynamic, 4) if ((size_t)rows * Tk * hd > PAR_MIN)
-    for (long r = 0; r < rows; r++) {
-      int t = (int)(r % T);
-      int h = (int)((r / T) % Hq);
-      int b = (int)(r / ((long)T * Hq));
-      float *dp = dpattern + (size_t)r * Tk;
-      const float *dzr = dz + ((size_t)b * T + t) * zs + (size_t)h * hd;
-      const float *vb = v + (size_t)b * Tcap * vs + (size_t)kv_head(h, Hq, Hkv) * hd;
-      for (int j = 0; j < Tk; j++) dp[j] += dot(dzr, vb + (size_t)j * vs, hd);
+  const int zs = Hq * hd, vs = Hkv * hd;
+#pragma omp parallel for schedule(dynamic, 1) if ((size_t)B * Hq * T * Tk * hd > PAR_MIN)
+  for (long task = 0; task < (long)B * Hkv; task++) {
+    int b = (int)(task / Hkv), kh = (int)(task % Hkv);
+    const float *vb = v + (size_t)b * Tcap * vs + (size_t)kh * hd;
+    for (int h = 0; h < Hq; h++) {
+      if (kv_head(h, Hq, Hkv) != kh) continue;
+      size_t blk = ((size_t)b * Hq + h) * T * Tk;
+      const float *dzb = dz + (size_t)b * T * zs + (size_t)h * hd;
+      /* dpattern = dz vᵀ for every key j < Tk, masked ones included: that is the gradient of
+       * z = pattern v, and a method may ask what unmasking a key would do. */
+      if (dpattern) gemm(false, true, T, Tk, hd, 1.f, dzb, zs, vb, vs, 1.f, dpattern + blk, Tk);
+      int used = dv ? used_keys(pattern + blk, T, Tk) : 0;
+      if (used)
+        gemm(true, false, used, hd, T, 1.f, pattern + blk, Tk, dzb, zs, 1.f, dv + (size_t)b * Tcap * vs + (size_t)kh * hd,
+             vs);
     }
   }
-  if (dv) {
-    /* dv_j = sum over the heads of the group and all queries of p[t,j] dz_t: split over
-     * (b, kv head, key block) so each task owns its dv rows. */
-    const int nblk = key_blocks(B, Hkv, Tk);
-    const int JB = (Tk + nblk - 1) / nblk;
-    const long tasks = (long)B * Hkv * nblk;
-#pragma omp parallel for schedule(dynamic, 1) if ((size_t)rows * Tk * hd > PAR_MIN)
-    for (long task = 0; task < tasks; task++) {
-      int blk = (int)(task % nblk);
-      int kh = (int)((task / nblk) % Hkv);
-      int b = (int)(task / ((long)nblk * Hkv));
-      int j0 = blk * JB, j1 = j0 + JB < Tk ? j0 + JB : Tk;
-      float *dvb = dv + (size_t)b * Tcap * vs + (size_t)kh * hd;
-      for (int h = 0; h < Hq; h++) {
-        if (kv_head(h, Hq, Hkv) != kh) continue;
-        for (int t = 0; t < T; t++) {
-          const float *p = pattern + (((size_t)b * Hq + h) * T + t) * Tk;
-          const float *dzr = dz + ((size_t)b * T + t) * zs + (size_t)h * hd;
-          for (int j = j0; j < j1; j++)
-            if (p[j] != 0.f) axpy(dvb + (size_t)j * vs, p[j], dzr, hd);
-        }
-      }
-    }
-  }
-}
-
-/* sum_j p_j dp_j over the keys the row attends (p != 0). */
-static inline float row_pdp(const float *p, const float *dp, int Tk) {
-  float s = 0.f;
-  for (int j = 0; j < Tk; j++)
-    if (p[j] != 0.f) s += p[j] * dp[j];
-  return s;
 }
 
 void lmwb_cpu_attn_pattern_bwd(float *dq, float *dk, const float *dpattern, const float *pattern,
                                const float *q, const float *k, int B, int T, int past, int Tcap,
                                int Hq, int Hkv, int hd) {
   const int Tk = past + T;
-  if (!shapes_ok(B, T, past, Tcap, Hq, Hkv, hd)) return;
+  if (!shapes_ok(B, T, past, Tcap, Hq, Hkv, hd) || (!dq && !dk)) return;
   const float scale = 1.0f / sqrtf((float)hd);
-  const long rows = (long)B * Hq * T;
-  const size_t qs = (size_t)Hq * hd, ks = (size_t)Hkv * hd;
-  /* Softmax backward: ds_j = p_j (dp_j - sum_i p_i dp_i); scores s_j = scale q . k_j. */
-  if (dq) {
-#pragma omp parallel for schedule(dynamic, 4) if ((size_t)rows * Tk * hd > PAR_MIN)
-    for (long r = 0; r < rows; r++) {
-      int t = (int)(r % T);
-      int h = (int)((r / T) % Hq);
-      int b = (int)(r / ((long)T * Hq));
-      const float *p = pattern + (size_t)r * Tk;
-      const float *dp = dpattern + (size_t)r * Tk;
-      float *dqr = dq + ((size_t)b * T + t) * qs + (size_t)h * hd;
-      const float *kb = k + (size_t)b * Tcap * ks + (size_t)kv_head(h, Hq, Hkv) * hd;
-      float pdp = row_pdp(p, dp, Tk);
-      for (int j = 0; j < Tk; j++)
-        if (p[j] != 0.f) axpy(dqr, p[j] * (dp[j] - pdp) * scale, kb + (size_t)j * ks, hd);
-    }
-  }
-  if (dk) {
-    const int nblk = key_blocks(B, Hkv, Tk);
-    const int JB = (Tk + nblk - 1) / nblk;
-    const long tasks = (long)B * Hkv * nblk;
-#pragma omp parallel for schedule(dynamic, 1) if ((size_t)rows * Tk * hd > PAR_MIN)
-    for (long task = 0; task < tasks; task++) {
-      int blk = (int)(task % nblk);
-      int kh = (int)((task / nblk) % Hkv);
-      int b = (int)(task / ((long)nblk * Hkv));
-      int j0 = blk * JB, j1 = j0 + JB < Tk ? j0 + JB : Tk;
-      float *dkb = dk + (size_t)b * Tcap * ks + (size_t)kh * hd;
+  const int qs = Hq * hd, ks = Hkv * hd;
+#pragma omp parallel if ((size_t)B * Hq * T * Tk * hd > PAR_MIN)
+  {
+    /* Softmax backward: ds_j = p_j (dp_j - sum_i p_i dp_i), times the score's scale. */
+    float *ds = g_new(float, (size_t)T * Tk);
+#pragma omp for schedule(dynamic, 1)
+    for (long task = 0; task < (long)B * Hkv; task++) {
+      int b = (int)(task / Hkv), kh = (int)(task % Hkv);
+      const float *kb = k + (size_t)b * Tcap * ks + (size_t)kh * hd;
       for (int h = 0; h < Hq; h++) {
         if (kv_head(h, Hq, Hkv) != kh) continue;
+        size_t blk = ((size_t)b * Hq + h) * T * Tk;
         for (int t = 0; t < T; t++) {
-          size_t r = ((size_t)b * Hq + h) * T + t;
-          const float *p = pattern + r * Tk;
-          bool any = false;
-          for (int j = j0; j < j1; j++) any |= p[j] != 0.f;
-          if (!any) continue; /* e.g. keys after this query: causal zeros */
-          const float *dp = dpattern + r * Tk;
-          const float *qr = q + ((size_t)b * T + t) * qs + (size_t)h * hd;
-          float pdp = row_pdp(p, dp, Tk);
-          for (int j = j0; j < j1; j++)
-            if (p[j] != 0.f) axpy(dkb + (size_t)j * ks, p[j] * (dp[j] - pdp) * scale, qr, hd);
+          const float *p = pattern + blk + (size_t)t * Tk, *dp = dpattern + blk + (size_t)t * Tk;
+          float *d = ds + (size_t)t * Tk, pdp = 0.f;
+          for (int j = 0; j < Tk; j++)
+            if (p[j] != 0.f) pdp += p[j] * dp[j];
+          /* keys a query does not attend have p = 0: no gradient, whatever dp holds there */
+          for (int j = 0; j < Tk; j++) d[j] = p[j] != 0.f ? p[j] * (dp[j] - pdp) * scale : 0.f;
         }
+        const float *qb = q + (size_t)b * T * qs + (size_t)h * hd;
+        int used = used_keys(pattern + blk, T, Tk);
+        if (!used) continue;
+        if (dq) gemm(false, false, T, hd, used, 1.f, ds, Tk, kb, ks, 1.f, dq + (size_t)b * T * qs + (size_t)h * hd, qs);
+        if (dk) gemm(true, false, used, hd, T, 1.f, ds, Tk, qb, qs, 1.f, dk + (size_t)b * Tcap * ks + (size_t)kh * hd, ks);
       }
     }
+    g_free(ds);
   }
 }
 

@@ -114,7 +114,7 @@ def main():
     ref = torch_rate()
     print(f"training step, GPT-2 {L}x{C}, vocab {V}, batch {B}x{T}, 2 threads")
     print(f"  PyTorch eager + AdamW : {ref:8.0f} tokens/s")
-    print(f"  lmwb-batch train      : {ours:8.0f} tokens/s   (includes tokenizing, validation off)")
+    print(f"  lmwb-batch train      : {ours:8.0f} tokens/s   (per step, validation off)")
     print(f"  ratio lmwb / PyTorch  : {ours / ref:8.2f}")
     print(json.dumps({"pytorch_tokens_per_s": ref, "lmwb_tokens_per_s": ours, "ratio": ours / ref}))
 
