@@ -238,9 +238,9 @@ static void xent_fwd(float *losses, const float *logits, const int32_t *tg, int 
   D(losses); D(logits); D(tg);
   RUN(lmwb_cpu_xent_fwd(losses, logits, tg, N, V));
 }
-static void xent_bwd(float *d, const float *logits, const int32_t *tg, const float *scale, int N, int V) {
-  D(d); D(logits); D(tg); D(scale);
-  RUN(lmwb_cpu_xent_bwd(d, logits, tg, scale, N, V));
+static void xent_bwd(float *d, float *losses, const float *logits, const int32_t *tg, const float *scale, int N, int V) {
+  D(d); D(losses); D(logits); D(tg); D(scale);
+  RUN(lmwb_cpu_xent_bwd(d, losses, logits, tg, scale, N, V));
 }
 static void kl_fwd(float *losses, const float *logits, const float *ref, const uint8_t *mask, int N, int V) {
   D(losses); D(logits); D(ref); D(mask);

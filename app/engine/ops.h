@@ -89,9 +89,10 @@ typedef struct LmwbOps {
 
   /* Softmax cross-entropy per row: losses[n] = -log softmax(logits[n])[targets[n]];
    * rows with targets[n] < 0 get loss 0 and no gradient.
-   * Backward: dlogits[n] += scale[n] * (softmax(logits[n]) - onehot(targets[n])) (scale NULL: 1). */
+   * Backward: dlogits[n] += scale[n] * (softmax(logits[n]) - onehot(targets[n])) (scale NULL: 1);
+   * with losses non-NULL it also writes the forward's losses, from the same pass over the row. */
   void (*xent_fwd)(float *losses, const float *logits, const int32_t *targets, int N, int V);
-  void (*xent_bwd)(float *dlogits, const float *logits, const int32_t *targets, const float *scale,
+  void (*xent_bwd)(float *dlogits, float *losses, const float *logits, const int32_t *targets, const float *scale,
                    int N, int V);
   /* KL(P_ref || softmax(logits)) per row, with the reference given as log-probabilities [N,V].
    * Rows with mask[n] == 0 are skipped (mask NULL: all rows).

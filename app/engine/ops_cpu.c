@@ -375,18 +375,22 @@ void lmwb_cpu_xent_fwd(float *losses, const float *logits, const int32_t *target
   }
 }
 
-void lmwb_cpu_xent_bwd(float *dlogits, const float *logits, const int32_t *targets,
+void lmwb_cpu_xent_bwd(float *dlogits, float *losses, const float *logits, const int32_t *targets,
                        const float *scale, int N, int V) {
   if (!dlogits) return;
 #pragma omp parallel for schedule(static) if ((size_t)N * V > PAR_MIN)
   for (int n = 0; n < N; n++) {
     int32_t t = targets[n];
-    if (t < 0 || t >= V) continue;
+    if (t < 0 || t >= V) {
+      if (losses) losses[n] = 0.f;
+      continue;
+    }
     const float *l = logits + (size_t)n * V;
     float *d = dlogits + (size_t)n * V;
     float s = scale ? scale[n] : 1.f;
     float m, se;
     row_max_sum(l, V, &m, &se);
+    if (losses) losses[n] = (m - l[t]) + logf(se);
     float k = s / se;
     for (int i = 0; i < V; i++) d[i] += k * lmwb_expf(l[i] - m);
     d[t] -= s;

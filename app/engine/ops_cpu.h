@@ -56,7 +56,7 @@ void lmwb_cpu_swiglu_bwd(float *dgate, float *dup, const float *dy, const float 
                          const float *up, size_t n, bool frozen);
 
 void lmwb_cpu_xent_fwd(float *losses, const float *logits, const int32_t *targets, int N, int V);
-void lmwb_cpu_xent_bwd(float *dlogits, const float *logits, const int32_t *targets,
+void lmwb_cpu_xent_bwd(float *dlogits, float *losses, const float *logits, const int32_t *targets,
                        const float *scale, int N, int V);
 void lmwb_cpu_kl_fwd(float *losses, const float *logits, const float *ref_logprobs,
                      const uint8_t *mask, int N, int V);

@@ -288,16 +288,27 @@ void rn_linear_fwd(LmwbRunner *r, float *y, const float *x, const float *W, cons
   }
 }
 
-void rn_linear_bwd(LmwbRunner *r, float *dx, float *dW, float *db, const float *dy, const float *x, const float *W,
-                   const LmwbLowRank *lr, int N, int in, int out) {
-  r->o->linear_bwd(dx, dW, db, dy, x, W, N, in, out);
-  if (!dx) return;
+static void lowrank_bwd(LmwbRunner *r, float *dx, const float *dy, const LmwbLowRank *lr, int N, int in, int out) {
   for (; lr; lr = lr->next) {
     float *t = r->lr_scratch.p;
     r->be->sgemm(false, false, N, lr->rank, out, 1.f, dy, out, lr->U, lr->rank, 0.f, t, lr->rank);
     r->be->sgemm(false, true, N, in, lr->rank, 1.f, t, lr->rank, lr->V, lr->rank, 1.f, dx, in);
   }
 }
+
+void rn_linear_bwd_fresh(LmwbRunner *r, float *dx, float *dW, float *db, const float *dy, const float *x,
+                         const float *W, const LmwbLowRank *lr, int N, int in, int out) {
+  r->be->sgemm(false, false, N, in, out, 1.f, dy, out, W, in, 0.f, dx, in); /* dx = dy W */
+  r->o->linear_bwd(NULL, dW, db, dy, x, W, N, in, out);
+  lowrank_bwd(r, dx, dy, lr, N, in, out);
+}
+
+void rn_linear_bwd(LmwbRunner *r, float *dx, float *dW, float *db, const float *dy, const float *x, const float *W,
+                   const LmwbLowRank *lr, int N, int in, int out) {
+  r->o->linear_bwd(dx, dW, db, dy, x, W, N, in, out);
+  if (dx) lowrank_bwd(r, dx, dy, lr, N, in, out);
+}
+
 
 /* ---- forward ----------------------------------------------------------------------------------- */
 

@@ -52,12 +52,10 @@ static void mlp_bwd(Bwd *b, int l, float *dx_target, const float *x_in) {
   int N = r->B * r->T, C = c->d_model, F = c->d_ff;
   bool frozen = b->opt->freeze & LMWB_FREEZE_MLP;
   done(b, LMWB_SITE_MLP_OUT, l);
-  zero_site(r, LMWB_SITE_MLP_POST, l);
-  rn_linear_bwd(r, G(LMWB_SITE_MLP_POST, l), PG(w_down), PG(b_down), G(LMWB_SITE_MLP_OUT, l), A(LMWB_SITE_MLP_POST, l),
+  rn_linear_bwd_fresh(r, G(LMWB_SITE_MLP_POST, l), PG(w_down), PG(b_down), G(LMWB_SITE_MLP_OUT, l), A(LMWB_SITE_MLP_POST, l),
                 w->w_down, lr->w_down, N, F, C);
   done(b, LMWB_SITE_MLP_POST, l);
   zero_site(r, LMWB_SITE_MLP_PRE, l);
-  zero_site(r, LMWB_SITE_LN2, l);
   float *dln2 = G(LMWB_SITE_LN2, l), *ln2 = A(LMWB_SITE_LN2, l);
   if (c->gated_mlp) {
     zero_site(r, LMWB_SITE_MLP_PRE_LINEAR, l);
@@ -65,13 +63,13 @@ static void mlp_bwd(Bwd *b, int l, float *dx_target, const float *x_in) {
                   A(LMWB_SITE_MLP_PRE, l), A(LMWB_SITE_MLP_PRE_LINEAR, l), (size_t)N * F, frozen);
     done(b, LMWB_SITE_MLP_PRE, l);
     done(b, LMWB_SITE_MLP_PRE_LINEAR, l);
-    rn_linear_bwd(r, dln2, PG(w_gate), NULL, G(LMWB_SITE_MLP_PRE, l), ln2, w->w_gate, lr->w_gate, N, C, F);
+    rn_linear_bwd_fresh(r, dln2, PG(w_gate), NULL, G(LMWB_SITE_MLP_PRE, l), ln2, w->w_gate, lr->w_gate, N, C, F);
     rn_linear_bwd(r, dln2, PG(w_up), PG(b_up), G(LMWB_SITE_MLP_PRE_LINEAR, l), ln2, w->w_up, lr->w_up, N, C, F);
   } else {
     o->gelu_bwd(G(LMWB_SITE_MLP_PRE, l), G(LMWB_SITE_MLP_POST, l), A(LMWB_SITE_MLP_PRE, l), (size_t)N * F,
                 c->act == LMWB_ACT_GELU_TANH, frozen);
     done(b, LMWB_SITE_MLP_PRE, l);
-    rn_linear_bwd(r, dln2, PG(w_up), PG(b_up), G(LMWB_SITE_MLP_PRE, l), ln2, w->w_up, lr->w_up, N, C, F);
+    rn_linear_bwd_fresh(r, dln2, PG(w_up), PG(b_up), G(LMWB_SITE_MLP_PRE, l), ln2, w->w_up, lr->w_up, N, C, F);
   }
   done(b, LMWB_SITE_LN2, l);
   bool fz = b->opt->freeze & LMWB_FREEZE_NORM;
@@ -126,8 +124,8 @@ static void attention_bwd(Bwd *b, int l, float *dx, const float *x) {
   gboolean rope = !c->learned_pos;
   done(b, LMWB_SITE_ATTN_OUT, l);
   float *dout = G(LMWB_SITE_ATTN_OUT, l), *dz = G(LMWB_SITE_Z, l), *z = A(LMWB_SITE_Z, l);
-  zero_site(r, LMWB_SITE_Z, l);
   if (r->run_sites & LMWB_RUN_ATTN_RESULT) {
+    zero_site(r, LMWB_SITE_Z, l);
     float *dres = G(LMWB_SITE_RESULT, l);
     o->heads_spread(dres, dout, N, H, C);
     if (PG(bo)) o->bias_bwd(PG(bo), dout, N, C);
@@ -136,7 +134,7 @@ static void attention_bwd(Bwd *b, int l, float *dx, const float *x) {
       rn_head_linear_bwd(r, dz + (size_t)h * hd, qd, PG(wo) ? PG(wo) + (size_t)h * hd : NULL, dres + (size_t)h * C,
                          H * C, z + (size_t)h * hd, w->wo + (size_t)h * hd, qd, lr->wo, 0, h * hd, N, hd, C);
   } else {
-    rn_linear_bwd(r, dz, PG(wo), PG(bo), dout, z, w->wo, lr->wo, N, qd, C);
+    rn_linear_bwd_fresh(r, dz, PG(wo), PG(bo), dout, z, w->wo, lr->wo, N, qd, C);
   }
   done(b, LMWB_SITE_Z, l);
   zero_site(r, LMWB_SITE_PATTERN, l);
@@ -167,8 +165,7 @@ static void attention_bwd(Bwd *b, int l, float *dx, const float *x) {
     return;
   }
   float *dln1 = G(LMWB_SITE_LN1, l), *ln1 = A(LMWB_SITE_LN1, l);
-  zero_site(r, LMWB_SITE_LN1, l);
-  rn_linear_bwd(r, dln1, PG(wq), PG(bq), G(LMWB_SITE_Q, l), ln1, w->wq, lr->wq, N, C, qd);
+  rn_linear_bwd_fresh(r, dln1, PG(wq), PG(bq), G(LMWB_SITE_Q, l), ln1, w->wq, lr->wq, N, C, qd);
   rn_linear_bwd(r, dln1, PG(wk), PG(bk), G(LMWB_SITE_K, l), ln1, w->wk, lr->wk, N, C, kd);
   rn_linear_bwd(r, dln1, PG(wv), PG(bv), G(LMWB_SITE_V, l), ln1, w->wv, lr->wv, N, C, kd);
   done(b, LMWB_SITE_LN1, l);

@@ -90,6 +90,9 @@ void rn_linear_fwd(LmwbRunner *r, float *y, const float *x, const float *W, cons
                    int N, int in, int out);
 void rn_linear_bwd(LmwbRunner *r, float *dx, float *dW, float *db, const float *dy, const float *x, const float *W,
                    const LmwbLowRank *lr, int N, int in, int out);
+/* The same with dx overwritten instead of added to (its first writer: no zeroing needed). */
+void rn_linear_bwd_fresh(LmwbRunner *r, float *dx, float *dW, float *db, const float *dy, const float *x,
+                         const float *W, const LmwbLowRank *lr, int N, int in, int out);
 /* One head's slice of a linear, on strided rows: y[N,out] (row stride ldy) = x[N,in] (ldx) W^T with
  * W [out,in] (ldw), plus the low-rank changes whose U rows start at u_row and V rows at v_row.
  * Backward: dx += dy W + (dy U) V^T, dW += dy^T x (NULL: skipped). */

@@ -82,13 +82,13 @@ static gboolean next_token(LmwbRunner *r, const LmwbLoss *t, double w, double *v
   for (size_t i = 0; i < N; i++) scale[i] = (float)(w / (double)cnt);
   r->be->to_device(r->loss_targets.p, tg, N * sizeof(int32_t));
   const int32_t *tgd = (const int32_t *)r->loss_targets.p;
-  r->o->xent_fwd(r->loss_rows.p, r->logits.p, tgd, (int)N, V);
+  /* the gradient and the losses in one pass over the logits */
+  r->o->xent_bwd(r->dlogits.p, r->loss_rows.p, r->logits.p, tgd, on_device(r, &r->loss_scale, scale, N), (int)N, V);
   r->be->to_host(losses, r->loss_rows.p, N * sizeof(float));
   double sum = 0;
   for (size_t i = 0; i < N; i++)
     if (tg[i] >= 0) sum += losses[i];
   *value = sum / (double)cnt;
-  r->o->xent_bwd(r->dlogits.p, r->logits.p, tgd, on_device(r, &r->loss_scale, scale, N), (int)N, V);
   return TRUE;
 }
 

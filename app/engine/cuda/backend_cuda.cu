@@ -462,14 +462,18 @@ __global__ void k_loss_fwd(float *loss, const float *logits, const int32_t *tg, 
   kl = block_sum(kl);
   if (threadIdx.x == 0) loss[n] = kl;
 }
-__global__ void k_loss_bwd(float *d, const float *logits, const int32_t *tg, const float *ref,
+__global__ void k_loss_bwd(float *d, float *loss, const float *logits, const int32_t *tg, const float *ref,
                            const float *scale, int V, int kind) {
   int n = blockIdx.x;
-  if (kind == 0 && (tg[n] < 0 || tg[n] >= V)) return;
+  if (kind == 0 && (tg[n] < 0 || tg[n] >= V)) {
+    if (loss && threadIdx.x == 0) loss[n] = 0.f;
+    return;
+  }
   float sc = scale ? scale[n] : 1.f;
   const float *l = logits + (size_t)n * V;
   float m, s;
   row_stats(l, V, &m, &s);
+  if (loss && kind == 0 && threadIdx.x == 0) loss[n] = m + logf(s) - l[tg[n]];
   for (int i = threadIdx.x; i < V; i += TPB) {
     float p = expf(l[i] - m) / s;
     float target = kind == 0 ? (i == tg[n] ? 1.f : 0.f) : expf(ref[(size_t)n * V + i]);
@@ -479,14 +483,14 @@ __global__ void k_loss_bwd(float *d, const float *logits, const int32_t *tg, con
 static void xent_fwd(float *loss, const float *logits, const int32_t *tg, int N, int V) {
   if (N > 0) k_loss_fwd<<<N, TPB>>>(loss, logits, tg, NULL, NULL, V, 0);
 }
-static void xent_bwd(float *d, const float *logits, const int32_t *tg, const float *scale, int N, int V) {
-  if (N > 0 && d) k_loss_bwd<<<N, TPB>>>(d, logits, tg, NULL, scale, V, 0);
+static void xent_bwd(float *d, float *loss, const float *logits, const int32_t *tg, const float *scale, int N, int V) {
+  if (N > 0 && d) k_loss_bwd<<<N, TPB>>>(d, loss, logits, tg, NULL, scale, V, 0);
 }
 static void kl_fwd(float *loss, const float *logits, const float *ref, const uint8_t *mask, int N, int V) {
   if (N > 0) k_loss_fwd<<<N, TPB>>>(loss, logits, NULL, ref, mask, V, 1);
 }
 static void kl_bwd(float *d, const float *logits, const float *ref, const float *scale, int N, int V) {
-  if (N > 0 && d) k_loss_bwd<<<N, TPB>>>(d, logits, NULL, ref, scale, V, 1);
+  if (N > 0 && d) k_loss_bwd<<<N, TPB>>>(d, NULL, logits, NULL, ref, scale, V, 1);
 }
 
 static const LmwbOps cuda_ops = {

@@ -771,7 +771,7 @@ static void test_xent(void) {
     g_assert_cmpfloat_with_epsilon(c.losses[n], want, 1e-4 * (1 + want));
   }
   Grad d = grad_new(N * V);
-  O->xent_bwd(d.g, c.logits, targets, c.s, N, V);
+  O->xent_bwd(d.g, NULL, c.logits, targets, c.s, N, V);
   grad_delta(&d);
   /* ignored rows: no gradient at all; other rows: softmax - onehot sums to zero */
   for (int n = 0; n < N; n++) {
@@ -784,10 +784,14 @@ static void test_xent(void) {
   }
   /* FD away from the +1000 row (float spacing there is 6e-5, too coarse for h = 1e-2 checks) */
   check_grad("xent dlogits", c.logits, 4 * V, d.g, loss_loss, &c, TRUE);
-  /* scale NULL means 1 */
+  /* scale NULL means 1; the losses from the same pass are the forward's */
   Grad d1 = grad_new(N * V);
-  O->xent_bwd(d1.g, c.logits, targets, NULL, N, V);
+  float *fused = zeros(N);
+  loss_loss(&c);
+  O->xent_bwd(d1.g, fused, c.logits, targets, NULL, N, V);
   grad_delta(&d1);
+  assert_close("xent losses from the backward pass", fused, c.losses, N, 0, 0);
+  g_free(fused);
   for (int i = 0; i < V; i++) g_assert_cmpfloat_with_epsilon(d1.g[i] * c.s[0], d.g[i], 1e-5);
   grad_free(&d), grad_free(&d1);
   g_free(c.logits), g_free(c.losses), g_free(c.s);
