@@ -3,8 +3,21 @@
 #include "ui/desktop/lmwb-app.h"
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
+
+/* OpenMP workers that spin while they wait take the cores the window's own thread needs while a
+ * job runs; passive waiting keeps the window fluid and the job barely slower. libgomp reads the
+ * setting when it loads, before main, so the program starts itself again with it set (once: a
+ * setting the user gave is kept). */
+static void wait_passively(char **argv) {
+  if (g_getenv("OMP_WAIT_POLICY")) return;
+  g_setenv("OMP_WAIT_POLICY", "passive", TRUE);
+  execv("/proc/self/exe", argv);
+  /* no /proc: run on with the default */
+}
 
 int main(int argc, char **argv) {
+  wait_passively(argv);
   char *model = NULL, *script = NULL;
   gboolean version = FALSE;
   GOptionEntry entries[] = {
