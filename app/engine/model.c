@@ -530,6 +530,49 @@ static void save_llama(Saver *s, const LmwbModel *m) {
 #undef N
 }
 
+static void save_neox(Saver *s, const LmwbModel *m) {
+  const LmwbConfig *c = &m->cfg;
+  int64_t C = c->d_model, F = c->d_ff, H = c->n_head, hd = c->head_dim;
+  char nm[160];
+#define N(...) (g_snprintf(nm, sizeof nm, __VA_ARGS__), nm)
+  put(s, "gpt_neox.embed_in.weight", m->w.wte, c->vocab_size, C);
+  for (int L = 0; L < c->n_layer; L++) {
+    const LmwbLayerWeights *lw = &m->w.layers[L];
+    const char *p = "gpt_neox.layers";
+    put(s, N("%s.%d.input_layernorm.weight", p, L), lw->ln1_w, C, 0);
+    put(s, N("%s.%d.input_layernorm.bias", p, L), lw->ln1_b, C, 0);
+    put(s, N("%s.%d.post_attention_layernorm.weight", p, L), lw->ln2_w, C, 0);
+    put(s, N("%s.%d.post_attention_layernorm.bias", p, L), lw->ln2_b, C, 0);
+    /* The fused QKV rows are [head][q|k|v][hd], as the loader splits them. */
+    float *qkv = tmp(s, (size_t)(3 * C * C));
+    for (int64_t h = 0; h < H; h++)
+      for (int part = 0; part < 3; part++) {
+        const float *src = part == 0 ? lw->wq : part == 1 ? lw->wk : lw->wv;
+        memcpy(qkv + (h * 3 * hd + part * hd) * C, src + h * hd * C, (size_t)(hd * C) * sizeof(float));
+      }
+    put(s, N("%s.%d.attention.query_key_value.weight", p, L), qkv, 3 * C, C);
+    if (c->qkv_bias) {
+      float *b = tmp(s, (size_t)(3 * C));
+      for (int64_t h = 0; h < H; h++)
+        for (int part = 0; part < 3; part++) {
+          const float *src = part == 0 ? lw->bq : part == 1 ? lw->bk : lw->bv;
+          memcpy(b + h * 3 * hd + part * hd, src + h * hd, (size_t)hd * sizeof(float));
+        }
+      put(s, N("%s.%d.attention.query_key_value.bias", p, L), b, 3 * C, 0);
+    }
+    put(s, N("%s.%d.attention.dense.weight", p, L), lw->wo, C, C);
+    if (c->o_bias) put(s, N("%s.%d.attention.dense.bias", p, L), lw->bo, C, 0);
+    put(s, N("%s.%d.mlp.dense_h_to_4h.weight", p, L), lw->w_up, F, C);
+    put(s, N("%s.%d.mlp.dense_h_to_4h.bias", p, L), lw->b_up, F, 0);
+    put(s, N("%s.%d.mlp.dense_4h_to_h.weight", p, L), lw->w_down, C, F);
+    put(s, N("%s.%d.mlp.dense_4h_to_h.bias", p, L), lw->b_down, C, 0);
+  }
+  put(s, "gpt_neox.final_layer_norm.weight", m->w.lnf_w, C, 0);
+  put(s, "gpt_neox.final_layer_norm.bias", m->w.lnf_b, C, 0);
+  if (!c->tied_head) put(s, "embed_out.weight", m->w.head, c->vocab_size, C);
+#undef N
+}
+
 static gboolean copy_file_atomic(const char *src, const char *dst, GError **error) {
   g_autofree char *data = NULL;
   gsize len = 0;
@@ -547,10 +590,6 @@ gboolean lmwb_model_save(const LmwbModel *m, const char *dir, const char *dtype,
     lmwb_input_error(error, "unknown dtype \"%s\" (F32, F16, BF16)", dtype);
     return FALSE;
   }
-  if (m->cfg.arch == LMWB_ARCH_NEOX) {
-    lmwb_input_error(error, "saving GPT-NeoX models is not supported yet");
-    return FALSE;
-  }
   if (g_mkdir_with_parents(dir, 0755) != 0) {
     lmwb_input_error(error, "cannot create folder %s", dir);
     return FALSE;
@@ -558,6 +597,7 @@ gboolean lmwb_model_save(const LmwbModel *m, const char *dir, const char *dtype,
   Saver s = {lmwb_safetensors_writer_new(), dt, g_ptr_array_new_with_free_func(g_free)};
   lmwb_safetensors_writer_set_metadata(s.w, "format", "pt");
   if (m->cfg.arch == LMWB_ARCH_GPT2) save_gpt2(&s, m);
+  else if (m->cfg.arch == LMWB_ARCH_NEOX) save_neox(&s, m);
   else save_llama(&s, m);
   g_autofree char *st_path = g_build_filename(dir, "model.safetensors", NULL);
   gboolean ok = lmwb_safetensors_writer_save(s.w, st_path, error);
