@@ -284,14 +284,16 @@ def case_nonfinite(tmp):
                        (["perplexity", "--file", text], "finite"),
                        (["perplexity", "--file", text, "--per-line"], "finite"),
                        (["perplexity", "--file", text, "--out", os.path.join(d, "p.json")], "finite"),
-                       (["generate", "--prompt", "Hello", "--max-tokens", "3"], "not finite")):
+                       (["generate", "--prompt", "Hello", "--max-tokens", "3"], "not finite"),
+                       (["neurons", "decode", "--layers", "0"], "not a finite"),
+                       (["neurons", "decode", "--layers", "0", "--out", os.path.join(d, "n.csv")], "not a finite")):
         rc, out, err = run(*args, "--model", M)
         if what is None:  # activations before the head stay finite: written
             check(rc == 0, "4: finite activations are still written")
             continue
         check(rc == 1 and what in err and out == b"",
               "4: overflowing %s: exit 1, nothing on stdout (rc %d: %s)" % (args[0], rc, err.strip()[:160]))
-    for f in ("l.npy", "p.json"):
+    for f in ("l.npy", "p.json", "n.csv"):
         check(not os.path.exists(os.path.join(d, f)), "4: no %s written" % f)
     check(not no_temps(d), "4: no temporary left")
 
