@@ -1,5 +1,6 @@
 #include "app/engine/hooks.h"
 #include "app/core/errors.h"
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,8 +136,8 @@ gboolean lmwb_clamp_parse(const LmwbConfig *cfg, const char *text, LmwbClampSpec
   }
   char *end = NULL;
   double v = g_ascii_strtod(vs, &end);
-  if (!*vs || *end || !isfinite(v)) {
-    lmwb_input_error(error, "--clamp \"%s\": value \"%s\" is not a finite number", text, vs);
+  if (!*vs || *end || !(fabs(v) <= FLT_MAX)) { /* a float holds the value */
+    lmwb_input_error(error, "--clamp \"%s\": value \"%s\" is not a finite float", text, vs);
     return FALSE;
   }
   out->layer = (int)L;
