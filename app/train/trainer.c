@@ -7,6 +7,7 @@
 #include "app/core/rng.h"
 #include "app/engine/optim.h"
 #include "app/engine/runner.h"
+#include "app/formats/half.h"
 #include "app/formats/safetensors.h"
 #include "app/formats/tokenizer.h"
 #include <json-glib/json-glib.h>
@@ -305,6 +306,10 @@ static gboolean load_checkpoint(const char *dir, LmwbModel *m, LmwbAdamW *opt, g
       ok = FALSE;
     } else {
       ok = lmwb_tensor_to_f32(t, dst[i], error);
+      if (ok && lmwb_f32_find_nonfinite(dst[i], m->n_params) < m->n_params) {
+        lmwb_input_error(error, "checkpoint %s: tensor \"%s\" holds a non-finite value (NaN or infinity)", path, names[i]);
+        ok = FALSE;
+      }
     }
   }
   const char *s = ok ? lmwb_safetensors_metadata(st, "step") : NULL;
