@@ -14,7 +14,7 @@ double lmwb_bench_forward_flops(const LmwbConfig *c, int B, int T) {
 
 gboolean lmwb_bench_model(LmwbModel *m, int B, int T, gboolean backward, int runs, LmwbBenchResult *res, GError **error) {
   if (B < 1 || T < 1 || T > m->cfg.n_ctx) {
-    lmwb_input_error(error, "bench: %d sequences of %d tokens: need at least 1 of 1 to %d tokens (the model's context)",
+    lmwb_input_error(error, "bench: --batch %d --seq %d: need at least one sequence, of 1 to %d tokens (the model's context)",
                      B, T, m->cfg.n_ctx);
     return FALSE;
   }
