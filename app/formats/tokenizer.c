@@ -727,7 +727,7 @@ static void model_word(const LmwbTokenizer *t, const char *w, size_t len, GArray
   guint n = out->len - before;
   int32_t *val = g_new(int32_t, n + 1);
   val[0] = (int32_t)n;
-  memcpy(val + 1, &g_array_index(out, int32_t, before), n * sizeof(int32_t));
+  if (n) memcpy(val + 1, &g_array_index(out, int32_t, before), n * sizeof(int32_t)); /* out may hold no array yet */
   g_mutex_lock(&mt->cache_lock);
   if (g_hash_table_size(mt->cache) >= LMWB_TOKENIZER_CACHE_MAX) g_hash_table_remove_all(mt->cache);
   g_hash_table_replace(mt->cache, g_strdup(key), val);
