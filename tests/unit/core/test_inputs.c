@@ -180,12 +180,7 @@ static void test_guard_off(void) {
 /* On: every name of a file read, and every path inside a folder read, is refused. Runs in a
  * subprocess: the guard stays on for the rest of a process. */
 static void test_guard_on(void) {
-  if (!g_test_subprocess()) {
-    g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
-    g_test_trap_assert_passed();
-    return;
-  }
-  lmwb_input_guard_enable();
+  if (!tu_guarded_subprocess()) return;
   char *dir = tu_tmpdir();
   char *in = g_build_filename(dir, "in.txt", NULL);
   char *slink = g_build_filename(dir, "link.txt", NULL);

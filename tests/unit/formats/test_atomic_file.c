@@ -345,12 +345,7 @@ static void test_remove_temps(void) {
 
 /* With the input guard on, a file this process read is never a save target. */
 static void test_guard_refuses_inputs(void) {
-  if (!g_test_subprocess()) {
-    g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
-    g_test_trap_assert_passed();
-    return;
-  }
-  lmwb_input_guard_enable();
+  if (!tu_guarded_subprocess()) return;
   char *dir = tu_tmpdir();
   char *in = g_build_filename(dir, "in.json", NULL);
   tu_write(in, "{}", 2);

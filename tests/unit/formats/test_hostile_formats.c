@@ -102,15 +102,8 @@ static void test_duplicate_keys(void) {
 
 /* A safetensors header with a tensor listed twice, or a 30-digit dimension. */
 static GByteArray *st_image(const char *header) {
-  GByteArray *b = g_byte_array_new();
-  guint64 n = strlen(header);
-  guint8 len[8];
-  for (int i = 0; i < 8; i++) len[i] = (guint8)(n >> (8 * i));
-  g_byte_array_append(b, len, 8);
-  g_byte_array_append(b, (const guint8 *)header, (guint)n);
   static const guint8 zeros[16];
-  g_byte_array_append(b, zeros, 16);
-  return b;
+  return tu_safetensors_image(header, zeros, sizeof zeros);
 }
 
 static void test_safetensors_header(void) {
