@@ -1,6 +1,7 @@
 /* Neuron clamps: parsing "L:N=VALUE[@P,...]" and the clamp hook. Contract: neurons.h. */
 #include "analysis/neurons.h"
 #include "app/core/errors.h"
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,8 +65,8 @@ gboolean lmwb_neuron_clamp_parse(const LmwbConfig *cfg, const char *text, LmwbNe
   }
   char *end = NULL;
   double v = g_ascii_strtod(vs, &end);
-  if (!*vs || *end || !isfinite(v)) {
-    lmwb_input_error(error, "clamp \"%s\": value \"%s\" is not a finite number", text, vs);
+  if (!*vs || *end || !(fabs(v) <= FLT_MAX)) { /* a float holds the value */
+    lmwb_input_error(error, "clamp \"%s\": value \"%s\" is not a finite float", text, vs);
     return FALSE;
   }
   out->layer = (int)L;

@@ -5,6 +5,7 @@
 #include "app/core/rows.h"
 #include "app/engine/generate.h"
 #include "app/engine/runner.h"
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -82,8 +83,8 @@ LmwbNeuronSweep *lmwb_neurons_sweep(LmwbModel *m, const LmwbNeuronSweepOptions *
     lmwb_input_error(error, "sweep: steps %d is not in 1..10000", o->steps);
     return NULL;
   }
-  if (!isfinite(o->from) || !isfinite(o->to)) {
-    lmwb_input_error(error, "sweep: from and to must be finite numbers");
+  if (!(fabs(o->from) <= FLT_MAX) || !(fabs(o->to) <= FLT_MAX)) { /* clamps are floats */
+    lmwb_input_error(error, "sweep: from %g / to %g must be finite floats", o->from, o->to);
     return NULL;
   }
   if (o->generate < 0 || (o->generate > 0 && o->n_prompt + o->generate > c->n_ctx) || o->n_prompt > c->n_ctx) {

@@ -213,7 +213,10 @@ static void dec_block(Dec *D, int layer, int n0, int nb) {
 /* exp(x) for x <= 0 (arguments are logit - row max), written so the compiler vectorises it:
  * 2^(x log2 e) = 2^n * 2^f with f in [-0.5, 0.5], degree-6 polynomial (rel. error ~2e-7). */
 static inline float fast_exp_neg(float x) {
-  x = x < -87.0f ? -87.0f : x;
+  /* Clamped to [-87, 0] with NaN mapped to -87, so that the exponent below is always in range
+   * (a NaN logit must not become an out-of-range integer shift; the caller reports it). */
+  x = x >= -87.0f ? x : -87.0f;
+  x = x <= 0.0f ? x : 0.0f;
   float t = x * 1.44269504088896341f;
   float n = nearbyintf(t);
   float f = t - n;
@@ -224,7 +227,7 @@ static inline float fast_exp_neg(float x) {
   p = p * f + 2.4022650695910071e-1f;
   p = p * f + 6.9314718055994531e-1f;
   p = p * f + 1.0f;
-  int32_t bits = ((int32_t)n + 127) << 23;
+  uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
   float s;
   memcpy(&s, &bits, sizeof s);
   return p * s;

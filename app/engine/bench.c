@@ -1,5 +1,7 @@
 #include "app/engine/bench.h"
 #include "app/engine/runner.h"
+#include "app/core/errors.h"
+#include "app/core/memory.h"
 #include <string.h>
 
 double lmwb_bench_forward_flops(const LmwbConfig *c, int B, int T) {
@@ -11,7 +13,17 @@ double lmwb_bench_forward_flops(const LmwbConfig *c, int B, int T) {
 }
 
 gboolean lmwb_bench_model(LmwbModel *m, int B, int T, gboolean backward, int runs, LmwbBenchResult *res, GError **error) {
+  if (B < 1 || T < 1 || T > m->cfg.n_ctx) {
+    lmwb_input_error(error, "bench: --batch %d --seq %d: need at least one sequence, of 1 to %d tokens (the model's context)",
+                     B, T, m->cfg.n_ctx);
+    return FALSE;
+  }
+  if ((int64_t)B * T > G_MAXINT32 / 4) {
+    lmwb_input_error(error, "bench: a batch of %d sequences of %d tokens is too large", B, T);
+    return FALSE;
+  }
   size_t N = (size_t)B * T;
+  if (!lmwb_memory_check(N * sizeof(int32_t), "the benchmark's token ids", error)) return FALSE;
   g_autofree int32_t *ids = g_new(int32_t, N);
   guint32 s = 12345;
   for (size_t i = 0; i < N; i++) {

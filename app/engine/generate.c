@@ -1,5 +1,7 @@
 #include "app/engine/generate.h"
 #include "app/core/errors.h"
+#include "app/core/memory.h"
+#include "app/formats/half.h"
 #include "app/core/rng.h"
 #include "app/core/rows.h"
 #include <math.h>
@@ -78,6 +80,8 @@ int32_t *lmwb_generate(LmwbRunner *r, const int32_t *prompt, int n_prompt, const
     lmwb_input_error(error, "the prompt (%d tokens) is longer than the model's context (%d)", n_prompt, c->n_ctx);
     return NULL;
   }
+  if (probs_out && !lmwb_memory_check((uint64_t)MAX(max_new, 1) * V * sizeof(float), "the probabilities of the generated tokens", error))
+    return NULL;
   int32_t *out = g_new(int32_t, MAX(max_new, 1));
   float *probs_all = probs_out ? g_new(float, (size_t)MAX(max_new, 1) * V) : NULL;
   g_autofree float *probs = g_new(float, V);
@@ -92,6 +96,12 @@ int32_t *lmwb_generate(LmwbRunner *r, const int32_t *prompt, int n_prompt, const
       break;
     }
     const float *logits = lmwb_runner_logits(r, NULL);
+    if (lmwb_f32_find_nonfinite(logits, (size_t)V) < (size_t)V) {
+      g_set_error(error, LMWB_ERROR, LMWB_ERROR_FAILED, "the model's logits for generated token %d are not finite "
+                  "(NaN or infinity): its weights overflow; nothing generated", n + 1);
+      ok = FALSE;
+      break;
+    }
     int32_t t = pick(logits, V, opt, &rng, probs);
     if (probs_all) memcpy(probs_all + (size_t)n * V, probs, (size_t)V * sizeof(float));
     out[n++] = t;

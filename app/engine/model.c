@@ -6,8 +6,11 @@
 #include "app/core/memory.h"
 #include "app/core/rng.h"
 #include "app/core/atomic_file.h"
+#include "app/core/inputs.h"
+#include "app/formats/half.h"
 #include "app/formats/safetensors.h"
 #include "app/formats/tokenizer.h"
+#include <glib/gstdio.h>
 #include <math.h>
 #include <string.h>
 
@@ -247,6 +250,12 @@ static const float *fetch(Loader *ld, const char *name, int64_t rows, int64_t co
     }
   }
   if (!lmwb_tensor_to_f32(t, ld->scratch, ld->error)) return NULL;
+  size_t bad = lmwb_f32_find_nonfinite(ld->scratch, n);
+  if (bad < n) {
+    lmwb_input_error(ld->error, "%s: tensor \"%s\" holds a non-finite value (%g) at element %zu: the weights are corrupt",
+                     ld->dir, name, ld->scratch[bad], bad);
+    return NULL;
+  }
   g_strlcpy(ld->dtype, dtype_name(t->dtype), sizeof ld->dtype);
   return ld->scratch;
 }
@@ -393,10 +402,26 @@ LmwbModel *lmwb_model_load(const char *dir, GError **error) {
     lmwb_input_error(error, "%s: no config.json: this folder is not a Hugging Face model", dir);
     return NULL;
   }
+  lmwb_input_guard_add_folder(dir);
   LmwbConfig cfg;
   if (!lmwb_config_load(cfg_path, &cfg, error)) return NULL;
+  /* Before mapping or allocating anything: the config's weights must fit memory. Before
+   * allocating: a config that implies far more weights than the files hold (a hostile or wrong
+   * config.json) is refused; a small shortfall is left to the loader, which names the missing or
+   * mis-shaped tensor. */
+  uint64_t need = lmwb_model_layout_size(&cfg);
+  g_autofree char *what = g_strdup_printf("the model %s describes", cfg_path);
+  if (!lmwb_memory_check(need * sizeof(float), what, error)) return NULL;
   LmwbSafetensors *st = lmwb_safetensors_open_dir(dir, error);
   if (!st) return NULL;
+  uint64_t have = 0;
+  for (size_t i = 0; i < lmwb_safetensors_count(st); i++) have += (uint64_t)lmwb_tensor_numel(lmwb_safetensors_at(st, i));
+  if (have < need && (need - have) * sizeof(float) > ((uint64_t)64 << 20)) {
+    lmwb_input_error(error, "%s: config.json implies %" G_GUINT64_FORMAT " weights but the safetensors files hold only %"
+                     G_GUINT64_FORMAT " values", dir, need, have);
+    lmwb_safetensors_close(st);
+    return NULL;
+  }
   LmwbModel *m = lmwb_model_alloc(&cfg, error);
   if (!m) {
     lmwb_safetensors_close(st);
@@ -574,10 +599,15 @@ static void save_neox(Saver *s, const LmwbModel *m) {
 }
 
 static gboolean copy_file_atomic(const char *src, const char *dst, GError **error) {
-  g_autofree char *data = NULL;
-  gsize len = 0;
-  if (!g_file_get_contents(src, &data, &len, error)) return FALSE;
-  return lmwb_file_write_atomic(dst, data, len, error);
+  size_t len = 0;
+  g_autofree char *data = lmwb_file_read(src, (uint64_t)1 << 30, LMWB_READ_REGULAR, &len, error);
+  return data && lmwb_file_write_atomic(dst, data, len, error);
+}
+
+/* The same folder under any spelling. */
+static gboolean same_folder(const char *a, const char *b) {
+  GStatBuf sa, sb;
+  return g_stat(a, &sa) == 0 && g_stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
 gboolean lmwb_model_save(const LmwbModel *m, const char *dir, const char *dtype, const char *tok_src, GError **error) {
@@ -610,7 +640,7 @@ gboolean lmwb_model_save(const LmwbModel *m, const char *dir, const char *dtype,
   ok = lmwb_file_write_atomic(cfg_path, cj, strlen(cj), error);
   if (!ok) return FALSE;
   const char *src = tok_src ? tok_src : m->dir;
-  if (src && g_strcmp0(src, dir)) {
+  if (src && g_strcmp0(src, dir) && !same_folder(src, dir)) {
     const char *names[] = {"tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"};
     for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
       g_autofree char *a = g_build_filename(src, names[i], NULL);

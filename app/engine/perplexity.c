@@ -4,6 +4,14 @@
 #include <math.h>
 #include <string.h>
 
+/* A loss that is NaN or infinite (weights that overflow) is a failure, never a result. */
+static gboolean check_finite(double a, double b, GError **error) {
+  if (isfinite(a) && isfinite(b)) return TRUE;
+  g_set_error(error, LMWB_ERROR, LMWB_ERROR_FAILED, "the model's loss is not finite (NaN or infinity): its weights "
+              "overflow; no perplexity to report");
+  return FALSE;
+}
+
 static int window_of(const LmwbConfig *c, const LmwbPerplexityOptions *o) {
   int w = o->context > 0 ? o->context : MIN(c->n_ctx, 1024);
   return MIN(w, c->n_ctx);
@@ -40,7 +48,7 @@ gboolean lmwb_perplexity_ids(LmwbRunner *r, const int32_t *ids, size_t n, const 
   res->nll = sum / count;
   res->perplexity = exp(res->nll);
   res->n_tokens = count;
-  return TRUE;
+  return check_finite(res->nll, res->perplexity, error);
 }
 
 gboolean lmwb_perplexity_lines(LmwbRunner *r, const char *const *lines, size_t n_lines, const LmwbPerplexityOptions *opt,
@@ -118,6 +126,10 @@ gboolean lmwb_perplexity_lines(LmwbRunner *r, const char *const *lines, size_t n
     res->n_tokens = tok;
     res->nll = sum_nll / tok;
     res->perplexity = exp(res->nll);
+  }
+  if (!check_finite(res->nll, res->mean_line_perplexity, error)) {
+    g_clear_pointer(&res->line_perplexity, g_free);
+    return FALSE;
   }
   return TRUE;
 }

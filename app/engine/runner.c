@@ -319,6 +319,12 @@ static gboolean check_forward(LmwbRunner *r, const int32_t *ids, int B, int T, c
     lmwb_input_error(error, "empty batch (%d sequences of %d tokens)", B, T);
     return FALSE;
   }
+  /* Token counts are indexed in int, and the attention pattern (B x heads x T x Tk) must not
+   * overflow the size arithmetic of the memory check. */
+  if ((int64_t)B * T > G_MAXINT32 / 4 || (double)B * c->n_head * T * ((double)T + past) > 1e17) {
+    lmwb_input_error(error, "a batch of %d sequences of %d tokens is too large", B, T);
+    return FALSE;
+  }
   if (opt->use_cache && past > 0 && B != r->cache_B) {
     lmwb_input_error(error, "the KV cache holds %d sequences, not %d", r->cache_B, B);
     return FALSE;

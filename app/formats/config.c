@@ -1,11 +1,15 @@
 #include "app/formats/config.h"
 #include "app/core/errors.h"
-#include <json-glib/json-glib.h>
+#include "app/core/inputs.h"
+#include "app/formats/json_input.h"
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
 /* Largest sizes we accept; anything beyond is certainly a corrupt or hostile file. */
 enum { MAX_DIM = 1 << 20, MAX_LAYERS = 4096, MAX_VOCAB = 1 << 24, MAX_CTX = 1 << 24 };
+/* A config.json is a few hundred bytes; anything near this is not one. */
+#define MAX_CONFIG_BYTES ((uint64_t)16 << 20)
 
 const char *lmwb_config_supported(void) { return "gpt2, llama, mistral, qwen2, gpt_neox"; }
 
@@ -71,6 +75,17 @@ static double get_num(Reader *r, const char *key, double def) {
   return 0;
 }
 
+/* A number that is stored as a float: beyond FLT_MAX it would not convert. */
+static float get_float(Reader *r, const char *key, double def) {
+  double v = get_num(r, key, def);
+  if (r->ok && !(fabs(v) <= FLT_MAX)) {
+    lmwb_input_error(r->error, "%s: field \"%s\" = %g is out of range", r->origin, key, v);
+    r->ok = FALSE;
+    return 0;
+  }
+  return (float)v;
+}
+
 static gboolean get_bool(Reader *r, const char *key, gboolean def) {
   if (!r->ok) return FALSE;
   JsonNode *n = member(r, key);
@@ -123,11 +138,11 @@ static void read_gpt2(Reader *r, LmwbConfig *c) {
   c->n_kv_head = c->n_head;
   c->head_dim = c->n_head > 0 ? c->d_model / c->n_head : 0;
   c->d_ff = get_int(r, "n_inner", -1);
-  if (c->d_ff == -1) c->d_ff = 4 * c->d_model;
+  if (c->d_ff == -1) c->d_ff = (int)MIN(4 * (int64_t)c->d_model, G_MAXINT32); /* out of range: refused below */
   c->vocab_size = get_int(r, "vocab_size", -2);
   c->n_ctx = get_int(r, "n_positions", get_int(r, "n_ctx", 1024));
   c->norm = LMWB_NORM_LAYER;
-  c->norm_eps = (float)get_num(r, "layer_norm_epsilon", 1e-5);
+  c->norm_eps = get_float(r, "layer_norm_epsilon", 1e-5);
   c->learned_pos = true;
   read_act(r, get_str(r, "activation_function", "gelu_new"), c);
   c->tied_head = get_bool(r, "tie_word_embeddings", TRUE);
@@ -149,8 +164,8 @@ static void read_llama(Reader *r, LmwbConfig *c, const char *type) {
   c->vocab_size = get_int(r, "vocab_size", -2);
   c->n_ctx = get_int(r, "max_position_embeddings", 2048);
   c->norm = LMWB_NORM_RMS;
-  c->norm_eps = (float)get_num(r, "rms_norm_eps", 1e-6);
-  c->rope_theta = (float)get_num(r, "rope_theta", 10000.0);
+  c->norm_eps = get_float(r, "rms_norm_eps", 1e-6);
+  c->rope_theta = get_float(r, "rope_theta", 10000.0);
   c->rotary_dim = c->head_dim;
   c->gated_mlp = true;
   read_act(r, get_str(r, "hidden_act", "silu"), c);
@@ -177,8 +192,8 @@ static void read_neox(Reader *r, LmwbConfig *c) {
   c->vocab_size = get_int(r, "vocab_size", -2);
   c->n_ctx = get_int(r, "max_position_embeddings", 2048);
   c->norm = LMWB_NORM_LAYER;
-  c->norm_eps = (float)get_num(r, "layer_norm_eps", 1e-5);
-  c->rope_theta = (float)get_num(r, "rotary_emb_base", get_num(r, "rope_theta", 10000.0));
+  c->norm_eps = get_float(r, "layer_norm_eps", 1e-5);
+  c->rope_theta = get_float(r, "rotary_emb_base", get_num(r, "rope_theta", 10000.0));
   double pct = get_num(r, "rotary_pct", get_num(r, "partial_rotary_factor", 1.0));
   if (r->ok && (!(pct > 0.0) || pct > 1.0)) {
     lmwb_input_error(r->error, "%s: rotary_pct = %g must be in (0, 1]", r->origin, pct);
@@ -201,10 +216,12 @@ gboolean lmwb_config_validate(const LmwbConfig *c, GError **error) {
 #define NEED(cond, ...) do { if (!(cond)) { lmwb_input_error(error, __VA_ARGS__); return FALSE; } } while (0)
   NEED(c->n_layer >= 1 && c->n_layer <= MAX_LAYERS, "config: number of layers %d is out of range (1..%d)", c->n_layer, MAX_LAYERS);
   NEED(c->d_model >= 1 && c->d_model <= MAX_DIM, "config: hidden size %d is out of range", c->d_model);
-  NEED(c->n_head >= 1 && c->n_head <= c->d_model * 4, "config: number of heads %d is out of range", c->n_head);
+  NEED(c->n_head >= 1 && c->n_head <= 4 * (int64_t)c->d_model, "config: number of heads %d is out of range", c->n_head);
   NEED(c->n_kv_head >= 1 && c->n_head % c->n_kv_head == 0,
        "config: %d attention heads is not a multiple of %d key/value heads", c->n_head, c->n_kv_head);
   NEED(c->head_dim >= 1 && c->head_dim <= MAX_DIM, "config: head size %d is out of range", c->head_dim);
+  /* Sizes are multiplied in int elsewhere: bound the products here, in 64 bits. */
+  NEED((int64_t)c->head_dim * c->n_head <= 4 * MAX_DIM, "config: %d heads of size %d are out of range", c->n_head, c->head_dim);
   NEED(c->arch == LMWB_ARCH_LLAMA || c->head_dim * c->n_head == c->d_model,
        "config: hidden size %d is not divisible by %d heads", c->d_model, c->n_head);
   NEED(c->d_ff >= 1 && c->d_ff <= MAX_DIM * 8, "config: MLP size %d is out of range", c->d_ff);
@@ -222,15 +239,9 @@ gboolean lmwb_config_validate(const LmwbConfig *c, GError **error) {
 
 gboolean lmwb_config_load_data(const char *json, size_t len, const char *origin, LmwbConfig *cfg, GError **error) {
   memset(cfg, 0, sizeof *cfg);
-  g_autoptr(JsonParser) parser = json_parser_new();
-  GError *perr = NULL;
-  if (!json_parser_load_from_data(parser, json, (gssize)len, &perr)) {
-    lmwb_input_error(error, "%s: not valid JSON: %s", origin, perr->message);
-    g_error_free(perr);
-    return FALSE;
-  }
-  JsonNode *root = json_parser_get_root(parser);
-  if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
+  g_autoptr(JsonNode) root = lmwb_json_parse(json, len, origin, error);
+  if (!root) return FALSE;
+  if (!JSON_NODE_HOLDS_OBJECT(root)) {
     lmwb_input_error(error, "%s: expected a JSON object", origin);
     return FALSE;
   }
@@ -256,22 +267,15 @@ gboolean lmwb_config_load_data(const char *json, size_t len, const char *origin,
   if (cfg->bos_id >= cfg->vocab_size) cfg->bos_id = -1;
   if (cfg->eos_id >= cfg->vocab_size) cfg->eos_id = -1;
   if (!r.ok) return FALSE;
-  return lmwb_config_validate(cfg, error);
+  if (lmwb_config_validate(cfg, error)) return TRUE;
+  g_prefix_error(error, "%s: ", origin); /* which file the out-of-range size came from */
+  return FALSE;
 }
 
 gboolean lmwb_config_load(const char *path, LmwbConfig *cfg, GError **error) {
-  g_autofree char *data = NULL;
-  gsize len = 0;
-  GError *ferr = NULL;
-  if (!g_file_get_contents(path, &data, &len, &ferr)) {
-    lmwb_input_error(error, "cannot read %s: %s", path, ferr->message);
-    g_error_free(ferr);
-    return FALSE;
-  }
-  if (len > (64u << 20)) {
-    lmwb_input_error(error, "%s: config is implausibly large (%zu bytes)", path, (size_t)len);
-    return FALSE;
-  }
+  size_t len = 0;
+  g_autofree char *data = lmwb_file_read(path, MAX_CONFIG_BYTES, LMWB_READ_REGULAR, &len, error);
+  if (!data) return FALSE;
   return lmwb_config_load_data(data, len, path, cfg, error);
 }
 

@@ -130,3 +130,16 @@ void lmwb_f32_to_bf16_n(const float *src, void *dst, size_t n) {
   unsigned char *p = dst;
   for (size_t i = 0; i < n; i++) store_le16(p + 2 * i, lmwb_f32_to_bf16(src[i]));
 }
+
+size_t lmwb_f32_find_nonfinite(const float *p, size_t n) {
+  enum { BLOCK = 4096 };
+  for (size_t b = 0; b < n; b += BLOCK) {
+    size_t e = b + BLOCK < n ? b + BLOCK : n;
+    uint32_t any = 0;
+    for (size_t i = b; i < e; i++) any |= (f32_to_bits(p[i]) & 0x7f800000u) == 0x7f800000u;
+    if (any)
+      for (size_t i = b; i < e; i++)
+        if ((f32_to_bits(p[i]) & 0x7f800000u) == 0x7f800000u) return i;
+  }
+  return n;
+}

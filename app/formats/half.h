@@ -24,3 +24,7 @@ void lmwb_bf16_to_f32_n(const void *src, float *dst, size_t n);
 /* n floats -> n little-endian 16-bit values at dst (any alignment). */
 void lmwb_f32_to_f16_n(const float *src, void *dst, size_t n);
 void lmwb_f32_to_bf16_n(const float *src, void *dst, size_t n);
+
+/* Index of the first NaN or infinity among n floats; n when all are finite (a bit test, so it
+ * holds whatever the compiler's floating-point options). */
+size_t lmwb_f32_find_nonfinite(const float *p, size_t n);

@@ -4,6 +4,7 @@
 
 #include "app/core/atomic_file.h"
 #include "app/core/errors.h"
+#include "app/core/inputs.h"
 #include "app/core/memory.h"
 #include "app/formats/half.h"
 
@@ -384,13 +385,7 @@ static GMappedFile *map_file(const char *path, GError **error) {
     lmwb_input_error(error, "no .npy file given");
     return NULL;
   }
-  GError *merr = NULL;
-  GMappedFile *map = g_mapped_file_new(path, FALSE, &merr);
-  if (!map) {
-    lmwb_input_error(error, "%s: cannot open .npy file: %s", path, merr->message);
-    g_error_free(merr);
-  }
-  return map;
+  return lmwb_file_map(path, UINT64_MAX, error);
 }
 
 static void *read_float(const char *path, size_t out_size, int64_t shape[LMWB_NPY_MAX_DIMS],

@@ -5,8 +5,10 @@
 
 #include "app/core/atomic_file.h"
 #include "app/core/errors.h"
+#include "app/core/inputs.h"
 #include "app/core/memory.h"
 #include "app/formats/half.h"
+#include "app/formats/json_input.h"
 
 /* ---- dtypes ---------------------------------------------------------------------------- */
 
@@ -256,18 +258,21 @@ static gboolean parse_image(LmwbSafetensors *st, const guint8 *data, size_t len,
     lmwb_input_error(error, "%s: header is not valid UTF-8 text (or contains NUL bytes)", file);
     return FALSE;
   }
-  JsonParser *parser = json_parser_new_immutable();
-  GError *jerr = NULL;
+  char *origin = g_strdup_printf("%s: header", file);
+  JsonNode *root = lmwb_json_parse(hdr, (size_t)hlen, origin, error);
+  g_free(origin);
+  if (!root) return FALSE;
   gboolean ok = FALSE;
   GArray *parsed = g_array_new(FALSE, TRUE, sizeof(Parsed));
-  if (!json_parser_load_from_data(parser, hdr, (gssize)hlen, &jerr)) {
-    lmwb_input_error(error, "%s: header is not valid JSON: %s", file, jerr->message);
-    g_error_free(jerr);
+  if (!JSON_NODE_HOLDS_OBJECT(root)) {
+    lmwb_input_error(error, "%s: header is not a JSON object", file);
     goto out;
   }
-  JsonNode *root = json_parser_get_root(parser);
-  if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
-    lmwb_input_error(error, "%s: header is not a JSON object", file);
+  /* json-glib keeps only the last of two equal keys: a tensor listed twice would go unseen. */
+  char *dup = lmwb_json_duplicate_top_key(hdr, (size_t)hlen);
+  if (dup) {
+    lmwb_input_error(error, "%s: tensor '%s' is listed twice in the header", file, dup);
+    g_free(dup);
     goto out;
   }
   const guint8 *buffer = data + 8 + hlen;
@@ -326,7 +331,7 @@ static gboolean parse_image(LmwbSafetensors *st, const guint8 *data, size_t len,
   ok = TRUE;
 out:
   g_array_free(parsed, TRUE);
-  g_object_unref(parser);
+  json_node_unref(root);
   return ok;
 }
 
@@ -355,13 +360,8 @@ LmwbSafetensors *lmwb_safetensors_open(const char *path, GError **error) {
     lmwb_input_error(error, "%s: is a folder, not a .safetensors file", path);
     return NULL;
   }
-  GError *merr = NULL;
-  GMappedFile *map = g_mapped_file_new(path, FALSE, &merr);
-  if (!map) {
-    lmwb_input_error(error, "%s: cannot open safetensors file: %s", path, merr->message);
-    g_error_free(merr);
-    return NULL;
-  }
+  GMappedFile *map = lmwb_file_map(path, UINT64_MAX, error);
+  if (!map) return NULL;
   LmwbSafetensors *st = lmwb_safetensors_open_memory(g_mapped_file_get_contents(map),
                                                      g_mapped_file_get_length(map), path, error);
   if (!st) {
@@ -391,35 +391,15 @@ static char *metadata_scalar(JsonNode *n) {
 }
 
 static LmwbSafetensors *open_index(const char *index_path, const char *dir, GError **error) {
-  GError *merr = NULL;
-  GMappedFile *map = g_mapped_file_new(index_path, FALSE, &merr);
-  if (!map) {
-    lmwb_input_error(error, "%s: cannot open index: %s", index_path, merr->message);
-    g_error_free(merr);
-    return NULL;
-  }
+  GMappedFile *map = lmwb_file_map(index_path, LMWB_SAFETENSORS_MAX_HEADER, error);
+  if (!map) return NULL;
   LmwbSafetensors *st = NULL;
-  JsonParser *parser = json_parser_new_immutable();
   GHashTable *shard_of = g_hash_table_new(g_str_hash, g_str_equal); /* tensor -> shard name */
   GPtrArray *shards = g_ptr_array_new();                            /* distinct shard names */
-  gsize len = g_mapped_file_get_length(map);
-  const char *text = g_mapped_file_get_contents(map);
-  GError *jerr = NULL;
-  if (len > LMWB_SAFETENSORS_MAX_HEADER) {
-    lmwb_input_error(error, "%s: index is %zu bytes, over the 100 MB limit", index_path, len);
-    goto fail;
-  }
-  if (len == 0 || !g_utf8_validate_len(text, len, NULL)) {
-    lmwb_input_error(error, "%s: index is empty or not UTF-8 text", index_path);
-    goto fail;
-  }
-  if (!json_parser_load_from_data(parser, text, (gssize)len, &jerr)) {
-    lmwb_input_error(error, "%s: index is not valid JSON: %s", index_path, jerr->message);
-    g_error_free(jerr);
-    goto fail;
-  }
-  JsonNode *root = json_parser_get_root(parser);
-  if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
+  JsonNode *root = lmwb_json_parse(g_mapped_file_get_contents(map), g_mapped_file_get_length(map),
+                                   index_path, error);
+  if (!root) goto fail;
+  if (!JSON_NODE_HOLDS_OBJECT(root)) {
     lmwb_input_error(error, "%s: index is not a JSON object", index_path);
     goto fail;
   }
@@ -510,14 +490,14 @@ static LmwbSafetensors *open_index(const char *index_path, const char *dir, GErr
   }
   g_hash_table_destroy(shard_of);
   g_ptr_array_free(shards, TRUE);
-  g_object_unref(parser);
+  json_node_unref(root);
   g_mapped_file_unref(map);
   return st;
 fail:
   lmwb_safetensors_close(st);
   g_hash_table_destroy(shard_of);
   g_ptr_array_free(shards, TRUE);
-  g_object_unref(parser);
+  if (root) json_node_unref(root);
   g_mapped_file_unref(map);
   return NULL;
 }

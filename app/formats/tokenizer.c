@@ -3,6 +3,8 @@
  * Each stage mirrors the corresponding HF `tokenizers` component so ids match byte for byte. */
 #include "app/formats/tokenizer_internal.h"
 #include "app/core/errors.h"
+#include "app/core/inputs.h"
+#include "app/formats/json_input.h"
 
 #include <json-glib/json-glib.h>
 #include <string.h>
@@ -725,7 +727,7 @@ static void model_word(const LmwbTokenizer *t, const char *w, size_t len, GArray
   guint n = out->len - before;
   int32_t *val = g_new(int32_t, n + 1);
   val[0] = (int32_t)n;
-  memcpy(val + 1, &g_array_index(out, int32_t, before), n * sizeof(int32_t));
+  if (n) memcpy(val + 1, &g_array_index(out, int32_t, before), n * sizeof(int32_t)); /* out may hold no array yet */
   g_mutex_lock(&mt->cache_lock);
   if (g_hash_table_size(mt->cache) >= LMWB_TOKENIZER_CACHE_MAX) g_hash_table_remove_all(mt->cache);
   g_hash_table_replace(mt->cache, g_strdup(key), val);
@@ -1513,17 +1515,14 @@ static LmwbTokenizer *load_root(JsonNode *root, const char *src, GError **error)
   return t;
 }
 
+/* Large multilingual tokenizer.json files are tens of MB. */
+#define MAX_TOKENIZER_FILE_BYTES ((uint64_t)256 << 20)
+
 static LmwbTokenizer *load_data(const char *data, size_t len, const char *src, GError **error) {
-  JsonParser *parser = json_parser_new();
-  GError *jerr = NULL;
-  if (len > G_MAXSSIZE || !json_parser_load_from_data(parser, data, (gssize)len, &jerr)) {
-    lmwb_input_error(error, "%s: not valid JSON: %s", src, jerr ? jerr->message : "too large");
-    g_clear_error(&jerr);
-    g_object_unref(parser);
-    return NULL;
-  }
-  LmwbTokenizer *t = load_root(json_parser_get_root(parser), src, error);
-  g_object_unref(parser);
+  JsonNode *root = lmwb_json_parse(data, len, src, error);
+  if (!root) return NULL;
+  LmwbTokenizer *t = load_root(root, src, error);
+  json_node_unref(root);
   return t;
 }
 
@@ -1536,16 +1535,7 @@ LmwbTokenizer *lmwb_tokenizer_load_json_data(const char *data, size_t len, GErro
 }
 
 static char *read_file(const char *path, size_t *len, GError **error) {
-  char *data = NULL;
-  gsize n = 0;
-  GError *e = NULL;
-  if (!g_file_get_contents(path, &data, &n, &e)) {
-    lmwb_input_error(error, "%s: cannot read: %s", path, e->message);
-    g_error_free(e);
-    return NULL;
-  }
-  *len = n;
-  return data;
+  return lmwb_file_read(path, MAX_TOKENIZER_FILE_BYTES, LMWB_READ_REGULAR, len, error);
 }
 
 LmwbTokenizer *lmwb_tokenizer_load_json(const char *path, GError **error) {
@@ -1567,16 +1557,10 @@ LmwbTokenizer *lmwb_tokenizer_load_gpt2_pair(const char *vocab_json, const char 
     return NULL;
   }
   LmwbTokenizer *t = NULL;
-  JsonParser *parser = json_parser_new();
-  GError *jerr = NULL;
-  if (!json_parser_load_from_data(parser, vdata, (gssize)vlen, &jerr)) {
-    lmwb_input_error(error, "%s: not valid JSON: %s", vocab_json, jerr->message);
-    g_clear_error(&jerr);
-    goto out;
-  }
+  JsonNode *root = lmwb_json_parse(vdata, vlen, vocab_json, error);
+  if (!root) goto out;
   /* Reuse the tokenizer.json model parser on {"type": "BPE", "vocab": <vocab.json>, "merges": [...]}. */
-  JsonNode *root = json_parser_get_root(parser);
-  if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
+  if (!JSON_NODE_HOLDS_OBJECT(root)) {
     lmwb_input_error(error, "%s: expected a JSON object mapping tokens to ids", vocab_json);
     goto out;
   }
@@ -1622,7 +1606,7 @@ LmwbTokenizer *lmwb_tokenizer_load_gpt2_pair(const char *vocab_json, const char 
   t->kind = g_strdup("bpe-bytelevel-legacy-pair");
   finish(t);
 out:
-  g_object_unref(parser);
+  if (root) json_node_unref(root);
   g_free(vdata);
   g_free(mdata);
   return t;
@@ -1631,10 +1615,10 @@ out:
 /* bos_token / eos_token in tokenizer_config.json: a string or {"content": string}. */
 static void apply_config(LmwbTokenizer *t, const char *dir) {
   char *path = g_build_filename(dir, "tokenizer_config.json", NULL);
-  JsonParser *parser = json_parser_new();
-  if (g_file_test(path, G_FILE_TEST_IS_REGULAR) && json_parser_load_from_file(parser, path, NULL)) {
-    JsonNode *root = json_parser_get_root(parser);
-    JsonObject *o = root && JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
+  /* Optional: a file that cannot be read or parsed is ignored, as before. */
+  JsonNode *root = g_file_test(path, G_FILE_TEST_EXISTS) ? lmwb_json_load_file(path, MAX_TOKENIZER_FILE_BYTES, NULL) : NULL;
+  if (root) {
+    JsonObject *o = JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
     const char *keys[2] = {"bos_token", "eos_token"};
     for (int k = 0; k < 2 && o; k++) {
       JsonNode *n = member(o, keys[k]);
@@ -1643,8 +1627,8 @@ static void apply_config(LmwbTokenizer *t, const char *dir) {
       int32_t id = s ? lmwb_tokenizer_token_id(t, s) : -1;
       if (id >= 0) *(k == 0 ? &t->bos : &t->eos) = id;
     }
+    json_node_unref(root);
   }
-  g_object_unref(parser);
   g_free(path);
 }
 

@@ -3,6 +3,7 @@
 #include "app/train/bpe_trainer.h"
 #include "app/core/atomic_file.h"
 #include "app/core/errors.h"
+#include "app/core/inputs.h"
 #include "app/formats/tokenizer.h"
 #include "app/formats/tokenizer_internal.h"
 
@@ -290,12 +291,10 @@ gboolean lmwb_bpe_train(const char *const *corpus_files, int n_files, const Lmwb
   /* 1. word frequencies */
   CountCtx cc = {g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL), opt->split_digits};
   for (int f = 0; f < n_files; f++) {
-    char *data = NULL;
-    gsize len = 0;
-    GError *e = NULL;
-    if (!g_file_get_contents(corpus_files[f], &data, &len, &e)) {
-      lmwb_input_error(error, "corpus file %s: cannot read: %s", corpus_files[f], e->message);
-      g_error_free(e);
+    size_t len = 0;
+    char *data = lmwb_file_read(corpus_files[f], LMWB_CORPUS_MAX_BYTES, LMWB_READ_REGULAR, &len, error);
+    if (!data) {
+      g_prefix_error(error, "corpus file ");
       g_hash_table_destroy(cc.freq);
       return FALSE;
     }

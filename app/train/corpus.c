@@ -2,6 +2,7 @@
 #include "app/train/corpus.h"
 #include "app/core/atomic_file.h"
 #include "app/core/errors.h"
+#include "app/core/inputs.h"
 #include "app/train/world.h"
 #include <errno.h>
 #include <glib/gstdio.h>
@@ -30,26 +31,10 @@ GPtrArray *lmwb_brown_read_samples(const char *path, GError **error) {
     lmwb_input_error(error, "Brown corpus: no file given");
     return NULL;
   }
-  GStatBuf st;
-  if (g_stat(path, &st) != 0) {
-    lmwb_input_error(error, "Brown corpus file '%s': %s", path, g_strerror(errno));
-    return NULL;
-  }
-  if (!S_ISREG(st.st_mode)) {
-    lmwb_input_error(error, "Brown corpus file '%s': not a regular file", path);
-    return NULL;
-  }
-  if ((guint64)st.st_size > LMWB_BROWN_MAX_BYTES) {
-    lmwb_input_error(error, "Brown corpus file '%s': %" G_GUINT64_FORMAT " bytes, more than the "
-                     "limit of %u bytes", path, (guint64)st.st_size, LMWB_BROWN_MAX_BYTES);
-    return NULL;
-  }
-  char *text = NULL;
-  gsize len = 0;
-  GError *local = NULL;
-  if (!g_file_get_contents(path, &text, &len, &local)) {
-    lmwb_input_error(error, "Brown corpus file '%s': %s", path, local->message);
-    g_error_free(local);
+  size_t len = 0;
+  char *text = lmwb_file_read(path, LMWB_BROWN_MAX_BYTES, LMWB_READ_REGULAR, &len, error);
+  if (!text) {
+    g_prefix_error(error, "Brown corpus file: ");
     return NULL;
   }
   const char *bad = NULL;

@@ -1,9 +1,13 @@
 #include "app/train/trainer.h"
 #include "app/core/atomic_file.h"
 #include "app/core/errors.h"
+#include "app/core/inputs.h"
+#include "app/formats/json_input.h"
+#include <glib/gstdio.h>
 #include "app/core/rng.h"
 #include "app/engine/optim.h"
 #include "app/engine/runner.h"
+#include "app/formats/half.h"
 #include "app/formats/safetensors.h"
 #include "app/formats/tokenizer.h"
 #include <json-glib/json-glib.h>
@@ -114,15 +118,12 @@ static gboolean parse_recipe(const char *path, Recipe *r, GError **error) {
   r->eval_every = 100; r->eval_batches = 8; r->checkpoint_every = 200; r->threads = 0;
   r->lr = 1e-3; r->min_lr = 1e-4; r->weight_decay = 0.1; r->beta1 = 0.9; r->beta2 = 0.95; r->eps = 1e-8; r->grad_clip = 1.0;
   r->dtype = g_strdup("F32");
-  g_autoptr(JsonParser) p = json_parser_new();
-  GError *e = NULL;
-  if (!json_parser_load_from_file(p, path, &e)) {
-    lmwb_input_error(error, "recipe %s: %s", path, e->message);
-    g_error_free(e);
+  g_autoptr(JsonNode) root = lmwb_json_load_file(path, (uint64_t)16 << 20, error);
+  if (!root) {
+    g_prefix_error(error, "recipe ");
     return FALSE;
   }
-  JsonNode *root = json_parser_get_root(p);
-  if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
+  if (!JSON_NODE_HOLDS_OBJECT(root)) {
     lmwb_input_error(error, "recipe %s: expected a JSON object", path);
     return FALSE;
   }
@@ -231,12 +232,10 @@ static int32_t *tokenize_files(const LmwbTokenizer *tok, char **files, size_t *n
       start[i + 1] = all->len;
       continue;
     }
-    g_autofree char *text = NULL;
-    gsize len = 0;
-    GError *e = NULL;
-    if (!g_file_get_contents(*f, &text, &len, &e)) {
-      lmwb_input_error(error, "cannot read corpus file %s: %s", *f, e->message);
-      g_error_free(e);
+    size_t len = 0;
+    g_autofree char *text = lmwb_file_read(*f, LMWB_CORPUS_MAX_BYTES, LMWB_READ_REGULAR, &len, error);
+    if (!text) {
+      g_prefix_error(error, "corpus file ");
       g_array_free(all, TRUE);
       return NULL;
     }
@@ -307,6 +306,10 @@ static gboolean load_checkpoint(const char *dir, LmwbModel *m, LmwbAdamW *opt, g
       ok = FALSE;
     } else {
       ok = lmwb_tensor_to_f32(t, dst[i], error);
+      if (ok && lmwb_f32_find_nonfinite(dst[i], m->n_params) < m->n_params) {
+        lmwb_input_error(error, "checkpoint %s: tensor \"%s\" holds a non-finite value (NaN or infinity)", path, names[i]);
+        ok = FALSE;
+      }
     }
   }
   const char *s = ok ? lmwb_safetensors_metadata(st, "step") : NULL;
@@ -321,6 +324,8 @@ static gboolean load_checkpoint(const char *dir, LmwbModel *m, LmwbAdamW *opt, g
     opt->step = *step;
   }
   lmwb_safetensors_close(st);
+  /* Read only to be continued and replaced: not an input to protect from this run's saves. */
+  lmwb_input_guard_forget(path);
   return ok;
 }
 
@@ -437,6 +442,8 @@ gboolean lmwb_train(const char *recipe_path, gboolean resume, int64_t max_steps_
     goto done;
   }
   csv_path = g_build_filename(rc.out, "metrics.csv", NULL);
+  /* The output folder may not be an input (the init_from model, a corpus file's folder...). */
+  if (!lmwb_input_guard_check_output(csv_path, error)) goto done;
   csv = fopen(csv_path, step > 0 ? "a" : "w");
   if (!csv) {
     lmwb_input_error(error, "cannot write %s", csv_path);
@@ -529,11 +536,12 @@ gboolean lmwb_train(const char *recipe_path, gboolean resume, int64_t max_steps_
   if (!ok) goto done;
   ok = save_checkpoint(ckpt, m, opt, step, rng, error) && lmwb_model_save(m, rc.out, rc.dtype, tok_dir, error);
   if (ok) {
-    g_autofree char *rec = NULL;
-    gsize len = 0;
+    size_t len = 0;
     g_autofree char *dst = g_build_filename(rc.out, "recipe.json", NULL);
-    if (g_file_get_contents(recipe_path, &rec, &len, NULL) && strcmp(dst, recipe_path))
-      ok = lmwb_file_write_atomic(dst, rec, len, error);
+    GStatBuf sd, sr;
+    gboolean same = g_stat(dst, &sd) == 0 && g_stat(recipe_path, &sr) == 0 && sd.st_dev == sr.st_dev && sd.st_ino == sr.st_ino;
+    g_autofree char *rec = same ? NULL : lmwb_file_read(recipe_path, (uint64_t)16 << 20, LMWB_READ_REGULAR, &len, NULL);
+    if (rec) ok = lmwb_file_write_atomic(dst, rec, len, error);
   }
   res->steps = step;
   res->final_train_loss = last_train;

@@ -3,6 +3,7 @@
 #include "app/train/world_eval.h"
 #include "app/core/errors.h"
 #include "app/core/rows.h"
+#include "app/formats/json_input.h"
 #include "app/engine/runner.h"
 #include "app/formats/tokenizer.h"
 #include <math.h>
@@ -514,22 +515,18 @@ out:
 gboolean lmwb_world_eval_file(LmwbModel *m, const char *path, const LmwbWorldEvalOptions *opt,
                               LmwbReporter *rep, LmwbWorldEvalResult *out, GError **error) {
   memset(out, 0, sizeof *out);
-  JsonParser *p = json_parser_new();
-  GError *local = NULL;
-  if (!json_parser_load_from_file(p, path, &local)) {
-    lmwb_input_error(error, "world manifest '%s': %s", path, local->message);
-    g_error_free(local);
-    g_object_unref(p);
+  JsonNode *root = lmwb_json_load_file(path, (uint64_t)256 << 20, error);
+  if (!root) {
+    g_prefix_error(error, "world manifest: ");
     return FALSE;
   }
-  JsonNode *root = json_parser_get_root(p);
-  if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
+  if (!JSON_NODE_HOLDS_OBJECT(root)) {
     lmwb_input_error(error, "world manifest '%s': the top level is not a JSON object", path);
-    g_object_unref(p);
+    json_node_unref(root);
     return FALSE;
   }
   gboolean ok = lmwb_world_eval(m, json_node_get_object(root), path, opt, rep, out, error);
-  g_object_unref(p);
+  json_node_unref(root);
   return ok;
 }
 

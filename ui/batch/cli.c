@@ -1,7 +1,11 @@
 #include "ui/batch/cli.h"
 #include "analysis/neurons.h"
 #include "app/core/atomic_file.h"
+#include "app/core/inputs.h"
+#include "app/formats/half.h"
+#include "app/formats/npy.h"
 #include "app/formats/tokenizer.h"
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -79,6 +83,8 @@ LmwbModel *lmwb_cli_load_model(GError **error) {
     return NULL;
   }
   LmwbModel *m = lmwb_model_load(dir, error);
+  /* --out into the model folder is refused now, not after the work. */
+  if (m && lmwb_cli.out && !lmwb_input_guard_check_output(lmwb_cli.out, error)) g_clear_pointer(&m, lmwb_model_unref);
   if (m && lmwb_cli.threads > 0 && m->be->set_threads) m->be->set_threads(lmwb_cli.threads);
   return m;
 }
@@ -167,7 +173,39 @@ gboolean lmwb_cli_input_ids(LmwbModel *m, const char *ids_text, const char *text
   return TRUE;
 }
 
+/* The first member (or element) holding a number that is not finite, as a path like
+ * "perplexity" or "rows[3].p"; NULL when all are finite. */
+static char *nonfinite_member(JsonNode *n, const char *where) {
+  if (JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_DOUBLE)
+    return isfinite(json_node_get_double(n)) ? NULL : g_strdup(*where ? where : "the result");
+  char *hit = NULL;
+  if (JSON_NODE_HOLDS_OBJECT(n)) {
+    JsonObjectIter it;
+    const char *key;
+    JsonNode *child;
+    json_object_iter_init(&it, json_node_get_object(n));
+    while (!hit && json_object_iter_next(&it, &key, &child)) {
+      g_autofree char *w = *where ? g_strdup_printf("%s.%s", where, key) : g_strdup(key);
+      hit = nonfinite_member(child, w);
+    }
+  } else if (JSON_NODE_HOLDS_ARRAY(n)) {
+    JsonArray *a = json_node_get_array(n);
+    for (guint i = 0; !hit && i < json_array_get_length(a); i++) {
+      g_autofree char *w = g_strdup_printf("%s[%u]", where, i);
+      hit = nonfinite_member(json_array_get_element(a, i), w);
+    }
+  }
+  return hit;
+}
+
 gboolean lmwb_cli_emit_json(JsonNode *root, const char *out, GError **error) {
+  g_autofree char *bad = nonfinite_member(root, "");
+  if (bad) {
+    json_node_unref(root);
+    g_set_error(error, LMWB_ERROR, LMWB_ERROR_FAILED, "the result \"%s\" is not a finite number (NaN or infinity); "
+                "nothing written", bad);
+    return FALSE;
+  }
   g_autoptr(JsonGenerator) gen = json_generator_new();
   json_generator_set_pretty(gen, out == NULL && isatty(1));
   json_generator_set_root(gen, root);
@@ -187,20 +225,37 @@ gboolean lmwb_cli_emit_json(JsonNode *root, const char *out, GError **error) {
   return TRUE;
 }
 
-char *lmwb_cli_read_text(const char *path, GError **error) {
-  char *data = NULL;
-  gsize len = 0;
-  GError *e = NULL;
-  if (!g_file_get_contents(path, &data, &len, &e)) {
-    lmwb_input_error(error, "cannot read %s: %s", path, e->message);
-    g_error_free(e);
-    return NULL;
+gboolean lmwb_cli_write_npy(const char *out, const char *what, const float *data, const int64_t *shape, int ndim,
+                            GError **error) {
+  size_t n = 1;
+  for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
+  size_t bad = lmwb_f32_find_nonfinite(data, n);
+  if (bad < n) {
+    GString *at = g_string_new(NULL);
+    for (int i = ndim - 1, rest = 0; i >= 0; i--, rest = 1) {
+      g_string_prepend(at, rest ? "," : "");
+      g_autofree char *k = g_strdup_printf("%zu", (size_t)(bad % (size_t)shape[i]));
+      g_string_prepend(at, k);
+      bad /= (size_t)shape[i];
+    }
+    g_set_error(error, LMWB_ERROR, LMWB_ERROR_FAILED, "%s: the %s at [%s] is not a finite number (NaN or infinity): "
+                "the model's weights overflow; nothing written", out, what, at->str);
+    g_string_free(at, TRUE);
+    return FALSE;
   }
+  return lmwb_npy_write_f32(out, data, shape, ndim, error);
+}
+
+char *lmwb_cli_read_text(const char *path, GError **error) {
+  size_t len = 0;
+  char *data = lmwb_file_read(path, LMWB_TEXT_MAX_BYTES, LMWB_READ_STREAM, &len, error);
+  if (!data) return NULL;
   if (!g_utf8_validate(data, (gssize)len, NULL)) {
     g_free(data);
     lmwb_input_error(error, "%s is not valid UTF-8 text", path);
     return NULL;
   }
+  if (lmwb_cli.out && !lmwb_input_guard_check_output(lmwb_cli.out, error)) g_clear_pointer(&data, g_free);
   return data;
 }
 
@@ -229,14 +284,28 @@ typedef struct {
 } CliReporter;
 
 static CliReporter cli_rep;
+static gint reporter_active;
 
-static void on_sigint(int sig) {
-  (void)sig;
-  if (g_atomic_int_get(&cli_rep.r.cancel_requested)) _exit(130);
-  g_atomic_int_set(&cli_rep.r.cancel_requested, 1);
-  static const char msg[] = "\nlmwb-batch: cancelling (Ctrl-C again to quit at once)\n";
-  ssize_t w = write(2, msg, sizeof msg - 1);
-  (void)w;
+static void on_signal(int sig) {
+  if (sig == SIGINT && g_atomic_int_get(&reporter_active) && !g_atomic_int_get(&cli_rep.r.cancel_requested)) {
+    g_atomic_int_set(&cli_rep.r.cancel_requested, 1);
+    static const char msg[] = "\nlmwb-batch: cancelling (Ctrl-C again to quit at once)\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+    return;
+  }
+  lmwb_atomic_file_remove_temps();
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+void lmwb_cli_install_signal_handlers(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE};
+  for (size_t i = 0; i < G_N_ELEMENTS(sigs); i++) sigaction(sigs[i], &sa, NULL);
 }
 
 static void draw_progress(LmwbReporter *r, double f, const char *stage) {
@@ -266,6 +335,6 @@ LmwbReporter *lmwb_cli_reporter(void) {
   cli_rep.r.log = print_log;
   cli_rep.start = g_get_monotonic_time();
   cli_rep.tty = isatty(2);
-  signal(SIGINT, on_sigint);
+  g_atomic_int_set(&reporter_active, 1);
   return &cli_rep.r;
 }

@@ -53,11 +53,20 @@ gboolean lmwb_cli_parse_ids(const char *text, int32_t **ids, int *B, int *T, GEr
 gboolean lmwb_cli_input_ids(LmwbModel *m, const char *ids_text, const char *text, int32_t **ids, int *B, int *T,
                             GError **error);
 
-/* Write JSON to --out (atomic) or stdout. Takes ownership of root. */
+/* Write JSON to --out (atomic) or stdout. Takes ownership of root. A number that is not finite
+ * (NaN, infinity) is never written: failure (exit 1) naming the member. */
 gboolean lmwb_cli_emit_json(JsonNode *root, const char *out, GError **error);
-/* Read a whole text file (input error naming it on failure). */
+/* Write a float32 .npy array to `out` unless a value is not finite (failure naming `what` and the
+ * element). */
+gboolean lmwb_cli_write_npy(const char *out, const char *what, const float *data, const int64_t *shape, int ndim,
+                            GError **error);
+/* Read a whole UTF-8 text file, a regular file or a pipe, of at most LMWB_TEXT_MAX_BYTES (input
+ * error naming it on failure). */
 char *lmwb_cli_read_text(const char *path, GError **error);
 
+/* SIGINT, SIGTERM, SIGHUP, SIGQUIT and SIGPIPE: temporary files are removed before the process
+ * dies; while a reporter is active the first Ctrl-C only asks the job to cancel. */
+void lmwb_cli_install_signal_handlers(void);
 /* A reporter that draws a progress bar on stderr (when it is a terminal) and cancels on Ctrl-C. */
 LmwbReporter *lmwb_cli_reporter(void);
 

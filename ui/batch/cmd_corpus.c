@@ -3,6 +3,7 @@
 #include "ui/batch/cmd_world.h"
 #include "app/train/corpus.h"
 #include "app/train/world.h"
+#include "app/formats/json_input.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -82,14 +83,15 @@ int lmwb_cmd_make_corpus(int argc, char **argv) {
   }
   /* Summary: the manifest's counts and corpus objects. */
   char *path = g_build_filename(out, LMWB_CORPUS_MANIFEST_FILE, NULL);
-  JsonParser *p = json_parser_new();
-  if (!json_parser_load_from_file(p, path, &err)) {
+  JsonNode *manifest = lmwb_json_load_file(path, (uint64_t)256 << 20, &err);
+  if (!manifest || !JSON_NODE_HOLDS_OBJECT(manifest)) {
+    if (!err) lmwb_input_error(&err, "%s: not a JSON object", path);
+    if (manifest) json_node_unref(manifest);
     g_free(path);
-    g_object_unref(p);
     status = lmwb_cli_fail(err);
     goto done;
   }
-  JsonObject *m = json_node_get_object(json_parser_get_root(p));
+  JsonObject *m = json_node_get_object(manifest);
   JsonObject *summary = json_object_new();
   json_object_set_string_member(summary, "out", out);
   json_object_set_string_member(summary, "manifest", path);
@@ -102,7 +104,7 @@ int lmwb_cmd_make_corpus(int argc, char **argv) {
   json_node_take_object(root, summary);
   g_free(path);
   gboolean ok = lmwb_cli_emit_json(root, NULL, &err);
-  g_object_unref(p);
+  json_node_unref(manifest);
   status = ok ? 0 : lmwb_cli_fail(err);
 done:
   g_free(seed_text);

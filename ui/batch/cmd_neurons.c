@@ -4,6 +4,7 @@
 #include "ui/batch/commands.h"
 #include "analysis/neurons.h"
 #include "app/core/atomic_file.h"
+#include "app/formats/half.h"
 #include "app/formats/tokenizer.h"
 #include "ui/plot/plot.h"
 #include <stdio.h>
@@ -115,6 +116,15 @@ int lmwb_cmd_neurons_decode(int argc, char **argv) {
     return lmwb_cli_fail(err);
   }
   if (isatty(2)) fputc('\n', stderr);
+  /* The rows are written by hand below: a NaN would come out as "nan", which is not JSON. */
+  size_t nq = (size_t)d->n_rows * d->top_k;
+  if (lmwb_f32_find_nonfinite(d->logits, nq) < nq || lmwb_f32_find_nonfinite(d->probs, nq) < nq) {
+    g_set_error(&err, LMWB_ERROR, LMWB_ERROR_FAILED, "a decoded logit or probability is not a finite number "
+                "(NaN or infinity): the model's weights overflow; nothing written");
+    lmwb_neuron_decode_free(d);
+    lmwb_model_unref(m);
+    return lmwb_cli_fail(err);
+  }
   gboolean csv = lmwb_cli.out && has_suffix_ci(lmwb_cli.out, ".csv");
   GString *g = g_string_sized_new((size_t)d->n_rows * d->top_k * 48 + 64);
   const char *wn = lmwb_neuron_which_name(d->which);

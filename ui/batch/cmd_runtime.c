@@ -162,7 +162,7 @@ int lmwb_cmd_logits(int argc, char **argv) {
                 lmwb_runner_forward(j.r, j.ids, j.B, j.T, &fo, &err);
   if (ok) {
     int64_t shape[3] = {j.B, j.T, j.m->cfg.vocab_size};
-    ok = lmwb_npy_write_f32(lmwb_cli.out, lmwb_runner_logits(j.r, NULL), shape, 3, &err);
+    ok = lmwb_cli_write_npy(lmwb_cli.out, "logit", lmwb_runner_logits(j.r, NULL), shape, 3, &err);
   }
   job_end(&j);
   return ok ? 0 : lmwb_cli_fail(err);
@@ -203,7 +203,7 @@ static int hook_array_cmd(int argc, char **argv, gboolean grad) {
   } else if (ok) {
     ok = (data = lmwb_runner_activation(j.r, site, shape, &nd, &err)) != NULL;
   }
-  if (ok) ok = lmwb_npy_write_f32(lmwb_cli.out, data, shape, nd, &err);
+  if (ok) ok = lmwb_cli_write_npy(lmwb_cli.out, grad ? "gradient" : "activation", data, shape, nd, &err);
   job_end(&j);
   return ok ? 0 : lmwb_cli_fail(err);
 }

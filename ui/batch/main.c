@@ -1,5 +1,6 @@
 /* lmwb-batch: the headless front end. `lmwb-batch COMMAND [SUBCOMMAND] [OPTIONS]`. */
 #include "ui/batch/cli.h"
+#include "app/core/inputs.h"
 #include <locale.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,8 +17,16 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+  /* Command-line text is UTF-8 whatever the locale: GOption converts string options from the
+   * locale's charset, which GLib takes from $CHARSET first (under LC_ALL=C it would be ASCII and
+   * every accented prompt would be refused). */
+  g_setenv("CHARSET", "UTF-8", TRUE);
   setlocale(LC_ALL, "");
   setlocale(LC_NUMERIC, "C");
+  /* No command writes over a file it reads; every command removes its temporary files when it
+   * is interrupted. */
+  lmwb_input_guard_enable();
+  lmwb_cli_install_signal_handlers();
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
     usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;

@@ -1,4 +1,5 @@
 #include "ui/desktop/lmwb-script.h"
+#include "app/core/inputs.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,8 +184,8 @@ static void step(Script *s) {
 }
 
 gboolean lmwb_script_run(const char *path, LmwbWindow *w, int *status, GError **error) {
-  char *text = NULL;
-  if (!g_file_get_contents(path, &text, NULL, error)) return FALSE;
+  char *text = lmwb_file_read(path, (uint64_t)16 << 20, LMWB_READ_REGULAR, NULL, error);
+  if (!text) return FALSE;
   Script *s = g_new0(Script, 1); /* lives until the process exits with the script */
   s->lines = g_strsplit(text, "\n", -1);
   g_free(text);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "app/core/errors.h"
+#include "app/core/inputs.h"
 
 static inline char *tu_tmpdir(void) {
   GError *err = NULL;
@@ -54,3 +55,28 @@ static inline int tu_count_entries(const char *dir) {
         g_error("message '%s' lacks '%s'", (err)->message, tu_frags_[tu_i_]);        \
     }                                                                                \
   } while (0)
+
+/* u64 length + header + data buffer, as a safetensors file image. */
+static inline GByteArray *tu_safetensors_image(const char *header, const void *buf, size_t buflen) {
+  GByteArray *a = g_byte_array_new();
+  guint64 n = strlen(header);
+  guint8 len[8];
+  for (int i = 0; i < 8; i++) len[i] = (guint8)(n >> (8 * i));
+  g_byte_array_append(a, len, 8);
+  g_byte_array_append(a, (const guint8 *)header, (guint)n);
+  if (buflen) g_byte_array_append(a, buf, (guint)buflen);
+  return a;
+}
+
+/* The input guard stays on for the rest of a process, so a test that needs it runs in a
+ * subprocess: in the parent this runs the test there, asserts it passed and returns FALSE; in
+ * the subprocess it turns the guard on and returns TRUE. */
+static inline gboolean tu_guarded_subprocess(void) {
+  if (!g_test_subprocess()) {
+    g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+    g_test_trap_assert_passed();
+    return FALSE;
+  }
+  lmwb_input_guard_enable();
+  return TRUE;
+}

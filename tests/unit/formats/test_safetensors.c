@@ -9,21 +9,9 @@
 
 /* ---- helpers --------------------------------------------------------------------------- */
 
-/* u64 length + header + data buffer, as a file image. */
-static GByteArray *image(const char *header, const void *buf, size_t buflen) {
-  GByteArray *a = g_byte_array_new();
-  uint64_t n = strlen(header);
-  guint8 len[8];
-  for (int i = 0; i < 8; i++) len[i] = (guint8)(n >> (8 * i));
-  g_byte_array_append(a, len, 8);
-  g_byte_array_append(a, (const guint8 *)header, (guint)n);
-  if (buflen) g_byte_array_append(a, buf, (guint)buflen);
-  return a;
-}
-
 /* Parses header+buf and returns the error (the parse must fail). */
 static GError *parse_bad(const char *header, const void *buf, size_t buflen) {
-  GByteArray *a = image(header, buf, buflen);
+  GByteArray *a = tu_safetensors_image(header, buf, buflen);
   GError *err = NULL;
   LmwbSafetensors *st = lmwb_safetensors_open_memory(a->data, a->len, "bad.safetensors", &err);
   g_assert_null(st);
@@ -535,7 +523,7 @@ static void test_bad_metadata(void) {
 
 static void test_good_edge_cases(void) {
   /* Empty tensors may share offsets; holes are tolerated; trailing spaces pad the header. */
-  GByteArray *a = image("{\"e1\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [0, 0]},"
+  GByteArray *a = tu_safetensors_image("{\"e1\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [0, 0]},"
                         " \"e2\": {\"dtype\": \"BOOL\", \"shape\": [0, 5], \"data_offsets\": [0, 0]},"
                         " \"x\": {\"dtype\": \"U8\", \"shape\": [], \"data_offsets\": [3, 4]}}   ",
                         "\x01\x02\x03\x04", 4);
