@@ -61,10 +61,11 @@ static gboolean check_term(const LmwbRunner *r, const LmwbLoss *t, int i, GError
   return TRUE;
 }
 
-/* Host data for an op: the caller's memory on a host-visible backend, else a device copy in buf. */
-static const float *on_device(LmwbRunner *r, Buf *buf, const void *host, size_t n) {
+/* Host data for an op: the caller's memory on a host-visible backend, else a device copy in buf
+ * (which holds at least `bytes`). */
+static const void *on_device(LmwbRunner *r, Buf *buf, const void *host, size_t bytes) {
   if (r->be->host_visible) return host;
-  r->be->to_device(buf->p, host, n * sizeof(float));
+  r->be->to_device(buf->p, host, bytes);
   return buf->p;
 }
 
@@ -83,7 +84,7 @@ static gboolean next_token(LmwbRunner *r, const LmwbLoss *t, double w, double *v
   r->be->to_device(r->loss_targets.p, tg, N * sizeof(int32_t));
   const int32_t *tgd = (const int32_t *)r->loss_targets.p;
   /* the gradient and the losses in one pass over the logits */
-  r->o->xent_bwd(r->dlogits.p, r->loss_rows.p, r->logits.p, tgd, on_device(r, &r->loss_scale, scale, N), (int)N, V);
+  r->o->xent_bwd(r->dlogits.p, r->loss_rows.p, r->logits.p, tgd, on_device(r, &r->loss_scale, scale, N * sizeof(float)), (int)N, V);
   r->be->to_host(losses, r->loss_rows.p, N * sizeof(float));
   double sum = 0;
   for (size_t i = 0; i < N; i++)
@@ -103,15 +104,15 @@ static gboolean kl(LmwbRunner *r, const LmwbLoss *t, double w, double *value) {
     for (int b = 0; b < B; b++)
       for (int k = 0; k < (r->lens ? r->lens[b] : T); k++, cnt++) mask[(size_t)b * T + k] = 1;
     for (size_t i = 0; i < N; i++) scale[i] = mask[i] ? (float)(w / (double)cnt) : 0.f;
-    const float *ref = on_device(r, &r->loss_ref, t->ref_logprobs, N * V);
-    const uint8_t *maskd = (const uint8_t *)on_device(r, &r->loss_targets, mask, (N + 3) / 4);
+    const float *ref = on_device(r, &r->loss_ref, t->ref_logprobs, N * V * sizeof(float));
+    const uint8_t *maskd = on_device(r, &r->loss_targets, mask, N);
     r->o->kl_fwd(r->loss_rows.p, r->logits.p, ref, maskd, (int)N, V);
     r->be->to_host(losses, r->loss_rows.p, N * sizeof(float));
     double sum = 0;
     for (size_t i = 0; i < N; i++)
       if (mask[i]) sum += losses[i];
     *value = sum / (double)cnt;
-    r->o->kl_bwd(r->dlogits.p, r->logits.p, ref, on_device(r, &r->loss_scale, scale, N), (int)N, V);
+    r->o->kl_bwd(r->dlogits.p, r->logits.p, ref, on_device(r, &r->loss_scale, scale, N * sizeof(float)), (int)N, V);
     return TRUE;
   }
   /* One row per sequence: gather the rows, take the KL there, scatter the gradient back. */
@@ -120,14 +121,14 @@ static gboolean kl(LmwbRunner *r, const LmwbLoss *t, double w, double *value) {
     rn_copy(r, rows + (size_t)b * V, r->logits.p + ((size_t)b * T + t->positions[b]) * V, V);
   g_autofree float *scale = g_new(float, B), *losses = g_new(float, B);
   for (int b = 0; b < B; b++) scale[b] = (float)(w / B);
-  const float *ref = on_device(r, &r->loss_ref, t->ref_logprobs, (size_t)B * V);
+  const float *ref = on_device(r, &r->loss_ref, t->ref_logprobs, (size_t)B * V * sizeof(float));
   r->o->kl_fwd(r->loss_rows.p, rows, ref, NULL, B, V);
   r->be->to_host(losses, r->loss_rows.p, (size_t)B * sizeof(float));
   double sum = 0;
   for (int b = 0; b < B; b++) sum += losses[b];
   *value = sum / B;
   r->be->zero(drows, (size_t)B * V * sizeof(float));
-  r->o->kl_bwd(drows, rows, ref, on_device(r, &r->loss_scale, scale, B), B, V);
+  r->o->kl_bwd(drows, rows, ref, on_device(r, &r->loss_scale, scale, (size_t)B * sizeof(float)), B, V);
   for (int b = 0; b < B; b++) {
     float *dst = r->dlogits.p + ((size_t)b * T + t->positions[b]) * V;
     r->o->add(dst, dst, drows + (size_t)b * V, V);
@@ -184,7 +185,7 @@ gboolean rn_loss_backward(LmwbRunner *r, const LmwbLoss *terms, int n_terms, dou
         g_autofree float *scaled = w != 1.0 ? g_new(float, N * V) : NULL;
         if (scaled)
           for (size_t k = 0; k < N * V; k++) scaled[k] = (float)(w * t->dlogits[k]);
-        const float *src = on_device(r, &r->loss_ref, scaled ? scaled : t->dlogits, N * V);
+        const float *src = on_device(r, &r->loss_ref, scaled ? scaled : t->dlogits, N * V * sizeof(float));
         r->o->add(r->dlogits.p, r->dlogits.p, src, N * V);
         v = NAN;
         break;
