@@ -18,7 +18,7 @@
  *    Nothing aborts; on failure the outputs hold unspecified values.
  *  - Reentrant: no static state; any thread may call at any time. LAPACK/BLAS run on OpenBLAS's
  *    threads (OMP_NUM_THREADS).
- * Like numpy.linalg (eigh, solve, lstsq, svd), which tests/unit/engine/test_linalg_numpy.py checks
+ * Like numpy.linalg (eigh, solve, lstsq, svd), which tests/unit/app/engine/test_linalg_numpy.py checks
  * them against. */
 #pragma once
 #include <glib.h>

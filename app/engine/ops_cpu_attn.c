@@ -44,6 +44,19 @@ static inline int keys_of(int t, int past, int b, const int *lens) {
   return jend;
 }
 
+/* Scratch for one block's score gradients, kept per thread (the pool's threads live on), so the
+ * backward allocates only when a block is larger than any before. */
+static float *thread_scratch(size_t n) {
+  static _Thread_local float *buf;
+  static _Thread_local size_t cap;
+  if (n > cap) {
+    g_free(buf);
+    buf = g_new(float, n);
+    cap = n;
+  }
+  return buf;
+}
+
 /* Keys a block of pattern rows uses: one past the last non-zero column. Padding keys come last,
  * so the products that read key rows stop there (a padding row may hold anything). */
 static int used_keys(const float *P, int T, int Tk) {
@@ -150,7 +163,7 @@ void lmwb_cpu_attn_pattern_bwd(float *dq, float *dk, const float *dpattern, cons
 #pragma omp parallel if ((size_t)B * Hq * T * Tk * hd > PAR_MIN)
   {
     /* Softmax backward: ds_j = p_j (dp_j - sum_i p_i dp_i), times the score's scale. */
-    float *ds = g_new(float, (size_t)T * Tk);
+    float *ds = thread_scratch((size_t)T * Tk);
 #pragma omp for schedule(dynamic, 1)
     for (long task = 0; task < (long)B * Hkv; task++) {
       int b = (int)(task / Hkv), kh = (int)(task % Hkv);
@@ -173,7 +186,6 @@ void lmwb_cpu_attn_pattern_bwd(float *dq, float *dk, const float *dpattern, cons
         if (dk) gemm(true, false, used, hd, T, 1.f, ds, Tk, qb, qs, 1.f, dk + (size_t)b * Tcap * ks + (size_t)kh * hd, ks);
       }
     }
-    g_free(ds);
   }
 }
 

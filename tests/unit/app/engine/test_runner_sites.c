@@ -3,7 +3,7 @@
  * every head's q/k/v input is its own copy, so setting one head's input changes exactly that
  * head's q (or kv head's k, v) into what the other input gives; hook_mlp_in feeds the MLP alone;
  * and gradients at the new sites match finite differences. */
-#include "tests/unit/engine/runner_test_util.h"
+#include "tests/unit/app/engine/runner_test_util.h"
 
 #define ALL_SITES (LMWB_RUN_ATTN_RESULT | LMWB_RUN_SPLIT_QKV | LMWB_RUN_MLP_IN)
 

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "app/core/rng.h"
-#include "tests/unit/formats/formats_test_util.h"
+#include "tests/unit/app/formats/formats_test_util.h"
 
 #define EPS DBL_EPSILON
 

@@ -1,7 +1,7 @@
 /* Streamed second moments (moments.h) against brute force in double precision: activations over
  * valid positions (padding left out), gradients in a backward, the last position left out, merge,
  * and a block boundary inside a run; bad sites are refused. */
-#include "tests/unit/engine/runner_test_util.h"
+#include "tests/unit/app/engine/runner_test_util.h"
 #include "app/engine/moments.h"
 
 static LmwbSite S(LmwbSiteKind k, int l) { return (LmwbSite){k, l}; }

@@ -2,7 +2,7 @@
  * interchange with alpha 1 reproduces the other run exactly; alpha interpolates), OBSERVE (sees
  * the block, the token ids and lengths, forward and backward), the chain rule through hooks in a
  * backward (finite differences), and the input errors of bad hooks. */
-#include "tests/unit/engine/runner_test_util.h"
+#include "tests/unit/app/engine/runner_test_util.h"
 
 static LmwbSite S(LmwbSiteKind k, int l) { return (LmwbSite){k, l}; }
 

@@ -4,7 +4,7 @@
  * accumulating over runs; and the linearised model of attribution (patterns, norm scales and the
  * MLP nonlinearity frozen), whose finite differences come from a forward that holds those
  * quantities fixed with hooks. */
-#include "tests/unit/engine/runner_test_util.h"
+#include "tests/unit/app/engine/runner_test_util.h"
 
 static LmwbSite S(LmwbSiteKind k, int l) { return (LmwbSite){k, l}; }
 #define EMBED S(LMWB_SITE_EMBED, -1)

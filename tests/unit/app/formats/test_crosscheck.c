@@ -1,4 +1,4 @@
-/* Cross-checks with numpy/torch through tests/unit/formats/crosscheck.py, which writes and reads
+/* Cross-checks with numpy/torch through tests/unit/app/formats/crosscheck.py, which writes and reads
  * .npy with numpy and safetensors by hand. Skipped when /usr/bin/python3 or its modules are
  * missing. */
 #include <glib.h>
@@ -26,7 +26,7 @@ static gboolean python_has(const char *modules) {
 
 static char *script_path(void) {
   const char *root = g_getenv("LMWB_SOURCE_ROOT");
-  if (root) return g_build_filename(root, "tests", "unit", "formats", "crosscheck.py", NULL);
+  if (root) return g_build_filename(root, "tests", "unit", "app", "formats", "crosscheck.py", NULL);
   return g_test_build_filename(G_TEST_DIST, "crosscheck.py", NULL);
 }
 

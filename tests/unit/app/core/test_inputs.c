@@ -11,7 +11,7 @@
 
 #include "app/core/errors.h"
 #include "app/core/inputs.h"
-#include "tests/unit/formats/formats_test_util.h"
+#include "tests/unit/app/formats/formats_test_util.h"
 
 static void test_read_regular(void) {
   char *dir = tu_tmpdir();

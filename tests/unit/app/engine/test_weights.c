@@ -3,7 +3,7 @@
  * gradients), undo is exact, a version in use cannot be edited, a fork saves as a normal folder,
  * a worker thread keeps its weights while another thread edits, and device copies (the checked
  * backend) follow every edit. */
-#include "tests/unit/engine/runner_test_util.h"
+#include "tests/unit/app/engine/runner_test_util.h"
 #include <glib/gstdio.h>
 
 static LmwbSite S(LmwbSiteKind k, int l) { return (LmwbSite){k, l}; }
