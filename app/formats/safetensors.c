@@ -1,4 +1,5 @@
 #include "app/formats/safetensors.h"
+#include "app/formats/json_text.h"
 
 #include <json-glib/json-glib.h>
 #include <string.h>
@@ -783,20 +784,6 @@ void lmwb_safetensors_writer_set_metadata(LmwbSafetensorsWriter *w, const char *
   g_hash_table_insert(w->metadata, g_strdup(key), g_strdup(value));
 }
 
-static void json_escape(GString *s, const char *str) {
-  g_string_append_c(s, '"');
-  for (const unsigned char *p = (const unsigned char *)str; *p; p++) {
-    if (*p == '"' || *p == '\\') {
-      g_string_append_c(s, '\\');
-      g_string_append_c(s, (char)*p);
-    } else if (*p < 0x20) {
-      g_string_append_printf(s, "\\u%04x", *p);
-    } else {
-      g_string_append_c(s, (char)*p);
-    }
-  }
-  g_string_append_c(s, '"');
-}
 
 static gint cmp_entry_ptr(gconstpointer a, gconstpointer b) {
   const WriterEntry *x = *(WriterEntry *const *)a, *y = *(WriterEntry *const *)b;
@@ -858,9 +845,9 @@ gboolean lmwb_safetensors_writer_save(LmwbSafetensorsWriter *w, const char *path
     g_string_append(h, "\"__metadata__\":{");
     for (guint i = 0; i < n; i++) {
       if (i) g_string_append_c(h, ',');
-      json_escape(h, keys[i]);
+      lmwb_json_append_string(h, keys[i]);
       g_string_append_c(h, ':');
-      json_escape(h, g_hash_table_lookup(w->metadata, keys[i]));
+      lmwb_json_append_string(h, g_hash_table_lookup(w->metadata, keys[i]));
     }
     g_string_append_c(h, '}');
     g_free(keys);
@@ -871,7 +858,7 @@ gboolean lmwb_safetensors_writer_save(LmwbSafetensorsWriter *w, const char *path
     const WriterEntry *e = order->pdata[i];
     if (!first) g_string_append_c(h, ',');
     first = FALSE;
-    json_escape(h, e->name);
+    lmwb_json_append_string(h, e->name);
     g_string_append_printf(h, ":{\"dtype\":\"%s\",\"shape\":[", lmwb_dtype_name(e->dtype));
     for (int d = 0; d < e->ndim; d++)
       g_string_append_printf(h, "%s%" G_GINT64_FORMAT, d ? "," : "", e->shape[d]);

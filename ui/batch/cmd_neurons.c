@@ -1,6 +1,7 @@
 /* lmwb-batch neurons decode | search | sweep | compare: LM-head neuron decoding and clamping.
  * Each parses, calls analysis/neurons.h, and writes JSON (decode also CSV; sweep also a plot). */
 #include "ui/batch/cli.h"
+#include "app/formats/json_text.h"
 #include "ui/batch/commands.h"
 #include "analysis/neurons.h"
 #include "app/core/atomic_file.h"
@@ -20,19 +21,6 @@
   "Without --model the built-in model is used. Exit status: 0 ok, 2 bad input (the message names it),\n" \
   "1 other failure."
 
-static void json_escape(GString *g, const char *s) {
-  g_string_append_c(g, '"');
-  for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-    if (*p == '"') g_string_append(g, "\\\"");
-    else if (*p == '\\') g_string_append(g, "\\\\");
-    else if (*p == '\n') g_string_append(g, "\\n");
-    else if (*p == '\t') g_string_append(g, "\\t");
-    else if (*p == '\r') g_string_append(g, "\\r");
-    else if (*p < 0x20) g_string_append_printf(g, "\\u%04x", *p);
-    else g_string_append_c(g, (char)*p);
-  }
-  g_string_append_c(g, '"');
-}
 
 static void csv_field(GString *g, const char *s) {
   g_string_append_c(g, '"');
@@ -148,7 +136,7 @@ int lmwb_cmd_neurons_decode(int argc, char **argv) {
         g_string_append_printf(g, ",%s", g_ascii_formatd(num, sizeof num, "%.8g", d->probs[q]));
       } else {
         g_string_append_printf(g, "%s{\"id\":%d,\"token\":", j ? "," : "", d->ids[q]);
-        json_escape(g, t);
+        lmwb_json_append_string(g, t);
         g_string_append_printf(g, ",\"prob\":%s", g_ascii_formatd(num, sizeof num, "%.8g", d->probs[q]));
         g_string_append_printf(g, ",\"logit\":%s}", g_ascii_formatd(num, sizeof num, "%.8g", d->logits[q]));
       }
