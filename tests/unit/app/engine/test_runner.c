@@ -2,43 +2,16 @@
  * the KV cache reproduces the full forward, padding does not leak, hooks edit exactly what they
  * select, backward matches finite differences at hook sites and parameters (also with frozen
  * attention patterns), and every kind of bad model folder is refused with an input error. */
-#include "app/core/errors.h"
 #include "app/engine/generate.h"
 #include "app/engine/perplexity.h"
-#include "app/engine/runner.h"
-#include <math.h>
-#include <string.h>
-
-static const char *const fixtures[] = {"gpt2", "llama_gqa", "neox"};
-
-static LmwbModel *load_fixture(const char *name) {
-  const char *root = g_getenv("LMWB_SOURCE_ROOT");
-  g_autofree char *dir = g_build_filename(root ? root : ".", "tests/fixtures/models", name, NULL);
-  GError *err = NULL;
-  LmwbModel *m = lmwb_model_load(dir, &err);
-  g_assert_no_error(err);
-  return m;
-}
-
-static void make_ids(int32_t *ids, int n, int V, guint32 seed) {
-  for (int i = 0; i < n; i++) {
-    seed = seed * 1664525u + 1013904223u;
-    ids[i] = (int32_t)((seed >> 8) % (guint32)V);
-  }
-}
-
-static double max_abs_diff(const float *a, const float *b, size_t n) {
-  double m = 0;
-  for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
-  return m;
-}
+#include "tests/unit/app/engine/runner_test_util.h"
 
 static void test_kv_cache(void) {
-  for (size_t f = 0; f < G_N_ELEMENTS(fixtures); f++) {
-    LmwbModel *m = load_fixture(fixtures[f]);
+  for (size_t f = 0; f < G_N_ELEMENTS(rt_fixtures); f++) {
+    LmwbModel *m = rt_load(rt_fixtures[f]);
     int T = 10, V = m->cfg.vocab_size;
     int32_t ids[10];
-    make_ids(ids, T, V, 7);
+    rt_ids(ids, T, V, 7);
     LmwbRunner *full = lmwb_runner_new(m), *inc = lmwb_runner_new(m);
     GError *err = NULL;
     g_assert_true(lmwb_runner_forward(full, ids, 1, T, NULL, &err));
@@ -46,10 +19,10 @@ static void test_kv_cache(void) {
     /* prompt of 4, then one token at a time */
     LmwbForwardOptions fo = {.use_cache = true, .last_logits_only = true};
     g_assert_true(lmwb_runner_forward(inc, ids, 1, 4, &fo, &err));
-    g_assert_cmpfloat(max_abs_diff(lmwb_runner_logits(inc, NULL), ref + 3 * V, V), <, 1e-4);
+    g_assert_cmpfloat(rt_max_diff(lmwb_runner_logits(inc, NULL), ref + 3 * V, V), <, 1e-4);
     for (int t = 4; t < T; t++) {
       g_assert_true(lmwb_runner_forward(inc, ids + t, 1, 1, &fo, &err));
-      g_assert_cmpfloat(max_abs_diff(lmwb_runner_logits(inc, NULL), ref + (size_t)t * V, V), <, 1e-4);
+      g_assert_cmpfloat(rt_max_diff(lmwb_runner_logits(inc, NULL), ref + (size_t)t * V, V), <, 1e-4);
     }
     g_assert_cmpint(lmwb_runner_cache_length(inc), ==, T);
     lmwb_runner_free(full);
@@ -59,11 +32,11 @@ static void test_kv_cache(void) {
 }
 
 static void test_padding(void) {
-  for (size_t f = 0; f < G_N_ELEMENTS(fixtures); f++) {
-    LmwbModel *m = load_fixture(fixtures[f]);
+  for (size_t f = 0; f < G_N_ELEMENTS(rt_fixtures); f++) {
+    LmwbModel *m = rt_load(rt_fixtures[f]);
     int T = 8, V = m->cfg.vocab_size;
     int32_t ids[16], one[5];
-    make_ids(ids, 16, V, 11);
+    rt_ids(ids, 16, V, 11);
     memcpy(one, ids + 8, sizeof one);
     for (int t = 5; t < 8; t++) ids[8 + t] = 0; /* padding of sequence 1 */
     int lens[2] = {8, 5};
@@ -72,7 +45,7 @@ static void test_padding(void) {
     LmwbForwardOptions fo = {.lens = lens};
     g_assert_true(lmwb_runner_forward(r, ids, 2, T, &fo, &err));
     g_assert_true(lmwb_runner_forward(s, one, 1, 5, NULL, &err));
-    g_assert_cmpfloat(max_abs_diff(lmwb_runner_logits(r, NULL) + (size_t)T * V, lmwb_runner_logits(s, NULL), (size_t)5 * V), <, 1e-4);
+    g_assert_cmpfloat(rt_max_diff(lmwb_runner_logits(r, NULL) + (size_t)T * V, lmwb_runner_logits(s, NULL), (size_t)5 * V), <, 1e-4);
     lmwb_runner_free(r);
     lmwb_runner_free(s);
     lmwb_model_unref(m);
@@ -80,10 +53,10 @@ static void test_padding(void) {
 }
 
 static void test_hooks_select(void) {
-  LmwbModel *m = load_fixture("gpt2");
+  LmwbModel *m = rt_load("gpt2");
   int T = 8, V = m->cfg.vocab_size;
   int32_t ids[8];
-  make_ids(ids, T, V, 3);
+  rt_ids(ids, T, V, 3);
   LmwbRunner *r = lmwb_runner_new(m);
   GError *err = NULL;
   g_assert_true(lmwb_runner_forward(r, ids, 1, T, NULL, &err));
@@ -95,8 +68,8 @@ static void test_hooks_select(void) {
   g_assert_cmpint(lmwb_runner_add_hook(r, &h, &err), >, 0);
   g_assert_true(lmwb_runner_forward(r, ids, 1, T, NULL, &err));
   const float *cl = lmwb_runner_logits(r, NULL);
-  g_assert_cmpfloat(max_abs_diff(cl, base, (size_t)pos * V), ==, 0.0);
-  g_assert_cmpfloat(max_abs_diff(cl + (size_t)pos * V, base + (size_t)pos * V, V), >, 1e-3);
+  g_assert_cmpfloat(rt_max_diff(cl, base, (size_t)pos * V), ==, 0.0);
+  g_assert_cmpfloat(rt_max_diff(cl + (size_t)pos * V, base + (size_t)pos * V, V), >, 1e-3);
   int64_t shape[4];
   const float *post = lmwb_runner_activation(r, (LmwbSite){LMWB_SITE_MLP_POST, 1}, shape, NULL, &err);
   g_assert_cmpfloat(post[(size_t)pos * m->cfg.d_ff + neuron], ==, 10.0f);
@@ -105,7 +78,7 @@ static void test_hooks_select(void) {
   LmwbHook add = {.site = {LMWB_SITE_RESID_MID, 0}, .op = LMWB_HOOK_ADD, .value = 0.0f};
   g_assert_cmpint(lmwb_runner_add_hook(r, &add, &err), >, 0);
   g_assert_true(lmwb_runner_forward(r, ids, 1, T, NULL, &err));
-  g_assert_cmpfloat(max_abs_diff(lmwb_runner_logits(r, NULL), base, (size_t)T * V), ==, 0.0);
+  g_assert_cmpfloat(rt_max_diff(lmwb_runner_logits(r, NULL), base, (size_t)T * V), ==, 0.0);
   lmwb_runner_free(r);
   lmwb_model_unref(m);
 }
@@ -121,12 +94,12 @@ static void put_pattern(float *act, const LmwbHookCtx *ctx, void *user) {
 }
 
 static void test_grad_fd(void) {
-  for (size_t f = 0; f < G_N_ELEMENTS(fixtures); f++) {
-    LmwbModel *m = load_fixture(fixtures[f]);
+  for (size_t f = 0; f < G_N_ELEMENTS(rt_fixtures); f++) {
+    LmwbModel *m = rt_load(rt_fixtures[f]);
     const LmwbConfig *c = &m->cfg;
     int B = 2, T = 6;
     int32_t ids[12];
-    make_ids(ids, B * T, c->vocab_size, 5);
+    rt_ids(ids, B * T, c->vocab_size, 5);
     LmwbRunner *r = lmwb_runner_new(m);
     GError *err = NULL;
     LmwbSite sites[] = {{LMWB_SITE_RESID_PRE, 0}, {LMWB_SITE_MLP_POST, 0}, {LMWB_SITE_Q, 1}, {LMWB_SITE_LN_FINAL, -1}};
@@ -182,7 +155,7 @@ static void test_grad_fd(void) {
         double numeric = (vals[0] - vals[1]) / 2e-2;
         double tol = 2e-3 + 2e-2 * fabs(numeric);
         if (fabs(numeric - analytic) > tol)
-          g_error("%s site %d/%d frozen=%d: analytic %.6g numeric %.6g", fixtures[f], site.kind, site.layer, frozen, analytic, numeric);
+          g_error("%s site %d/%d frozen=%d: analytic %.6g numeric %.6g", rt_fixtures[f], site.kind, site.layer, frozen, analytic, numeric);
       }
       g_free(fz.patterns);
     }
@@ -192,10 +165,10 @@ static void test_grad_fd(void) {
 }
 
 static void test_param_grad_fd(void) {
-  LmwbModel *m = load_fixture("llama_gqa");
+  LmwbModel *m = rt_load("llama_gqa");
   int B = 2, T = 6;
   int32_t ids[12];
-  make_ids(ids, B * T, m->cfg.vocab_size, 9);
+  rt_ids(ids, B * T, m->cfg.vocab_size, 9);
   LmwbRunner *r = lmwb_runner_new(m);
   GError *err = NULL;
   g_assert_true(lmwb_runner_forward(r, ids, B, T, NULL, &err));
@@ -225,7 +198,7 @@ static void test_param_grad_fd(void) {
 }
 
 static void test_generate_seeded(void) {
-  LmwbModel *m = load_fixture("gpt2");
+  LmwbModel *m = rt_load("gpt2");
   LmwbRunner *r = lmwb_runner_new(m);
   int32_t prompt[3] = {5, 9, 12};
   LmwbGenerateOptions o;
@@ -254,10 +227,10 @@ static void test_generate_seeded(void) {
 }
 
 static void test_perplexity_window(void) {
-  LmwbModel *m = load_fixture("gpt2");
+  LmwbModel *m = rt_load("gpt2");
   LmwbRunner *r = lmwb_runner_new(m);
   int32_t ids[40];
-  make_ids(ids, 40, m->cfg.vocab_size, 13);
+  rt_ids(ids, 40, m->cfg.vocab_size, 13);
   GError *err = NULL;
   /* Disjoint windows of 20 (stride 20) score 38 tokens: all but the first of each window. */
   LmwbPerplexityOptions o = {.context = 20, .stride = 20};
@@ -331,7 +304,7 @@ static void test_bad_folders(void) {
 }
 
 static void test_bad_runs(void) {
-  LmwbModel *m = load_fixture("gpt2");
+  LmwbModel *m = rt_load("gpt2");
   LmwbRunner *r = lmwb_runner_new(m);
   GError *err = NULL;
   int32_t ids[3] = {1, 2, 320};
