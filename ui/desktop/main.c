@@ -1,6 +1,7 @@
 /* lmwb: the GTK4 desktop workbench. Parses its few options before touching the display so that
  * --help works anywhere and a missing display is a clear message (exit 2), not a crash. */
 #include "ui/desktop/lmwb-app.h"
+#include "app/core/inputs.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@ static void wait_passively(char **argv) {
 
 int main(int argc, char **argv) {
   wait_passively(argv);
+  lmwb_input_guard_enable(); /* an export never writes over a file or folder the workbench opened */
   char *model = NULL, *script = NULL;
   gboolean version = FALSE;
   GOptionEntry entries[] = {
