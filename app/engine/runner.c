@@ -564,7 +564,7 @@ static gboolean check_options(LmwbRunner *r, const LmwbBackwardOptions *opt, GEr
     lmwb_input_error(error, "backward: stop_layer %d is not in 0..%d", opt->stop_layer, NL(r) - 1);
     return FALSE;
   }
-  if (opt->freeze & ~(unsigned)(LMWB_FREEZE_PATTERN | LMWB_FREEZE_NORM | LMWB_FREEZE_MLP)) {
+  if (opt->freeze & ~(unsigned)(LMWB_FREEZE_PATTERN | LMWB_FREEZE_NORM | LMWB_FREEZE_MLP | LMWB_FREEZE_MLP_OUT)) {
     lmwb_input_error(error, "backward: unknown freeze flags %#x", opt->freeze);
     return FALSE;
   }

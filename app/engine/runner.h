@@ -50,6 +50,8 @@ typedef enum {
   LMWB_FREEZE_PATTERN = 1 << 0, /* attention patterns: no gradient through softmax to q and k */
   LMWB_FREEZE_NORM = 1 << 1,    /* every norm's scale (1/std, 1/rms) */
   LMWB_FREEZE_MLP = 1 << 2,     /* the MLP nonlinearity: gelu(x)/x, or silu(gate), held fixed */
+  LMWB_FREEZE_MLP_OUT = 1 << 3, /* every MLP's output held fixed: no gradient enters an MLP (the
+                                   local replacement model, whose MLP outputs are its nodes) */
 } LmwbFreeze;
 
 typedef struct LmwbBackwardOptions {

@@ -43,7 +43,8 @@ static void zero_site(LmwbRunner *r, LmwbSiteKind kind, int l) {
   if (g) r->be->zero(g, rn_site_numel(r, kind) * sizeof(float));
 }
 
-static void mlp_bwd(Bwd *b, int l, float *dx_target, const float *x_in) {
+/* Inside the MLP: from the complete gradient at its output to the gradient at ln2's output. */
+static void mlp_inside_bwd(Bwd *b, int l) {
   LmwbRunner *r = b->r;
   const LmwbConfig *c = r->c;
   const LmwbOps *o = r->o;
@@ -51,12 +52,11 @@ static void mlp_bwd(Bwd *b, int l, float *dx_target, const float *x_in) {
   const LmwbLayerLowRank *lr = r->w->lowrank ? &r->w->lowrank[l] : &no_lowrank;
   int N = r->B * r->T, C = c->d_model, F = c->d_ff;
   bool frozen = b->opt->freeze & LMWB_FREEZE_MLP;
-  done(b, LMWB_SITE_MLP_OUT, l);
-  rn_linear_bwd_fresh(r, G(LMWB_SITE_MLP_POST, l), PG(w_down), PG(b_down), G(LMWB_SITE_MLP_OUT, l), A(LMWB_SITE_MLP_POST, l),
-                w->w_down, lr->w_down, N, F, C);
+  float *dln2 = G(LMWB_SITE_LN2, l), *ln2 = A(LMWB_SITE_LN2, l);
+  rn_linear_bwd_fresh(r, G(LMWB_SITE_MLP_POST, l), PG(w_down), PG(b_down), G(LMWB_SITE_MLP_OUT, l),
+                      A(LMWB_SITE_MLP_POST, l), w->w_down, lr->w_down, N, F, C);
   done(b, LMWB_SITE_MLP_POST, l);
   zero_site(r, LMWB_SITE_MLP_PRE, l);
-  float *dln2 = G(LMWB_SITE_LN2, l), *ln2 = A(LMWB_SITE_LN2, l);
   if (c->gated_mlp) {
     zero_site(r, LMWB_SITE_MLP_PRE_LINEAR, l);
     o->swiglu_bwd(G(LMWB_SITE_MLP_PRE, l), G(LMWB_SITE_MLP_PRE_LINEAR, l), G(LMWB_SITE_MLP_POST, l),
@@ -72,13 +72,34 @@ static void mlp_bwd(Bwd *b, int l, float *dx_target, const float *x_in) {
     rn_linear_bwd_fresh(r, dln2, PG(w_up), PG(b_up), G(LMWB_SITE_MLP_PRE, l), ln2, w->w_up, lr->w_up, N, C, F);
   }
   done(b, LMWB_SITE_LN2, l);
+}
+
+/* With the MLP's output held fixed nothing flows into it: its sites keep only what was injected. */
+static void mlp_inside_frozen(Bwd *b, int l) {
+  static const LmwbSiteKind inside[] = {LMWB_SITE_MLP_POST, LMWB_SITE_MLP_PRE, LMWB_SITE_MLP_PRE_LINEAR, LMWB_SITE_LN2};
+  for (size_t i = 0; i < G_N_ELEMENTS(inside); i++)
+    if (rn_has(b->r, inside[i])) {
+      zero_site(b->r, inside[i], l);
+      done(b, inside[i], l);
+    }
+}
+
+static void mlp_bwd(Bwd *b, int l, float *dx_target, const float *x_in) {
+  LmwbRunner *r = b->r;
+  const LmwbConfig *c = r->c;
+  const LmwbLayerWeights *w = &r->w->layers[l];
+  int N = r->B * r->T, C = c->d_model;
+  done(b, LMWB_SITE_MLP_OUT, l);
+  if (b->opt->freeze & LMWB_FREEZE_MLP_OUT) mlp_inside_frozen(b, l);
+  else mlp_inside_bwd(b, l);
+  float *dln2 = G(LMWB_SITE_LN2, l);
   bool fz = b->opt->freeze & LMWB_FREEZE_NORM;
   if (r->run_sites & LMWB_RUN_MLP_IN) {
     float *din = G(LMWB_SITE_MLP_IN, l);
     zero_site(r, LMWB_SITE_MLP_IN, l);
     rn_norm_bwd(r, din, PG(ln2_w), PG(ln2_b), dln2, A(LMWB_SITE_MLP_IN, l), w->ln2_w, &r->A[l].ln2, N, fz);
     done(b, LMWB_SITE_MLP_IN, l);
-    o->add(dx_target, dx_target, din, (size_t)N * C);
+    r->o->add(dx_target, dx_target, din, (size_t)N * C);
   } else {
     rn_norm_bwd(r, dx_target, PG(ln2_w), PG(ln2_b), dln2, x_in, w->ln2_w, &r->A[l].ln2, N, fz);
   }

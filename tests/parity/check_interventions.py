@@ -159,6 +159,14 @@ def check_fixture(t, fx):
     ok, detail = compare(got, m.hooks["hook_embed"].grad.numpy()) if got is not None else (False, err)
     t.report(ok, f"{name} grad of a logit difference, linearised", detail)
 
+    # The local replacement model of attribution graphs: patterns, norm scales and MLP outputs fixed.
+    m = fx.model(freeze=("pattern", "norm", "mlp_out"), grad=True)
+    lg = m.run(fx.ids)
+    (lg[:, -1, a] - lg[:, -1, b]).mean().backward()
+    got, err = fx.lmwb("grad", "hook_embed", ["--loss", f"logit-diff:{a}:{b}", "--freeze", "pattern,norm,mlp-out"])
+    ok, detail = compare(got, m.hooks["hook_embed"].grad.numpy()) if got is not None else (False, err)
+    t.report(ok, f"{name} grad of a logit difference, MLP outputs fixed", detail)
+
     # 0.5 * KL(ref || model) over every row minus the cross-entropy.
     ref_logits = fx.rng.standard_normal((2, 6, fx.V)) * 2
     pref = fx.save(ref_logits)

@@ -170,7 +170,8 @@ class HookedRef:
         self.hooks = {}
         self.edits = {}
         # Optional per-head sites (TransformerLens's use_split_qkv_input / use_attn_result /
-        # use_hook_mlp_in) and the quantities a backward holds fixed: "pattern", "norm", "mlp".
+        # use_hook_mlp_in) and the quantities a backward holds fixed: "pattern", "norm", "mlp",
+        # "mlp_out" (every MLP's output a constant).
         self.split = False
         self.freeze = set()
 
@@ -239,6 +240,10 @@ class HookedRef:
         r = self.hook(f"blocks.{L}.attn.hook_result", r)
         out = r.sum(2)
         return out if b_O is None else out + b_O
+
+    def mlp_out(self, L, m):
+        """hook_mlp_out, a constant when "mlp_out" is frozen."""
+        return self.hook(f"blocks.{L}.hook_mlp_out", m.detach() if "mlp_out" in self.freeze else m)
 
     def mlp_in(self, L, x):
         return self.hook(f"blocks.{L}.hook_mlp_in", x.clone()) if self.split else x
@@ -344,8 +349,7 @@ class GPT2Ref(HookedRef):
             pre = self.hook(f"blocks.{L}.mlp.hook_pre",
                             n2 @ self.p(h + "mlp.c_fc.weight") + self.p(h + "mlp.c_fc.bias"))
             post = self.hook(f"blocks.{L}.mlp.hook_post", self.frozen_act(self.act, pre))
-            m = self.hook(f"blocks.{L}.hook_mlp_out",
-                          post @ self.p(h + "mlp.c_proj.weight") + self.p(h + "mlp.c_proj.bias"))
+            m = self.mlp_out(L, post @ self.p(h + "mlp.c_proj.weight") + self.p(h + "mlp.c_proj.bias"))
             x = self.hook(f"blocks.{L}.hook_resid_post", x + m)
         nf = self.hook("ln_final.hook_normalized",
                        layer_norm(x, self.p("ln_f.weight"), self.p("ln_f.bias"), self.eps, "norm" in self.freeze))
@@ -440,7 +444,7 @@ class LlamaRef(HookedRef):
             # frozen: silu(gate) held fixed
             g = self.act(gate).detach() if "mlp" in self.freeze else self.act(gate)
             post = self.hook(f"blocks.{L}.mlp.hook_post", g * up)
-            m = self.hook(f"blocks.{L}.hook_mlp_out", self.lin(post, h + "mlp.down_proj", self.mlp_bias))
+            m = self.mlp_out(L, self.lin(post, h + "mlp.down_proj", self.mlp_bias))
             x = self.hook(f"blocks.{L}.hook_resid_post", x + m)
         nf = self.hook("ln_final.hook_normalized",
                        rms_norm(x, self.p("model.norm.weight"), self.eps, "norm" in self.freeze))
@@ -534,7 +538,7 @@ class NeoXRef(HookedRef):
                                       self.p(h + "post_attention_layernorm.bias"), self.eps, fz))
             pre = self.hook(f"blocks.{L}.mlp.hook_pre", self.lin(n2, h + "mlp.dense_h_to_4h"))
             post = self.hook(f"blocks.{L}.mlp.hook_post", self.frozen_act(self.act, pre))
-            m = self.hook(f"blocks.{L}.hook_mlp_out", self.lin(post, h + "mlp.dense_4h_to_h"))
+            m = self.mlp_out(L, self.lin(post, h + "mlp.dense_4h_to_h"))
             x = self.hook(f"blocks.{L}.hook_resid_post", (x + a + m) if self.parallel else (x + m))
         nf = self.hook("ln_final.hook_normalized",
                        layer_norm(x, self.p("gpt_neox.final_layer_norm.weight"),

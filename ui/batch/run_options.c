@@ -24,7 +24,7 @@ const GOptionEntry lmwb_backward_option_entries[] = {
   {"from", 0, 0, G_OPTION_ARG_STRING_ARRAY, &lmwb_run_options.seeds,
    "Start the backward from gradient G.npy injected at HOOK instead of a loss; repeatable", "HOOK=G.npy"},
   {"freeze", 0, 0, G_OPTION_ARG_STRING, &lmwb_run_options.freeze,
-   "Hold fixed in the backward: pattern, norm, mlp (comma-separated)", "LIST"},
+   "Hold fixed in the backward: pattern, norm, mlp (the nonlinearity), mlp-out (every MLP's output)", "LIST"},
   {"stop-layer", 0, 0, G_OPTION_ARG_INT, &lmwb_run_options.stop_layer, "Lowest layer the backward goes through",
    "L"},
   {NULL}};
@@ -149,8 +149,9 @@ static gboolean parse_freeze(const char *text, unsigned *out, GError **error) {
     if (!strcmp(s, "pattern")) *out |= LMWB_FREEZE_PATTERN;
     else if (!strcmp(s, "norm")) *out |= LMWB_FREEZE_NORM;
     else if (!strcmp(s, "mlp")) *out |= LMWB_FREEZE_MLP;
+    else if (!strcmp(s, "mlp-out")) *out |= LMWB_FREEZE_MLP_OUT;
     else {
-      lmwb_input_error(error, "--freeze: \"%s\" is not pattern, norm or mlp", s);
+      lmwb_input_error(error, "--freeze: \"%s\" is not pattern, norm, mlp or mlp-out", s);
       return FALSE;
     }
   }

@@ -10,7 +10,8 @@
  *                                  writes them; logit-diff and kl-last read each sequence's last
  *                                  position)
  *   --from HOOK=G.npy              inject a gradient at HOOK instead of a loss; repeatable
- *   --freeze pattern,norm,mlp      hold attention patterns / norm scales / the MLP nonlinearity
+ *   --freeze pattern,norm,mlp,mlp-out  hold attention patterns / norm scales / the MLP nonlinearity /
+ *                                  every MLP's output
  *   --stop-layer L                 go no lower than layer L
  * Every array is checked against the run's shape; errors name the option and the file. */
 #pragma once

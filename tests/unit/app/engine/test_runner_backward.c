@@ -266,7 +266,7 @@ typedef struct {
   LmwbModel *m;
   int N, nl;
   unsigned freeze;
-  float **pattern, **rstd1, **rstd2, *rstdf, **mult;
+  float **pattern, **rstd1, **rstd2, *rstdf, **mult, **mlp_out;
   float **in1, **in2, *inf, **lin; /* current norm inputs; gated: the current up projection */
 } Lin;
 
@@ -301,7 +301,7 @@ static void frozen_norm(const LmwbConfig *c, float *out, const float *x, const f
   }
 }
 
-enum { H_IN1, H_IN2, H_INF, H_LN1, H_LN2, H_LNF, H_PATTERN, H_LIN, H_POST };
+enum { H_IN1, H_IN2, H_INF, H_LN1, H_LN2, H_LNF, H_PATTERN, H_LIN, H_POST, H_MLP_OUT };
 
 static void lin_hook(float *block, const LmwbHookCtx *ctx, void *user) {
   LinHook *h = user;
@@ -327,15 +327,17 @@ static void lin_hook(float *block, const LmwbHookCtx *ctx, void *user) {
       /* gelu: the multiplier times the current pre-activation; swiglu: silu(gate0) times up */
       for (size_t i = 0; i < NF; i++) block[i] = L->mult[h->layer][i] * L->lin[h->layer][i];
       break;
+    case H_MLP_OUT: memcpy(block, L->mlp_out[h->layer], NC * sizeof(float)); break;
   }
 }
 
 static void lin_free(Lin *L) {
   for (int l = 0; l < L->nl; l++) {
     g_free(L->pattern[l]), g_free(L->rstd1[l]), g_free(L->rstd2[l]), g_free(L->mult[l]);
-    g_free(L->in1[l]), g_free(L->in2[l]), g_free(L->lin[l]);
+    g_free(L->in1[l]), g_free(L->in2[l]), g_free(L->lin[l]), g_free(L->mlp_out[l]);
   }
   g_free(L->pattern), g_free(L->rstd1), g_free(L->rstd2), g_free(L->mult), g_free(L->in1), g_free(L->in2), g_free(L->lin);
+  g_free(L->mlp_out);
   g_free(L->rstdf), g_free(L->inf);
 }
 
@@ -347,6 +349,7 @@ static void lin_install(Lin *L, LinHook *hs, LmwbRunner *r) {
   size_t NC = (size_t)L->N * c->d_model, NF = (size_t)L->N * c->d_ff;
 #define NEWV(x) x = g_new0(float *, nl)
   NEWV(L->pattern), NEWV(L->rstd1), NEWV(L->rstd2), NEWV(L->mult), NEWV(L->in1), NEWV(L->in2), NEWV(L->lin);
+  NEWV(L->mlp_out);
 #undef NEWV
   L->inf = g_new(float, NC);
   g_autofree float *last = rt_copy_site(r, S(LMWB_SITE_RESID_POST, nl - 1), FALSE, NULL);
@@ -363,6 +366,7 @@ static void lin_install(Lin *L, LinHook *hs, LmwbRunner *r) {
     g_autofree float *x2 = c->parallel_residual ? NULL : rt_copy_site(r, S(LMWB_SITE_RESID_MID, l), FALSE, NULL);
     L->rstd2[l] = rstd_of(c, x2 ? x2 : x1, L->N);
     L->pattern[l] = rt_copy_site(r, S(LMWB_SITE_PATTERN, l), FALSE, NULL);
+    L->mlp_out[l] = rt_copy_site(r, S(LMWB_SITE_MLP_OUT, l), FALSE, NULL);
     L->in1[l] = g_new(float, NC);
     L->in2[l] = g_new(float, NC);
     L->lin[l] = g_new(float, NF);
@@ -387,6 +391,7 @@ static void lin_install(Lin *L, LinHook *hs, LmwbRunner *r) {
       HOOK(c->gated_mlp ? LMWB_SITE_MLP_PRE_LINEAR : LMWB_SITE_MLP_PRE, l, H_LIN);
       HOOK(LMWB_SITE_MLP_POST, l, H_POST);
     }
+    if (L->freeze & LMWB_FREEZE_MLP_OUT) HOOK(LMWB_SITE_MLP_OUT, l, H_MLP_OUT);
   }
   if (L->freeze & LMWB_FREEZE_NORM) {
     HOOK(LMWB_SITE_RESID_POST, nl - 1, H_INF);
@@ -396,7 +401,9 @@ static void lin_install(Lin *L, LinHook *hs, LmwbRunner *r) {
 }
 
 static void test_frozen(void) {
-  const unsigned modes[] = {LMWB_FREEZE_NORM, LMWB_FREEZE_MLP, LMWB_FREEZE_PATTERN | LMWB_FREEZE_NORM | LMWB_FREEZE_MLP};
+  const unsigned modes[] = {LMWB_FREEZE_NORM, LMWB_FREEZE_MLP, LMWB_FREEZE_MLP_OUT,
+                            LMWB_FREEZE_PATTERN | LMWB_FREEZE_NORM | LMWB_FREEZE_MLP,
+                            LMWB_FREEZE_PATTERN | LMWB_FREEZE_NORM | LMWB_FREEZE_MLP_OUT};
   for (size_t f = 0; f < G_N_ELEMENTS(rt_fixtures); f++) {
     for (size_t md = 0; md < G_N_ELEMENTS(modes); md++) {
       LmwbModel *m = rt_load(rt_fixtures[f]);
