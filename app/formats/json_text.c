@@ -1,6 +1,8 @@
 /* JSON strings written by hand (json_text.h). */
 #include "app/formats/json_text.h"
 
+#include <string.h>
+
 void lmwb_json_append_string(GString *g, const char *s) {
   g_string_append_c(g, '"');
   for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
@@ -13,4 +15,50 @@ void lmwb_json_append_string(GString *g, const char *s) {
     else g_string_append_c(g, (char)*p);
   }
   g_string_append_c(g, '"');
+}
+
+/* Removes, in place, the ".0" json-glib < 1.8 puts after an exponent ("1e-300.0"). Outside
+ * strings an 'e' or 'E' followed by an optional sign and digits can only be a number's exponent
+ * (true and false end at their 'e'). Returns the new length. */
+static size_t mend_exponents(char *t, size_t n) {
+  size_t w = 0;
+  gboolean in_string = FALSE;
+  for (size_t r = 0; r < n;) {
+    char c = t[r];
+    if (in_string) {
+      t[w++] = t[r++];
+      if (c == '\\' && r < n) t[w++] = t[r++];
+      else if (c == '"') in_string = FALSE;
+      continue;
+    }
+    if (c == '"') in_string = TRUE;
+    if ((c == 'e' || c == 'E') && r + 1 < n) {
+      size_t d = r + 1;
+      if (t[d] == '+' || t[d] == '-') d++;
+      size_t digits = d;
+      while (d < n && g_ascii_isdigit(t[d])) d++;
+      if (d > digits && d + 2 <= n && t[d] == '.' && t[d + 1] == '0' &&
+          (d + 2 == n || !g_ascii_isdigit(t[d + 2]))) {
+        memmove(t + w, t + r, d - r);
+        w += d - r;
+        r = d + 2;
+        continue;
+      }
+    }
+    t[w++] = t[r++];
+  }
+  t[w] = 0;
+  return w;
+}
+
+char *lmwb_json_generate(JsonNode *root, gboolean pretty, size_t *len) {
+  JsonGenerator *gen = json_generator_new();
+  json_generator_set_pretty(gen, pretty);
+  json_generator_set_root(gen, root);
+  gsize n = 0;
+  char *text = json_generator_to_data(gen, &n);
+  g_object_unref(gen);
+  n = mend_exponents(text, n);
+  if (len) *len = n;
+  return text;
 }
