@@ -378,34 +378,28 @@ gboolean lmwb_tc_train(LmwbModel *m, const int32_t *ids, size_t n_ids, const Lmw
     }
   LmwbTcTrainer *t = lmwb_tc_trainer_new(p.d_in, o->d_sae, p.d_out, p.sae, o, error);
   if (!t) return FALSE;
+  GError *local = NULL;
   g_autofree char *sig = signature(&p, ids, n_ids);
   g_autofree char *ckpt_file = o->checkpoint_dir ? g_build_filename(o->checkpoint_dir, "state.safetensors", NULL) : NULL;
   Position pos = {.fill_rng = o->seed * 0xD1B54A32D192ED03ull + 0xF111, .next_resample = o->dead_window};
   Fill fill = {0};
   gboolean ok = FALSE;
   FILE *csv = NULL;
-  if (!lmwb_tc_trainer_reserve(t, o->batch, error)) goto done;
+  if (!lmwb_tc_trainer_reserve(t, o->batch, &local)) goto done;
   if (ckpt_file && g_file_test(ckpt_file, G_FILE_TEST_EXISTS)) {
     if (!o->resume) {
-      lmwb_input_error(error, "%s already holds a checkpoint: resume it, or choose another output", o->checkpoint_dir);
+      lmwb_input_error(&local, "%s already holds a checkpoint: resume it, or choose another output", o->checkpoint_dir);
       goto done;
     }
-    if (!load_checkpoint(o->checkpoint_dir, t, &pos, sig, error)) goto done;
+    if (!load_checkpoint(o->checkpoint_dir, t, &pos, sig, &local)) goto done;
     if (pos.step > p.steps || pos.fill_pos < 0 || pos.fill_pos >= p.per_fill) {
-      lmwb_input_error(error, "checkpoint %s: its position (step %" G_GINT64_FORMAT ") is outside this run", ckpt_file, pos.step);
+      lmwb_input_error(&local, "checkpoint %s: its position (step %" G_GINT64_FORMAT ") is outside this run", ckpt_file, pos.step);
       goto done;
     }
     lmwb_report_log(rep, "resuming from step %" G_GINT64_FORMAT, pos.step);
   }
-  if (!fill_init(&fill, m, &p, error)) goto done;
-  if (o->metrics_csv) {
-    csv = fopen(o->metrics_csv, pos.step > 0 ? "a" : "w");
-    if (!csv) {
-      lmwb_input_error(error, "cannot write %s", o->metrics_csv);
-      goto done;
-    }
-    if (pos.step == 0) fputs("step,tokens,lr,loss,mse,sparsity,fvu,l0,dead_fraction,resampled,sparse,step_seconds\n", csv);
-  }
+  if (!fill_init(&fill, m, &p, &local)) goto done;
+  const gboolean fresh = pos.step == 0;
   gint64 t0 = g_get_monotonic_time(), step_us = 0, steps_run = 0;
   gboolean have_fill = FALSE;
   guint64 next_fill_rng = 0;
@@ -417,13 +411,13 @@ gboolean lmwb_tc_train(LmwbModel *m, const int32_t *ids, size_t n_ids, const Lmw
     }
     if (!have_fill) {
       guint64 r = pos.fill_rng;
-      if (!fill_make(&fill, &p, ids, n_ids, &r, rep, (double)pos.step / p.steps, error)) {
+      if (!fill_make(&fill, &p, ids, n_ids, &r, rep, (double)pos.step / p.steps, &local)) {
         ok = FALSE;
         break;
       }
       next_fill_rng = r;
       have_fill = TRUE;
-      if (!t->initialised && !lmwb_tc_trainer_init(t, fill.X, fill.Y, (int)p.fill_tokens, o->seed, error)) {
+      if (!t->initialised && !lmwb_tc_trainer_init(t, fill.X, fill.Y, (int)p.fill_tokens, o->seed, &local)) {
         ok = FALSE;
         break;
       }
@@ -438,7 +432,7 @@ gboolean lmwb_tc_train(LmwbModel *m, const int32_t *ids, size_t n_ids, const Lmw
     step_us += us;
     pos.step++, pos.fill_pos++, steps_run++;
     if (!isfinite(st.loss)) {
-      g_set_error(error, LMWB_ERROR, LMWB_ERROR_FAILED, "transcoder training: the loss is not finite at step %" G_GINT64_FORMAT
+      g_set_error(&local, LMWB_ERROR, LMWB_ERROR_FAILED, "transcoder training: the loss is not finite at step %" G_GINT64_FORMAT
                   " (learning rate %g too high?)", pos.step, lr);
       ok = FALSE;
       break;
@@ -457,6 +451,16 @@ gboolean lmwb_tc_train(LmwbModel *m, const int32_t *ids, size_t n_ids, const Lmw
     lmwb_report_metric(rep, "l0", (double)pos.step, st.l0);
     lmwb_report_metric(rep, "dead_fraction", (double)pos.step, dead);
     lmwb_report_metric(rep, "lr", (double)pos.step, lr);
+    if (o->metrics_csv && !csv) {
+      /* opened at the first step, so that a run refused or failing at its start writes nothing */
+      g_autofree char *dir = g_path_get_dirname(o->metrics_csv);
+      if (g_mkdir_with_parents(dir, 0755) != 0 || !(csv = fopen(o->metrics_csv, fresh ? "w" : "a"))) {
+        lmwb_input_error(&local, "cannot write %s", o->metrics_csv);
+        ok = FALSE;
+        break;
+      }
+      if (fresh) fputs("step,tokens,lr,loss,mse,sparsity,fvu,l0,dead_fraction,resampled,sparse,step_seconds\n", csv);
+    }
     if (csv) {
       fprintf(csv, "%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT ",%.6g,%.6g,%.6g,%.6g,%.6g,%.3f,%.5f,%" G_GINT64_FORMAT ",%d,%.4f\n",
               pos.step, t->seen, lr, st.loss, st.mse, st.sparsity, st.fvu, st.l0, dead, t->resampled, st.sparse ? 1 : 0,
@@ -472,18 +476,18 @@ gboolean lmwb_tc_train(LmwbModel *m, const int32_t *ids, size_t n_ids, const Lmw
       have_fill = FALSE;
     }
     if (ckpt_file && pos.step % o->checkpoint_every == 0 && pos.step < p.steps)
-      ok = save_checkpoint(o->checkpoint_dir, t, &pos, sig, error);
+      ok = save_checkpoint(o->checkpoint_dir, t, &pos, sig, &local);
   }
   if (!ok) {
     /* interrupted (cancel, max_steps_this_run): the checkpoint keeps every finished step */
-    gboolean stopped = !(error && *error) || g_error_matches(*error, LMWB_ERROR, LMWB_ERROR_CANCELLED);
+    gboolean stopped = !local || g_error_matches(local, LMWB_ERROR, LMWB_ERROR_CANCELLED);
     if (stopped) {
-      g_clear_error(error);
+      g_clear_error(&local);
       if (!t->initialised || !ckpt_file)
-        g_set_error(error, LMWB_ERROR, LMWB_ERROR_CANCELLED, "transcoder training stopped at step %" G_GINT64_FORMAT
+        g_set_error(&local, LMWB_ERROR, LMWB_ERROR_CANCELLED, "transcoder training stopped at step %" G_GINT64_FORMAT
                     "; nothing was saved", pos.step);
-      else if (save_checkpoint(o->checkpoint_dir, t, &pos, sig, error))
-        g_set_error(error, LMWB_ERROR, LMWB_ERROR_CANCELLED, "transcoder training stopped at step %" G_GINT64_FORMAT
+      else if (save_checkpoint(o->checkpoint_dir, t, &pos, sig, &local))
+        g_set_error(&local, LMWB_ERROR, LMWB_ERROR_CANCELLED, "transcoder training stopped at step %" G_GINT64_FORMAT
                     "; the checkpoint is saved: resume to continue", pos.step);
     }
     goto done;
@@ -491,17 +495,17 @@ gboolean lmwb_tc_train(LmwbModel *m, const int32_t *ids, size_t n_ids, const Lmw
   /* the final weights on one buffer fill: the current one, or a new one when it was used up */
   if (!have_fill) {
     guint64 r = pos.fill_rng;
-    if (!fill_make(&fill, &p, ids, n_ids, &r, rep, 1.0, error)) {
+    if (!fill_make(&fill, &p, ids, n_ids, &r, rep, 1.0, &local)) {
       ok = FALSE;
       goto done;
     }
-    if (!t->initialised && !lmwb_tc_trainer_init(t, fill.X, fill.Y, (int)p.fill_tokens, o->seed, error)) {
+    if (!t->initialised && !lmwb_tc_trainer_init(t, fill.X, fill.Y, (int)p.fill_tokens, o->seed, &local)) {
       ok = FALSE;
       goto done;
     }
   }
   lmwb_tc_trainer_measure(t, fill.X, fill.Y, (int)p.fill_tokens, &res->mse, &res->fvu, &res->l0);
-  res->tc = lmwb_tc_trainer_export(t, error);
+  res->tc = lmwb_tc_trainer_export(t, &local);
   if (!res->tc) {
     ok = FALSE;
     goto done;
@@ -521,5 +525,6 @@ done:
   if (csv) fclose(csv);
   fill_free(&fill);
   lmwb_tc_trainer_free(t);
+  if (local) g_propagate_error(error, local);
   return ok;
 }
