@@ -20,6 +20,8 @@ static void free_scratch(LmwbTcTrainer *t) {
   g_clear_pointer(&t->row_err, g_free); g_clear_pointer(&t->row_s, g_free);
   g_clear_pointer(&t->cnt_act, g_free); g_clear_pointer(&t->cnt_near, g_free);
   g_clear_pointer(&t->cnt_pat, g_free); g_clear_pointer(&t->row_ptr, g_free);
+  g_clear_pointer(&t->aux_j, g_free); g_clear_pointer(&t->aux_ent, g_free); g_clear_pointer(&t->aux_a, g_free);
+  g_clear_pointer(&t->aux_dr, g_free); g_clear_pointer(&t->aux_cnt, g_free);
   t->cap = 0;
 }
 
@@ -63,6 +65,9 @@ LmwbTcTrainer *lmwb_tc_trainer_new(int d_in, int d_sae, int d_out, gboolean sae,
   t->sparsity = o->sparsity;
   t->jump_eps = (float)(LMWB_TC_JUMP_EPS / sqrt((double)d_out));
   t->sparse_below = o->sparse_below == 0 ? LMWB_TC_SPARSE_DENSITY : o->sparse_below;
+  t->aux_coef = o->act != LMWB_TC_TOPK || o->aux_coef < 0 ? 0 : o->aux_coef == 0 ? LMWB_TC_AUXK_COEF : o->aux_coef;
+  t->aux_k = MIN(d_sae, o->aux_k > 0 ? o->aux_k : MAX(1, d_out / 2));
+  t->dead_window = MAX(0, o->dead_window);
   t->n_params = n;
   t->p = g_try_new0(float, n);
   t->g = g_try_new0(float, n);
@@ -74,7 +79,9 @@ LmwbTcTrainer *lmwb_tc_trainer_new(int d_in, int d_sae, int d_out, gboolean sae,
   t->fire = g_try_new0(int, ds);
   t->col_ptr = g_try_new0(int, ds + 1);
   t->col_sum = g_try_new0(double, ds);
-  if (!t->p || !t->g || !t->adam || !t->mu_x || !t->last_active || !t->dnorm || !t->theta || !t->fire || !t->col_ptr ||
+  t->dead = g_try_new0(guint8, ds);
+  t->aux_ptr = g_try_new0(int, ds + 1);
+  if (!t->dead || !t->aux_ptr || !t->p || !t->g || !t->adam || !t->mu_x || !t->last_active || !t->dnorm || !t->theta || !t->fire || !t->col_ptr ||
       !t->col_sum) {
     lmwb_tc_trainer_free(t);
     lmwb_input_error(error, "transcoder training: out of memory for %zu parameters", n);
@@ -96,7 +103,7 @@ void lmwb_tc_trainer_free(LmwbTcTrainer *t) {
   free_scratch(t);
   free_entries(t);
   g_free(t->p), g_free(t->g), g_free(t->mu_x), g_free(t->last_active), g_free(t->dnorm), g_free(t->theta);
-  g_free(t->fire), g_free(t->col_ptr), g_free(t->col_sum);
+  g_free(t->fire), g_free(t->col_ptr), g_free(t->col_sum), g_free(t->dead), g_free(t->aux_ptr);
   lmwb_adamw_free(t->adam);
   g_free(t);
 }
@@ -105,6 +112,8 @@ gboolean lmwb_tc_trainer_reserve(LmwbTcTrainer *t, int n, GError **error) {
   if (n <= t->cap) return TRUE;
   size_t rows = (size_t)n, ds = (size_t)t->d_sae;
   uint64_t bytes = rows * (ds * 2 + (size_t)t->d_in + (size_t)t->d_out * 3) * sizeof(float) + rows * 40;
+  size_t aux = t->aux_coef > 0 ? rows * (size_t)t->aux_k : 0;
+  bytes += aux * 12 + (t->aux_coef > 0 ? rows * ((size_t)t->d_out * 4 + 4) : 0);
   if (!lmwb_memory_check(bytes, "the transcoder trainer's batch", error)) return FALSE;
   free_scratch(t);
   t->xn = g_try_new(float, rows * t->d_in);
@@ -119,6 +128,15 @@ gboolean lmwb_tc_trainer_reserve(LmwbTcTrainer *t, int n, GError **error) {
   t->cnt_near = g_try_new(int, rows);
   t->cnt_pat = g_try_new(int, rows);
   t->row_ptr = g_try_new(int, rows + 1);
+  if (aux) {
+    t->aux_j = g_try_new(int32_t, aux), t->aux_ent = g_try_new(int32_t, aux), t->aux_a = g_try_new(float, aux);
+    t->aux_dr = g_try_new(float, rows * t->d_out), t->aux_cnt = g_try_new(int, rows);
+    if (!t->aux_j || !t->aux_ent || !t->aux_a || !t->aux_dr || !t->aux_cnt) {
+      free_scratch(t);
+      lmwb_input_error(error, "transcoder training: out of memory for a batch of %d rows", n);
+      return FALSE;
+    }
+  }
   if (!t->xn || !t->yn || !t->pre || !t->f || !t->out || !t->dout || !t->row_err || !t->row_s || !t->cnt_act ||
       !t->cnt_near || !t->cnt_pat || !t->row_ptr) {
     free_scratch(t);
@@ -244,7 +262,9 @@ gboolean lmwb_tc_trainer_init(LmwbTcTrainer *t, const float *x, const float *y, 
   if (t->d_in == t->d_out) memcpy(t->W_enc, t->W_dec, sizeof(float) * (size_t)ds * t->d_in);
   else
     for (int j = 0; j < ds; j++) random_unit(t->W_enc + (size_t)j * t->d_in, t->d_in, &t->rng);
-  memset(t->b_enc, 0, sizeof(float) * ds);
+  /* each feature reads the centred input: b_enc = -mean(x~) . w_enc (an SAE's input is centred by
+   * b_dec already); otherwise the mean input, shared by every token, decides which features fire */
+  for (int j = 0; j < ds; j++) t->b_enc[j] = t->sae ? 0.f : (float)-dot(t->mu_x, t->W_enc + (size_t)j * t->d_in, t->d_in);
   for (int j = 0; j < t->d_out; j++) t->b_dec[j] = (float)(mean_y[j] / t->rho_y);
   if (t->log_theta)
     for (int j = 0; j < ds; j++) t->log_theta[j] = logf(t->jump_eps);
@@ -262,6 +282,7 @@ gboolean lmwb_tc_trainer_init(LmwbTcTrainer *t, const float *x, const float *y, 
   }
   double c = sq > 0 ? sqrt(LMWB_TC_INIT_SHARE / (sq / m)) : 1.0;
   for (size_t i = 0; i < (size_t)ds * t->d_in; i++) t->W_enc[i] = (float)(t->W_enc[i] * c);
+  for (int j = 0; j < ds; j++) t->b_enc[j] = (float)(t->b_enc[j] * c);
   reset_state(t);
   return TRUE;
 }
@@ -341,7 +362,7 @@ static gboolean forward(LmwbTcTrainer *t, int n, double *l0) {
     for (int j = 0; j < ds; j++) t->theta[j] = expf(t->log_theta[j]);
   const float half = t->jump_eps / 2;
   /* pass 1: activation and counts */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)n * ds > OMP_MIN_WORK)
   for (int i = 0; i < n; i++) {
     const float *p = t->pre + (size_t)i * ds;
     float *f = t->f + (size_t)i * ds;
@@ -387,7 +408,7 @@ static gboolean forward(LmwbTcTrainer *t, int n, double *l0) {
   t->row_ptr[0] = 0;
   for (int i = 0; i < n; i++) t->row_ptr[i + 1] = t->row_ptr[i] + cnt[i];
   if (sparse || total_near > 0) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)n * ds > OMP_MIN_WORK)
     for (int i = 0; i < n; i++) {
       const float *p = t->pre + (size_t)i * ds, *f = t->f + (size_t)i * ds;
       int e = t->row_ptr[i];
@@ -402,7 +423,7 @@ static gboolean forward(LmwbTcTrainer *t, int n, double *l0) {
   }
   /* decode */
   if (sparse) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)t->row_ptr[n] * dout > OMP_MIN_WORK)
     for (int i = 0; i < n; i++) {
       float *o = t->out + (size_t)i * dout;
       memcpy(o, t->b_dec, sizeof(float) * dout);
@@ -508,7 +529,7 @@ static void backward(LmwbTcTrainer *t, int n, gboolean sparse, double lambda) {
   const float inv_eps = 1.f / t->jump_eps;
   if (sparse) {
     size_t ne = (size_t)t->row_ptr[n];
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)t->row_ptr[n] * dout > OMP_MIN_WORK)
     for (int i = 0; i < n; i++) {
       const float *g = t->dout + (size_t)i * dout;
       for (int e = t->row_ptr[i]; e < t->row_ptr[i + 1]; e++) {
@@ -520,7 +541,7 @@ static void backward(LmwbTcTrainer *t, int n, gboolean sparse, double lambda) {
     }
     (void)ne;
     group_by_feature(t, n);
-#pragma omp parallel for schedule(dynamic, 16)
+#pragma omp parallel for schedule(dynamic, 16) if ((size_t)t->row_ptr[n] * (dout + di) > OMP_MIN_WORK)
     for (int j = 0; j < ds; j++) {
       float *gd = t->gW_dec + (size_t)j * dout, *ge = t->gW_enc + (size_t)j * di;
       double gb = 0, fs = 0, gth = 0;
@@ -552,7 +573,7 @@ static void backward(LmwbTcTrainer *t, int n, gboolean sparse, double lambda) {
       }
       for (int j = 0; j < ds; j++) t->glog_theta[j] = (float)(t->theta[j] * gth[j]);
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)n * ds > OMP_MIN_WORK)
     for (int i = 0; i < n; i++) {
       float *d = df + (size_t)i * ds;
       const float *f = t->f + (size_t)i * ds;
@@ -565,7 +586,7 @@ static void backward(LmwbTcTrainer *t, int n, gboolean sparse, double lambda) {
     for (int j = 0; j < ds; j++) t->gb_enc[j] = (float)gb[j];
     column_sums(t->f, n, ds, t->col_sum);
     int nb = (ds + 63) / 64;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)n * ds > OMP_MIN_WORK)
     for (int b = 0; b < nb; b++) {
       int j0 = b * 64, j1 = MIN(ds, j0 + 64);
       for (int j = j0; j < j1; j++) t->fire[j] = 0;
@@ -584,6 +605,84 @@ static void backward(LmwbTcTrainer *t, int n, gboolean sparse, double lambda) {
   if (t->sae) cblas_sgemv(CblasRowMajor, CblasTrans, ds, di, -1.f, t->W_enc, di, t->gb_enc, 1, 1.f, t->gb_dec, 1);
 }
 
+/* ---- AuxK (TopK) -------------------------------------------------------------------------------------- */
+
+/* For every row, the aux_k largest positive pre-activations among the dead features; the
+ * auxiliary error r_i = a_i W_dec - e_i (e_i = yn_i - out_i) into aux_dr as its gradient
+ * 2 aux_coef / n r_i. Returns (1/n) sum ||r_i||^2, 0 when no feature is dead. Reads the
+ * pre-activations, so it runs before the backward (which may overwrite them). */
+static double aux_forward(LmwbTcTrainer *t, int n) {
+  const int ds = t->d_sae, d = t->d_out;
+  if (!(t->aux_coef > 0) || t->dead_window <= 0) return 0;
+  int n_dead = lmwb_tc_trainer_dead(t, t->dead_window, t->dead);
+  if (n_dead == 0) return 0;
+  g_autofree int32_t *dead_ids = g_new(int32_t, n_dead);
+  for (int j = 0, q = 0; j < ds; j++)
+    if (t->dead[j]) dead_ids[q++] = j;
+  const int ka = MIN(t->aux_k, n_dead);
+  const float sc = (float)(2 * t->aux_coef / n);
+#pragma omp parallel if ((size_t)n * n_dead > OMP_MIN_WORK)
+  {
+    float *vals = g_new(float, n_dead), *top = g_new(float, ka), *r = g_new(float, d);
+    int32_t *ids = g_new(int32_t, ka);
+#pragma omp for schedule(static)
+    for (int i = 0; i < n; i++) {
+      const float *p = t->pre + (size_t)i * ds;
+      for (int q = 0; q < n_dead; q++) vals[q] = p[dead_ids[q]];
+      lmwb_top_k(vals, n_dead, ka, ids, top);
+      int c = 0;
+      int32_t *aj = t->aux_j + (size_t)i * t->aux_k;
+      float *aa = t->aux_a + (size_t)i * t->aux_k;
+      for (int q = 0; q < ka; q++)
+        if (top[q] > 0.f) aj[c] = dead_ids[ids[q]], aa[c] = top[q], c++;
+      t->aux_cnt[i] = c;
+      const float *o = t->out + (size_t)i * d, *y = t->yn + (size_t)i * d;
+      for (int k = 0; k < d; k++) r[k] = o[k] - y[k]; /* -e_i */
+      for (int q = 0; q < c; q++) axpy(r, aa[q], t->W_dec + (size_t)aj[q] * d, d);
+      double s = 0;
+      float *dr = t->aux_dr + (size_t)i * d;
+      for (int k = 0; k < d; k++) s += (double)r[k] * r[k], dr[k] = sc * r[k];
+      t->row_err[i] = s; /* the main errors are summed already */
+    }
+    g_free(vals), g_free(top), g_free(r), g_free(ids);
+  }
+  double sum = 0;
+  for (int i = 0; i < n; i++) sum += t->row_err[i];
+  return sum / n;
+}
+
+/* The auxiliary loss's gradient, feature by feature (in row order: deterministic). */
+static void aux_backward(LmwbTcTrainer *t, int n) {
+  const int ds = t->d_sae, di = t->d_in, d = t->d_out;
+  memset(t->aux_ptr, 0, sizeof(int) * (ds + 1));
+  for (int i = 0; i < n; i++)
+    for (int q = 0; q < t->aux_cnt[i]; q++) t->aux_ptr[t->aux_j[(size_t)i * t->aux_k + q] + 1]++;
+  for (int j = 0; j < ds; j++) t->aux_ptr[j + 1] += t->aux_ptr[j];
+  g_autofree int *pos = g_memdup2(t->aux_ptr, sizeof(int) * ds);
+  for (int i = 0; i < n; i++)
+    for (int q = 0; q < t->aux_cnt[i]; q++) {
+      size_t e = (size_t)i * t->aux_k + q;
+      t->aux_ent[pos[t->aux_j[e]]++] = (int32_t)e;
+    }
+#pragma omp parallel for schedule(dynamic, 16) if ((size_t)t->aux_ptr[ds] * (d + di) > OMP_MIN_WORK)
+  for (int j = 0; j < ds; j++) {
+    if (t->aux_ptr[j] == t->aux_ptr[j + 1]) continue;
+    const float *w = t->W_dec + (size_t)j * d;
+    float *gd = t->gW_dec + (size_t)j * d, *ge = t->gW_enc + (size_t)j * di;
+    double gb = 0;
+    for (int q = t->aux_ptr[j]; q < t->aux_ptr[j + 1]; q++) {
+      size_t e = (size_t)t->aux_ent[q];
+      int i = (int)(e / (size_t)t->aux_k);
+      const float *dr = t->aux_dr + (size_t)i * d;
+      float da = (float)dot(dr, w, d);
+      axpy(gd, t->aux_a[e], dr, d);
+      axpy(ge, da, t->xn + (size_t)i * di, di);
+      gb += da;
+    }
+    t->gb_enc[j] += (float)gb;
+  }
+}
+
 /* ---- a step -------------------------------------------------------------------------------------------- */
 
 static double loss_and_grad(LmwbTcTrainer *t, const float *x, const float *y, int n, double sparsity_scale,
@@ -593,12 +692,14 @@ static double loss_and_grad(LmwbTcTrainer *t, const float *x, const float *y, in
   normalise(t, x, y, n);
   gboolean sparse = forward(t, n, &l0);
   double mse = errors(t, n, TRUE);
+  double aux = aux_forward(t, n);
   double s = 0;
   for (int i = 0; i < n; i++) s += t->row_s[i];
   s /= n;
   double lambda = t->sparsity * sparsity_scale;
   backward(t, n, sparse, lambda);
-  double loss = mse + lambda * s;
+  if (aux > 0) aux_backward(t, n);
+  double loss = mse + lambda * s + t->aux_coef * aux;
   if (st) {
     /* FVU on the batch: the error over the targets' variance about the batch mean */
     g_autofree double *cs = g_new(double, t->d_out);
@@ -674,7 +775,7 @@ int lmwb_tc_trainer_resample(LmwbTcTrainer *t, int64_t window, const float *x, c
   for (int j = 0; j < ds; j++)
     if (!dead[j]) enc_norm += sqrt(dot(t->W_enc + (size_t)j * di, t->W_enc + (size_t)j * di, di)), alive++;
   enc_norm = alive ? enc_norm / alive : 1.0;
-  const double scale = (t->act == LMWB_TC_TOPK ? 1.0 : LMWB_TC_RESAMPLE_SCALE) * enc_norm;
+  const double scale = LMWB_TC_RESAMPLE_SCALE * enc_norm;
   /* the drawn rows, one per dead feature, run again together for their errors */
   g_autofree int *feat = g_new(int, n_dead), *row = g_new(int, n_dead);
   int m = 0;
@@ -710,8 +811,17 @@ int lmwb_tc_trainer_resample(LmwbTcTrainer *t, int64_t window, const float *x, c
       double ne = sqrt(dot(err_dir, err_dir, dout)), ni = sqrt(dot(in_dir, in_dir, di));
       if (!(ne > 0) || !(ni > 0)) continue;
       float *w_dec = t->W_dec + (size_t)j * dout, *w_enc = t->W_enc + (size_t)j * di;
+      /* TopK: the new feature's pre-activation on its token (s ||u||) just above that token's k-th
+       * largest, so that it wins a place there and on tokens like it */
+      double s = scale;
+      if (t->act == LMWB_TC_TOPK) {
+        int32_t ids[t->k];
+        float vals[t->k];
+        lmwb_top_k(t->pre + (size_t)q * ds, ds, t->k, ids, vals);
+        if (vals[t->k - 1] > 0.f) s = LMWB_TC_RESAMPLE_TOPK_MARGIN * vals[t->k - 1] / ni;
+      }
       for (int k = 0; k < dout; k++) w_dec[k] = (float)(err_dir[k] / ne);
-      for (int k = 0; k < di; k++) w_enc[k] = (float)(in_dir[k] / ni * scale);
+      for (int k = 0; k < di; k++) w_enc[k] = (float)(in_dir[k] / ni * s);
       t->b_enc[j] = t->sae ? 0.f : (float)-dot(t->mu_x, w_enc, di);
       if (t->log_theta) t->log_theta[j] = logf(t->jump_eps);
       /* Adam forgets these weights */

@@ -19,13 +19,22 @@
  *   L = (1/n) sum_i ||out~_i - y~_i||^2  +  lambda_t * S
  *   ReLU:     S = (1/n) sum_i sum_j f~_ij ||W~_dec,j||      (the L1 of SAELens, weighted by decoder norms)
  *   JumpReLU: S = (1/n) sum_i sum_j H(pre~_ij - theta~_j)   (the L0 of Gemma Scope)
- *   TopK:     S = 0
+ *   TopK:     S = 0, and the auxiliary loss AuxK below
  * The first term is the batch's squared error over the targets' variance, i.e. close to its FVU;
  * in model units it is (1/n) sum ||out - y||^2 / rho_y^2 and the L1 term is
  * lambda (1/n) sum f_ij ||W_dec,j|| / rho_y. Decoder rows are kept at unit norm, so the weighting
  * by ||W~_dec,j|| is 1; its gradient with respect to W_dec is parallel to each row and is removed
  * with the rest of that component (below). lambda_t ramps linearly from 0 to lambda over the first
  * sparsity_warmup steps.
+ *
+ * AuxK (TopK; Gao et al. 2024, "Scaling and evaluating sparse autoencoders"): with e_i = y~_i - out~_i
+ * the main error (held fixed) and, for each token, a_i the aux_k largest positive pre-activations
+ * among the features dead by the dead window, the loss adds
+ *   aux_coef (1/n) sum_i ||a_i W~_dec - e_i||^2       (aux_coef LMWB_TC_AUXK_COEF, aux_k d_out/2)
+ * so that dead features learn to explain what the live ones miss. It only counts while some
+ * features are dead. TopK runs do not resample by default: resampling thousands of features into
+ * the k places of their tokens at once undoes much of what was learnt (measured on the built-in
+ * model: data/models/tiny-world/transcoders/CARD.md); AuxK is their cure for dead features.
  *
  * JumpReLU: f = pre H(pre - theta), theta = exp(log_theta) per feature, log_theta trained. Gradients
  * as Rajamanoharan et al. (2024) with a rectangle kernel K(u) = 1 for |u| < 1/2 of bandwidth eps:
@@ -38,11 +47,12 @@
  * the component of each decoder row's gradient parallel to the row removed, Adam (optim.h; no
  * weight decay), then every decoder row divided by its norm. When few features are active
  * (density below LMWB_TC_SPARSE_DENSITY) the decode and the backward run over the active
- * features only; otherwise they are three GEMMs. Either way the result is deterministic for a
+ * features only; otherwise they are four GEMMs (the decode, and df, dW_dec, dW_enc). Either way the result is deterministic for a
  * fixed thread count.
  *
  * Initialisation: W~_dec rows random unit vectors (normal, from the seed), W~_enc = c W~_dec^T (for
- * d_in = d_out; otherwise its own random unit columns, times c), b~_enc = 0, b~_dec = the mean of
+ * d_in = d_out; otherwise its own random unit columns, times c), b~_enc_j = -mean(x~) . w~_enc,j
+ * (each feature reads the centred input, as an SAE's x - b_dec; 0 for an SAE), b~_dec = the mean of
  * the first fill's targets (so b_dec starts at E y), log_theta = log(eps) (JumpReLU). The scale c
  * makes the first reconstruction's mean squared norm about b_dec LMWB_TC_INIT_SHARE of the targets'
  * variance (SAELens's and Anthropic's decoder norm of 0.1 does the same at their shapes): a small
@@ -52,14 +62,17 @@
  * dead_window training tokens (a resampled feature gets a new window). Every resample_every tokens
  * (after the first dead_window) until resample_until of the run, dead features are re-initialised
  * as in "Towards Monosemanticity": the squared error e_i = ||out~_i - y~_i||^2 of every token of
- * the current buffer fill is computed; for each dead feature a token is drawn with probability
- * proportional to e_i^2; the feature's decoder row becomes that token's normalised error
- * (y~_i - out~_i)/||.|| (for an SAE the error of its input, which is its target); its encoder row
- * the token's normalised centred input u/||u|| times LMWB_TC_RESAMPLE_SCALE (0.2) times the mean
- * encoder norm of the live features (times 1 for TopK, where a feature must win a place among the
- * k largest), where u = x~_i - mean x~ for a transcoder (and its b_enc = -mean x~ . w_enc, so the
- * feature reads the centred input) and u = x~_i - b~_dec for an SAE (b_enc = 0, as Bricken et
- * al.); its threshold the initial one; Adam's moments of those weights are zeroed.
+ * (up to 16,384 tokens of) the current buffer fill is computed; for each dead feature a token is
+ * drawn with probability proportional to e_i^2; the feature's decoder row becomes that token's
+ * normalised error (y~_i - out~_i)/||.|| (for an SAE the error of its input, which is its target);
+ * its encoder row s u/||u||, where u is the token's centred input (x~_i - mean x~ for a
+ * transcoder, whose b_enc becomes -mean x~ . w_enc so that the feature reads the centred input;
+ * x~_i - b~_dec for an SAE, whose b_enc becomes 0, as Bricken et al.) and s is
+ * LMWB_TC_RESAMPLE_SCALE (0.2) times the mean encoder norm of the live features; for TopK instead
+ * the s that puts the feature's pre-activation on that token LMWB_TC_RESAMPLE_TOPK_MARGIN above
+ * the token's k-th largest (a 0.2 encoder would never be among the k largest), so that it wins a
+ * place there and on tokens like it. Its threshold becomes the initial one (JumpReLU); Adam's
+ * moments of those weights are zeroed.
  *
  * Data (lmwb_tc_train). Windows of `context` tokens are drawn uniformly at random positions of the
  * token stream; a fill of buffer tokens (buffer/context windows, run through the model
@@ -81,9 +94,11 @@
 #define LMWB_TC_DEFAULT_EXPANSION 16       /* d_sae = 16 d_in when not given */
 #define LMWB_TC_JUMP_EPS 0.001             /* JumpReLU bandwidth and initial threshold (Gemma Scope) */
 #define LMWB_TC_RESAMPLE_SCALE 0.2         /* encoder norm of a resampled feature (Bricken et al. 2023) */
+#define LMWB_TC_RESAMPLE_TOPK_MARGIN 1.05  /* a resampled TopK feature's lead on its token's k-th largest */
 #define LMWB_TC_SPARSE_DENSITY (1.0 / 12)  /* active fraction below which the sparse backward runs */
 #define LMWB_TC_MAX_K 4096
-#define LMWB_TC_INIT_SHARE 0.01       /* initial reconstruction's share of the targets' variance */
+#define LMWB_TC_INIT_SHARE 0.01            /* initial reconstruction's share of the targets' variance */
+#define LMWB_TC_AUXK_COEF (1.0 / 32)       /* TopK's auxiliary loss (Gao et al. 2024) */
 
 typedef struct LmwbTcTrainOptions {
   /* what: in != out: a transcoder (lmwb_tc_train_options_init: ln2 of `layer` -> its mlp_out);
@@ -102,14 +117,16 @@ typedef struct LmwbTcTrainOptions {
   int forward_batch;          /* windows per forward; 0: 16 */
   double sparse_below;        /* active fraction below which the sparse path runs; 0: LMWB_TC_SPARSE_DENSITY;
                                  < 0: never; 1: always (the two paths agree to rounding) */
+  double aux_coef;            /* TopK's AuxK coefficient; 0: LMWB_TC_AUXK_COEF; < 0: off */
+  int aux_k;                  /* dead features a token may use in AuxK; 0: d_out / 2 */
   /* optimiser */
   double lr;                  /* peak; 0: LMWB_TC_DEFAULT_LR */
   double lr_min;              /* at the end of the cosine; 0 */
   int64_t warmup;             /* steps of linear warm-up; 0: 5% of the steps; < 0: none */
   double beta1, beta2, eps;   /* Adam; 0: 0.9, 0.999, 1e-8 */
   /* dead features */
-  int64_t dead_window;        /* tokens; 0: max(tokens / 10, 4 batches) */
-  int64_t resample_every;     /* tokens between resamplings; 0: dead_window; < 0: never resample */
+  int64_t dead_window;        /* tokens; 0: max(tokens / 10, 4 batches) (lmwb_tc_trainer_new: AuxK off) */
+  int64_t resample_every;     /* tokens between resamplings; 0: dead_window (TopK: never); < 0: never */
   double resample_until;      /* fraction of the run after which no feature is resampled; 0: 0.7 */
   guint64 seed;
   /* checkpoints */
@@ -126,7 +143,8 @@ void lmwb_tc_train_options_init(LmwbTcTrainOptions *o, int layer);
 typedef struct LmwbTcTrainResult {
   LmwbTranscoder *tc;         /* the trained transcoder, in model units (the caller frees it) */
   int64_t steps, tokens;      /* done in all (resumed runs included) */
-  /* the final weights measured on the last buffer fill (tokens the run trained on) */
+  /* the final weights measured on (up to 16,384 tokens of) one buffer fill: the current one, or a
+   * new one when the last was used up */
   double mse;                 /* normalised squared error, the loss's first term */
   double fvu, l0;
   double dead_fraction;       /* features dead by the dead window at the end */
@@ -155,8 +173,8 @@ typedef struct LmwbTcStepStats {
   gboolean sparse;            /* the sparse backward ran */
 } LmwbTcStepStats;
 
-/* A trainer for these sizes with o's activation, k, sparsity and Adam settings (sites, data and
- * schedule fields are not used). sae: encode x - b_dec (in and out are one site). */
+/* A trainer for these sizes with o's activation, k, sparsity, AuxK, dead window and Adam settings
+ * (sites, data and schedule fields are not used). sae: encode x - b_dec (in and out are one site). */
 LmwbTcTrainer *lmwb_tc_trainer_new(int d_in, int d_sae, int d_out, gboolean sae, const LmwbTcTrainOptions *o,
                                    GError **error);
 void lmwb_tc_trainer_free(LmwbTcTrainer *t);
@@ -167,17 +185,18 @@ gboolean lmwb_tc_trainer_init(LmwbTcTrainer *t, const float *x, const float *y, 
  * sample; decoder rows rescaled to unit norm with the scale moved into the encoder). */
 gboolean lmwb_tc_trainer_init_from(LmwbTcTrainer *t, const LmwbTranscoder *tc, const float *x, const float *y, int n,
                                    GError **error);
-/* One step on n rows (n <= the largest batch seen so far grows the scratch; memory checked at
- * lmwb_tc_trainer_reserve). lr: Adam's rate; sparsity_scale: lambda_t / lambda. */
+/* One step on n rows (n at most what lmwb_tc_trainer_reserve made room for). lr: Adam's rate;
+ * sparsity_scale: lambda_t / lambda. */
 void lmwb_tc_trainer_step(LmwbTcTrainer *t, const float *x, const float *y, int n, double lr, double sparsity_scale,
                           LmwbTcStepStats *st);
 /* Scratch for batches of up to n rows (memory checked). */
 gboolean lmwb_tc_trainer_reserve(LmwbTcTrainer *t, int n, GError **error);
 /* The loss and its gradient with respect to the flat parameters (before the decoder projection;
- * the JumpReLU threshold part is the straight-through estimate), without updating. */
+ * the JumpReLU threshold part is the straight-through estimate, AuxK holds the main error fixed),
+ * without updating. */
 double lmwb_tc_trainer_gradient(LmwbTcTrainer *t, const float *x, const float *y, int n, double sparsity_scale,
                                 float *grad);
-/* The current weights on n rows (in chunks of the scratch): the mean normalised squared error,
+/* The current weights on n rows (in chunks of 1,024): the mean normalised squared error,
  * the FVU (about the rows' mean) and the mean number of active features. */
 void lmwb_tc_trainer_measure(LmwbTcTrainer *t, const float *x, const float *y, int n, double *mse, double *fvu,
                              double *l0);

@@ -12,6 +12,9 @@ struct LmwbTcTrainer {
   double sparsity;          /* lambda */
   float jump_eps;           /* JumpReLU bandwidth (and initial threshold), normalised units */
   double sparse_below;      /* active fraction below which the sparse path runs */
+  double aux_coef;          /* TopK's AuxK coefficient (0: off) */
+  int aux_k;                /* dead features each token may use in AuxK */
+  int64_t dead_window;      /* tokens without activity that make a feature dead (AuxK) */
   /* parameters and their gradient, flat (layout: lmwb_tc_trainer_params) */
   size_t n_params;
   float *p, *g;
@@ -34,6 +37,12 @@ struct LmwbTcTrainer {
   float *dnorm, *theta;
   int *fire, *col_ptr;
   double *col_sum;          /* column sums (f or dpre) */
+  /* AuxK: per row up to aux_k (feature, activation) pairs among the dead features, their
+   * count, the gradient of the auxiliary error per row, and the pairs grouped by feature */
+  int32_t *aux_j, *aux_ent;
+  float *aux_a, *aux_dr;
+  int *aux_cnt, *aux_ptr;
+  guint8 *dead;
   /* sparse entries (the sparse path: active features, plus near-threshold ones for JumpReLU;
    * the dense path: near-threshold entries of JumpReLU only) */
   size_t ent_cap;

@@ -66,6 +66,7 @@ static gboolean make_plan(const LmwbModel *m, size_t n_ids, const LmwbTcTrainOpt
   NEED(o->act != LMWB_TC_TOPK || (o->k >= 1 && o->k <= MIN(o->d_sae, LMWB_TC_MAX_K)),
        "k %d must be in 1..%d (the number of features, at most %d)", o->k, MIN(o->d_sae, LMWB_TC_MAX_K), LMWB_TC_MAX_K);
   NEED(o->act == LMWB_TC_TOPK || o->k == 0, "k is for TopK only");
+  NEED(isfinite(o->aux_coef) && o->aux_k >= 0, "aux_coef must be a number and aux_k not negative");
   NEED(isfinite(o->sparsity) && o->sparsity >= 0 && (o->act != LMWB_TC_TOPK || o->sparsity == 0),
        "the sparsity coefficient %g must be finite and >= 0, and 0 with TopK (k sets the sparsity)", o->sparsity);
   NEED(o->tokens >= 1, "the number of training tokens must be given (at least 1)");
@@ -94,7 +95,7 @@ static gboolean make_plan(const LmwbModel *m, size_t n_ids, const LmwbTcTrainOpt
   if (o->sparsity_warmup < 0) o->sparsity_warmup = 0;
   if (o->dead_window == 0) o->dead_window = MAX(o->tokens / 10, 4 * (int64_t)o->batch);
   NEED(o->dead_window >= 1, "the dead-feature window must be at least 1 token");
-  if (o->resample_every == 0) o->resample_every = o->dead_window;
+  if (o->resample_every == 0) o->resample_every = o->act == LMWB_TC_TOPK ? -1 : o->dead_window;
   if (o->resample_until == 0) o->resample_until = 0.7;
   NEED(o->resample_until > 0 && o->resample_until <= 1, "resample_until %g must be in (0, 1]", o->resample_until);
   p->resample_until_step = o->resample_until * (double)p->steps;
@@ -121,17 +122,17 @@ static char *signature(const Plan *p, const int32_t *ids, size_t n_ids) {
   for (size_t i = 0; i < n_ids * sizeof(int32_t); i++) h = (h ^ b[i]) * 0x100000001b3ull;
   const LmwbTcTrainOptions *o = &p->o;
   g_autofree char *in = lmwb_site_name(o->in), *out = lmwb_site_name(o->out);
-  char a[8][G_ASCII_DTOSTR_BUF_SIZE];
+  char a[9][G_ASCII_DTOSTR_BUF_SIZE];
   return g_strdup_printf("in=%s;out=%s;d_sae=%d;activation=%s;k=%d;sparsity=%s;sparsity_warmup=%" G_GINT64_FORMAT
                          ";tokens=%" G_GINT64_FORMAT ";context=%d;batch=%d;buffer=%d;forward_batch=%d;lr=%s;lr_min=%s;"
                          "warmup=%" G_GINT64_FORMAT ";beta1=%s;beta2=%s;eps=%s;dead_window=%" G_GINT64_FORMAT
-                         ";resample_every=%" G_GINT64_FORMAT ";resample_until=%s;sparse_below=%s;seed=%" G_GUINT64_FORMAT
+                         ";resample_every=%" G_GINT64_FORMAT ";resample_until=%s;sparse_below=%s;aux_coef=%s;aux_k=%d;seed=%" G_GUINT64_FORMAT
                          ";text=%zu tokens, hash %016" G_GINT64_MODIFIER "x",
                          in, out, o->d_sae, lmwb_tc_activation_name(o->act), o->k, exact(a[0], o->sparsity),
                          o->sparsity_warmup, o->tokens, o->context, o->batch, o->buffer, o->forward_batch,
                          exact(a[1], o->lr), exact(a[2], o->lr_min), o->warmup, exact(a[3], o->beta1),
                          exact(a[4], o->beta2), exact(a[5], o->eps), o->dead_window, o->resample_every,
-                         exact(a[6], o->resample_until), exact(a[7], o->sparse_below), o->seed, n_ids, h);
+                         exact(a[6], o->resample_until), exact(a[7], o->sparse_below), exact(a[8], o->aux_coef), o->aux_k, o->seed, n_ids, h);
 }
 
 /* ---- the activation buffer ------------------------------------------------------------------------- */
@@ -362,6 +363,11 @@ static gboolean load_checkpoint(const char *dir, LmwbTcTrainer *t, Position *pos
   return ok;
 }
 
+/* Resampling and the final measure read at most this many rows of a fill (its first windows, drawn
+ * at random positions): a second or less of work, so that cancel stays prompt. */
+#define SAMPLE_MAX 16384
+static int sample_rows(const Plan *p) { return (int)MIN(p->fill_tokens, (size_t)SAMPLE_MAX); }
+
 /* ---- the run -------------------------------------------------------------------------------------------- */
 
 gboolean lmwb_tc_train(LmwbModel *m, const int32_t *ids, size_t n_ids, const LmwbTcTrainOptions *opt,
@@ -439,7 +445,7 @@ gboolean lmwb_tc_train(LmwbModel *m, const int32_t *ids, size_t n_ids, const Lmw
     }
     if (o->resample_every > 0 && t->seen >= pos.next_resample) {
       if ((double)pos.step < p.resample_until_step) {
-        int nr = lmwb_tc_trainer_resample(t, o->dead_window, fill.X, fill.Y, (int)p.fill_tokens);
+        int nr = lmwb_tc_trainer_resample(t, o->dead_window, fill.X, fill.Y, sample_rows(&p));
         if (nr) lmwb_report_log(rep, "step %" G_GINT64_FORMAT ": resampled %d dead features", pos.step, nr);
       }
       while (pos.next_resample <= t->seen) pos.next_resample += o->resample_every;
@@ -504,7 +510,7 @@ gboolean lmwb_tc_train(LmwbModel *m, const int32_t *ids, size_t n_ids, const Lmw
       goto done;
     }
   }
-  lmwb_tc_trainer_measure(t, fill.X, fill.Y, (int)p.fill_tokens, &res->mse, &res->fvu, &res->l0);
+  lmwb_tc_trainer_measure(t, fill.X, fill.Y, sample_rows(&p), &res->mse, &res->fvu, &res->l0);
   res->tc = lmwb_tc_trainer_export(t, &local);
   if (!res->tc) {
     ok = FALSE;

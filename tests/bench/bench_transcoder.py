@@ -6,24 +6,21 @@ the same activations from the same weights, in the same run.
 Usage: bench_transcoder.py BENCH_TRANSCODER_STEP [MODEL_DIR]
 
 The shape is the built-in model's: d_in = d_out = 256 (layer 0: blocks.0.ln2.hook_normalized ->
-blocks.0.hook_mlp_out), d_sae 4096, a batch of 4096 tokens of stored activations, ReLU with an L1
-penalty weighted by decoder norms, Adam lr 4e-4, 2 threads. Two starting points: a fresh
-initialisation (about a third of the features active: the dense phase of a run), and the shipped
-transcoder of layer 0 (data/models/tiny-world/transcoders/layer_0, a few dozen active features: the
-rest of a run), when it is there. lmwb runs its automatic choice (sparse entries when few
-features are active) and, for reference, the dense GEMMs alone. Every step is timed alone; both
+blocks.0.hook_mlp_out), d_sae 4096, a batch of 4096 tokens of stored activations, Adam lr 4e-4,
+2 threads. Three starting points: a fresh ReLU transcoder with an L1 penalty weighted by decoder
+norms (about a third of the features active: the dense phase of a ReLU run), a fresh TopK (k 32)
+one, and the shipped transcoder of layer 0 (data/models/tiny-world/transcoders/layer_0, TopK 32,
+trained), when it is there. lmwb runs its automatic choice (sparse entries when few features are
+active) and, for reference, the dense GEMMs alone and the sparse entries alone. Every step is timed alone; both
 sides are summarised the same way: the first two steps excluded as warm-up, the mean of the
 fastest half of the rest. Prints a table and, on the last line, JSON with the rates and ratios.
 """
 import json, os, subprocess, sys, tempfile, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_train import steady  # noqa: E402  the same summary of step times as the training benchmark
+
 D_SAE, BATCH, STEPS, LAYER = 4096, 4096, 12, 0
-
-
-def steady(times):
-    """Seconds of a steady step: warm-up excluded, mean of the fastest half (both sides alike)."""
-    rest = sorted(times[2:])[: max(3, len(times) // 2)]
-    return sum(rest) / len(rest)
 
 
 def torch_times(d, steps):
@@ -42,13 +39,20 @@ def torch_times(d, steps):
     W_dec = p[o:o + ds * do].reshape(ds, do).clone().requires_grad_(); o += ds * do
     b_dec = p[o:o + do].clone().requires_grad_()
     opt = torch.optim.Adam([W_enc, b_enc, W_dec, b_dec], lr=norm["lr"], betas=(0.9, 0.999), eps=1e-8)
-    l1 = norm["l1"]
+    l1, k = norm["l1"], norm["k"]
     times, l0 = [], 0.0
     for _ in range(steps):
         t0 = time.perf_counter()
-        f = torch.relu(torch.addmm(b_enc, x, W_enc.t()))
+        pre = torch.addmm(b_enc, x, W_enc.t())
+        if k:
+            vals, idx = torch.topk(pre, k, dim=1)
+            f = torch.zeros_like(pre).scatter(1, idx, torch.relu(vals))
+        else:
+            f = torch.relu(pre)
         out = torch.addmm(b_dec, f, W_dec)
-        loss = ((out - y) ** 2).sum(1).mean() + l1 * (f * W_dec.norm(dim=1)).sum(1).mean()
+        loss = ((out - y) ** 2).sum(1).mean()
+        if l1:
+            loss = loss + l1 * (f * W_dec.norm(dim=1)).sum(1).mean()
         opt.zero_grad(set_to_none=False)
         loss.backward()
         with torch.no_grad():
@@ -72,12 +76,12 @@ def main():
     shared = os.environ.get("LMWB_SHARED", os.path.join(root, "..", "shared"))
     brown = os.path.join(shared, "data", "brown", "brown.txt")
     shipped = os.path.join(model, "transcoders", f"layer_{LAYER}")
-    starts = [("fresh initialisation", None)]
+    starts = [("fresh ReLU", "relu", None), ("fresh TopK 32", "topk:32", None)]
     if os.path.exists(os.path.join(shipped, "cfg.json")):
-        starts.append(("trained (shipped layer 0)", shipped))
+        starts.append(("shipped layer 0", "relu", shipped))
     env = dict(os.environ, OMP_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2")
     results = {}
-    print(f"transcoder training step, d_in 256, d_sae {D_SAE}, batch {BATCH} tokens, ReLU + L1, Adam, 2 threads")
+    print(f"transcoder training step, d_in 256, d_sae {D_SAE}, batch {BATCH} tokens, Adam, 2 threads")
     with tempfile.TemporaryDirectory() as tmp:
         text = os.path.join(tmp, "text.txt")
         src = brown if os.path.exists(brown) else os.path.join(root, "tests", "fixtures", "train", "brown_tiny.txt")
@@ -85,9 +89,9 @@ def main():
             data = f.read(400_000)
         with open(text, "w", encoding="utf-8") as f:
             f.write(data)
-        for name, init in starts:
-            d = os.path.join(tmp, name.split()[0])
-            args = [step_bin, model, text, str(LAYER), str(D_SAE), str(BATCH), str(STEPS), d] + ([init] if init else [])
+        for i, (name, act, init) in enumerate(starts):
+            d = os.path.join(tmp, f"start{i}")
+            args = [step_bin, model, text, str(LAYER), str(D_SAE), str(BATCH), str(STEPS), d, act] + ([init] if init else [])
             run = subprocess.run(args, capture_output=True, text=True, env=env)
             if run.returncode != 0:
                 print(run.stderr)
@@ -103,7 +107,7 @@ def main():
             r["ratio"] = r["lmwb_tokens_per_s"] / r["pytorch_tokens_per_s"]
             r["ratio_dense"] = r["lmwb_dense_tokens_per_s"] / r["pytorch_tokens_per_s"]
             results[name] = r
-            print(f"  from a {name}: L0 {r['l0']:.0f} (PyTorch {ref_l0:.0f}) after {STEPS} steps")
+            print(f"  from {name}: L0 {r['l0']:.0f} (PyTorch {ref_l0:.0f}) after {STEPS} steps")
             print(f"    PyTorch eager + Adam       : {r['pytorch_tokens_per_s']:9.0f} tokens/s")
             print(f"    lmwb (automatic path)      : {r['lmwb_tokens_per_s']:9.0f} tokens/s   "
                   f"({r['sparse_steps']} of {STEPS} steps sparse)  ratio {r['ratio']:.2f}")

@@ -1,12 +1,13 @@
 /* The lmwb side of tests/bench/bench_transcoder.py: one transcoder training step (encode, loss,
  * backward, decoder projection, Adam, renormalisation) timed on a batch of stored activations.
  *
- * bench_transcoder_step MODEL_DIR TEXT LAYER D_SAE BATCH STEPS OUT_DIR [INIT_SAELENS_DIR]
+ * bench_transcoder_step MODEL_DIR TEXT LAYER D_SAE BATCH STEPS OUT_DIR relu|topk:K [INIT_SAELENS_DIR]
  * Reads BATCH tokens of TEXT (windows of 128) through the model, keeps blocks.LAYER.ln2 and
- * blocks.LAYER.hook_mlp_out, initialises a ReLU transcoder (or continues the one in
- * INIT_SAELENS_DIR), and writes into OUT_DIR what PyTorch needs to run the same step from the same
- * state: x.npy, y.npy (the batch, model units), params.npy (the flat parameters, normalised
- * units, the layout of lmwb_tc_trainer_params) and norm.json (rho_x, rho_y, l1, lr). Then runs
+ * blocks.LAYER.hook_mlp_out, initialises a transcoder with that activation (ReLU with an L1
+ * penalty, or TopK), or continues the one in INIT_SAELENS_DIR (its activation), and writes into
+ * OUT_DIR what PyTorch needs to run the same step from the same state: x.npy, y.npy (the batch,
+ * model units), params.npy (the flat parameters, normalised units, the layout of
+ * lmwb_tc_trainer_params) and norm.json (rho_x, rho_y, l1, k, lr). Then runs
  * STEPS steps three ways from that state: the automatic path (sparse when few features are
  * active), the dense GEMMs only, and the sparse entries only, and prints one JSON line with each
  * step's seconds. */
@@ -33,15 +34,16 @@ static void keep(float *block, const LmwbHookCtx *c, void *user) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 8) {
-    fprintf(stderr, "usage: bench_transcoder_step MODEL TEXT LAYER D_SAE BATCH STEPS OUT_DIR [INIT_DIR]\n");
+  if (argc < 9) {
+    fprintf(stderr, "usage: bench_transcoder_step MODEL TEXT LAYER D_SAE BATCH STEPS OUT_DIR relu|topk:K [INIT_DIR]\n");
     return 2;
   }
   GError *err = NULL;
   LmwbModel *m = lmwb_model_load(argv[1], &err);
   if (!m) die(err);
   int L = atoi(argv[3]), ds = atoi(argv[4]), n = atoi(argv[5]), steps = atoi(argv[6]);
-  const char *out = argv[7], *init = argc > 8 ? argv[8] : NULL;
+  const char *out = argv[7], *init = argc > 9 ? argv[9] : NULL;
+  int k = g_str_has_prefix(argv[8], "topk:") ? atoi(argv[8] + 5) : 0;
   int C = m->cfg.d_model, T = MIN(128, m->cfg.n_ctx), W = (n + T - 1) / T;
   n = W * T;
   gchar *text = NULL;
@@ -61,6 +63,7 @@ int main(int argc, char **argv) {
   lmwb_runner_free(r);
   LmwbTranscoder *start = init ? lmwb_transcoder_load_saelens(init, &err) : NULL;
   if (init && !start) die(err);
+  if (start) k = start->act == LMWB_TC_TOPK ? start->k : 0;
   g_mkdir_with_parents(out, 0755);
   const char *names[3] = {"auto", "dense", "sparse"};
   const double below[3] = {0, -1, 1};
@@ -68,7 +71,9 @@ int main(int argc, char **argv) {
   for (int v = 0; v < 3; v++) {
     LmwbTcTrainOptions o;
     lmwb_tc_train_options_init(&o, L);
-    o.sparsity = L1, o.sparse_below = below[v];
+    o.sparse_below = below[v];
+    if (k) o.act = LMWB_TC_TOPK, o.k = k;
+    else o.sparsity = L1;
     LmwbTcTrainer *t = lmwb_tc_trainer_new(C, start ? start->d_sae : ds, C, FALSE, &o, &err);
     if (!t || !lmwb_tc_trainer_reserve(t, n, &err)) die(err);
     if (start ? !lmwb_tc_trainer_init_from(t, start, x, y, n, &err) : !lmwb_tc_trainer_init(t, x, y, n, 1, &err)) die(err);
@@ -86,8 +91,9 @@ int main(int argc, char **argv) {
       g_autofree double *my = g_new0(double, C);
       for (size_t i = 0; i < (size_t)n * C; i++) mx += (double)x[i] * x[i] / n, my[i % C] += y[i] / n;
       for (size_t i = 0; i < (size_t)n * C; i++) vy += (y[i] - my[i % C]) * (y[i] - my[i % C]) / n;
-      g_autofree char *nj = g_strdup_printf("{\"rho_x\": %.17g, \"rho_y\": %.17g, \"l1\": %g, \"lr\": %g, \"d_sae\": %d}\n",
-                                            sqrt(mx), sqrt(vy), L1, LR, start ? start->d_sae : ds);
+      g_autofree char *nj = g_strdup_printf("{\"rho_x\": %.17g, \"rho_y\": %.17g, \"l1\": %g, \"k\": %d, \"lr\": %g, "
+                                            "\"d_sae\": %d}\n", sqrt(mx), sqrt(vy), k ? 0 : L1, k, LR,
+                                            start ? start->d_sae : ds);
       g_file_set_contents(fn, nj, -1, NULL);
     }
     g_string_append_printf(json, "%s\"%s\": {\"seconds\": [", v ? ", " : "", names[v]);

@@ -113,7 +113,11 @@ def main():
         rc, _, err = run(*args, "--out", full2)
         want2 = read(os.path.join(full2, "sae_weights.safetensors")) if rc == 0 else b""
         p = subprocess.Popen([BATCH, *args, "--out", sig], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.0)
+        # once training has begun (metrics.csv is opened at the first step), and a little later
+        deadline = time.time() + 60
+        while not os.path.exists(os.path.join(sig, "metrics.csv")) and p.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
         t0 = time.time()
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=60)

@@ -61,26 +61,38 @@ static void make_data(float *x, float *y, int n, int di, int dout) {
   }
 }
 
-static LmwbTcTrainer *trainer(int di, int ds, int dout, gboolean sae, LmwbTcActivation act, int k, double sparsity,
-                              double sparse_below) {
+/* dead_window > 0 turns TopK's AuxK on (over the features dead by that window), with a coefficient
+ * of 1 so that its gradient is not lost in the finite differences' tolerance. */
+static LmwbTcTrainer *trainer_w(int di, int ds, int dout, gboolean sae, LmwbTcActivation act, int k, double sparsity,
+                                double sparse_below, int64_t dead_window) {
   LmwbTcTrainOptions o;
   lmwb_tc_train_options_init(&o, 0);
-  o.act = act, o.k = k, o.sparsity = sparsity, o.sparse_below = sparse_below;
+  o.act = act, o.k = k, o.sparsity = sparsity, o.sparse_below = sparse_below, o.dead_window = dead_window;
+  o.aux_coef = dead_window > 0 ? 1.0 : 0;
   GError *err = NULL;
   LmwbTcTrainer *t = lmwb_tc_trainer_new(di, ds, dout, sae, &o, &err);
   g_assert_no_error(err);
   return t;
 }
 
+static LmwbTcTrainer *trainer(int di, int ds, int dout, gboolean sae, LmwbTcActivation act, int k, double sparsity,
+                              double sparse_below) {
+  return trainer_w(di, ds, dout, sae, act, k, sparsity, sparse_below, 0);
+}
+
 /* ---- the gradient ----------------------------------------------------------------------------------- */
 
-static void check_gradient(LmwbTcActivation act, gboolean sae, double sparse_below, const char *what) {
+/* aux: TopK with AuxK on, features silent over the last two steps dead. AuxK holds the main error
+ * fixed (a stop-gradient, as Gao et al.), so the finite differences of the total loss agree with
+ * its gradient only for the dead features' weights (the live ones move the main error): only those
+ * are checked then. */
+static void check_gradient(LmwbTcActivation act, gboolean sae, double sparse_below, gboolean aux, const char *what) {
   const int di = 6, ds = 24, dout = sae ? 6 : 5, n = 9;
   float x[n * di], y[n * dout];
   make_data(x, y, n, di, dout);
   if (sae) memcpy(x, y, sizeof x);
-  LmwbTcTrainer *t = trainer(di, ds, dout, sae, act, act == LMWB_TC_TOPK ? 4 : 0, act == LMWB_TC_TOPK ? 0 : 0.05,
-                             sparse_below);
+  LmwbTcTrainer *t = trainer_w(di, ds, dout, sae, act, act == LMWB_TC_TOPK ? 4 : 0, act == LMWB_TC_TOPK ? 0 : 0.05,
+                               sparse_below, aux ? 2 * n : 0);
   GError *err = NULL;
   g_assert_true(lmwb_tc_trainer_init(t, x, y, n, 3, &err));
   g_assert_true(lmwb_tc_trainer_reserve(t, n, &err));
@@ -90,10 +102,26 @@ static void check_gradient(LmwbTcActivation act, gboolean sae, double sparse_bel
   float *p = lmwb_tc_trainer_params(t, &np);
   g_autofree float *g = g_new(float, np);
   lmwb_tc_trainer_gradient(t, x, y, n, 1.0, g);
+  guint8 dead[ds];
+  if (aux) {
+    g_assert_cmpint(lmwb_tc_trainer_dead(t, 2 * n, dead), >=, 3); /* AuxK has work */
+    /* a feature dead by the window may still fire in this batch: then it moves the main error */
+    LmwbTranscoder *tc = lmwb_tc_trainer_export(t, &err);
+    float f[n * ds];
+    lmwb_transcoder_encode(tc, x, n, NULL, f);
+    for (int i = 0; i < n * ds; i++)
+      if (f[i] != 0.f) dead[i % ds] = 0;
+    lmwb_transcoder_free(tc);
+  }
   size_t n_theta = act == LMWB_TC_JUMPRELU ? (size_t)ds : 0; /* straight-through: not a true derivative */
   int checked = 0, bad = 0, kinked = 0;
   double worst = 0;
-  for (size_t q = 0; q < np - n_theta; q += 1 + (q % 3)) {
+  for (size_t q = 0; q < np - n_theta; q += aux ? 1 : 1 + (q % 3)) {
+    if (aux) {
+      size_t e = (size_t)ds * di, b = e + ds, d = b + (size_t)ds * dout;
+      int j = q < e ? (int)(q / di) : q < b ? (int)(q - e) : q < d ? (int)((q - b) / dout) : -1;
+      if (j < 0 || !dead[j]) continue;
+    }
     float keep = p[q];
     double fd[2];
     for (int r = 0; r < 2; r++) {
@@ -106,7 +134,8 @@ static void check_gradient(LmwbTcActivation act, gboolean sae, double sparse_bel
       fd[r] = (lp - lm) / ((double)(keep + h) - (keep - h));
     }
     /* a kink or jump crossed by the perturbation (ReLU, the TopK boundary, JumpReLU's jump): the
-     * two step sizes disagree; such elements are not checked (they must stay rare) */
+     * two step sizes disagree; such elements are not checked (they must stay rare). A kink almost
+     * exactly at the point fools both step sizes alike: one element in a hundred may differ. */
     if (fabs(fd[0] - fd[1]) > 5e-4 + 0.01 * fabs(fd[0])) {
       kinked++;
       continue;
@@ -119,20 +148,23 @@ static void check_gradient(LmwbTcActivation act, gboolean sae, double sparse_bel
     }
     checked++;
   }
-  if (bad > 0 || kinked > checked / 10)
+  if (aux) g_assert_cmpint(checked, >=, 30);
+  if (bad > checked / 100 || kinked > checked / 10)
     g_error("%s: %d of %d gradient elements differ from finite differences (worst relative %.3g), %d not smooth", what,
             bad, checked, worst, kinked);
   lmwb_tc_trainer_free(t);
 }
 
 static void test_gradient(void) {
+  for (int path = 0; path < 2; path++)
+    check_gradient(LMWB_TC_TOPK, FALSE, path ? 1.0 : -1.0, TRUE, path ? "topk AuxK, sparse path" : "topk AuxK, dense path");
   const LmwbTcActivation acts[3] = {LMWB_TC_RELU, LMWB_TC_TOPK, LMWB_TC_JUMPRELU};
   for (int a = 0; a < 3; a++)
     for (int sae = 0; sae < 2; sae++)
       for (int path = 0; path < 2; path++) {
         g_autofree char *what = g_strdup_printf("%s %s, %s path", lmwb_tc_activation_name(acts[a]),
                                                 sae ? "SAE" : "transcoder", path ? "sparse" : "dense");
-        check_gradient(acts[a], sae, path ? 1.0 : -1.0, what);
+        check_gradient(acts[a], sae, path ? 1.0 : -1.0, FALSE, what);
       }
 }
 
@@ -140,7 +172,7 @@ static void test_gradient(void) {
  * (recomputed from the sample the trainer was initialised on); for JumpReLU also the
  * straight-through gradient of log_theta. Returns the loss. */
 static double reference_loss(int di, int ds, int dout, LmwbTcActivation act, int k, double lambda, const float *p,
-                             const float *x, const float *y, int n, double *glog_theta) {
+                             const float *x, const float *y, int n, double *glog_theta, const guint8 *dead, int aux_k) {
   double rx = 0, ry = 0;
   g_autofree double *my = g_new0(double, dout);
   for (int i = 0; i < n; i++) {
@@ -154,7 +186,7 @@ static double reference_loss(int di, int ds, int dout, LmwbTcActivation act, int
               *lt = b_dec + dout;
   const double eps = 0.001 / sqrt((double)dout);
   g_autofree double *pre = g_new(double, ds), *f = g_new(double, ds), *out = g_new(double, dout);
-  double mse = 0, S = 0;
+  double mse = 0, S = 0, aux = 0;
   if (glog_theta)
     for (int j = 0; j < ds; j++) glog_theta[j] = 0;
   for (int i = 0; i < n; i++) {
@@ -182,6 +214,19 @@ static double reference_loss(int di, int ds, int dout, LmwbTcActivation act, int
       double r = v - y[(size_t)i * dout + c] / ry;
       mse += r * r;
     }
+    if (dead) {
+      /* AuxK: the aux_k largest positive pre-activations among the dead features explain the error */
+      for (int c = 0; c < dout; c++) {
+        double v = out[c] - y[(size_t)i * dout + c] / ry;
+        for (int j = 0; j < ds; j++) {
+          if (!dead[j] || pre[j] <= 0) continue;
+          int above = 0;
+          for (int q = 0; q < ds; q++) above += dead[q] && (pre[q] > pre[j] || (pre[q] == pre[j] && q < j));
+          if (above < aux_k) v += pre[j] * W_dec[(size_t)j * dout + c];
+        }
+        aux += v * v;
+      }
+    }
     if (act == LMWB_TC_JUMPRELU && glog_theta)
       for (int j = 0; j < ds; j++) {
         double th = exp(lt[j]);
@@ -191,7 +236,7 @@ static double reference_loss(int di, int ds, int dout, LmwbTcActivation act, int
         glog_theta[j] += th * (-(th / eps) * df - lambda / n / eps);
       }
   }
-  return mse / n + lambda * S / n;
+  return mse / n + lambda * S / n + aux / n; /* AuxK's coefficient 1 (trainer_w) */
 }
 
 /* The trainer's loss is the documented one, for every activation and both paths; JumpReLU's
@@ -206,8 +251,9 @@ static void test_reference(void) {
   for (int a = 0; a < 3; a++)
     for (int path = 0; path < 2; path++) {
       gboolean jump = acts[a] == LMWB_TC_JUMPRELU;
-      LmwbTcTrainer *t = trainer(di, ds, dout, FALSE, acts[a], acts[a] == LMWB_TC_TOPK ? k : 0,
-                                 acts[a] == LMWB_TC_TOPK ? 0 : lambda, path ? 1.0 : -1.0);
+      gboolean topk = acts[a] == LMWB_TC_TOPK;
+      LmwbTcTrainer *t = trainer_w(di, ds, dout, FALSE, acts[a], topk ? k : 0, topk ? 0 : lambda, path ? 1.0 : -1.0,
+                                   topk ? 2 * n : 0);
       GError *err = NULL;
       g_assert_true(lmwb_tc_trainer_init(t, x, y, n, 8, &err));
       g_assert_true(lmwb_tc_trainer_reserve(t, n, &err));
@@ -215,12 +261,12 @@ static void test_reference(void) {
       size_t np;
       float *p = lmwb_tc_trainer_params(t, &np);
       if (jump) {
-        /* thresholds of features 0..9 at the pre-activation of row j (so row j sits on the kernel) */
+        /* thresholds of features 0..19 at the pre-activation of row j (so row j sits on the kernel) */
         double rx = 0;
         for (size_t i = 0; i < (size_t)n * di; i++) rx += (double)x[i] * x[i] / n;
         rx = sqrt(rx);
         float *lt = p + (size_t)ds * di + ds + (size_t)ds * dout + dout;
-        for (int j = 0; j < 10; j++) {
+        for (int j = 0; j < 20; j++) {
           double v = p[(size_t)ds * di + j];
           for (int c = 0; c < di; c++) v += x[(size_t)j * di + c] / rx * p[(size_t)j * di + c];
           if (v > 1e-4) lt[j] = (float)log(v + 1e-6);
@@ -229,7 +275,11 @@ static void test_reference(void) {
       g_autofree float *g = g_new(float, np);
       g_autofree double *gref = g_new(double, ds);
       double loss = lmwb_tc_trainer_gradient(t, x, y, n, 1.0, g);
-      double want = reference_loss(di, ds, dout, acts[a], k, acts[a] == LMWB_TC_TOPK ? 0 : lambda, p, x, y, n, gref);
+      g_autofree guint8 *dead = g_new(guint8, ds);
+      int n_dead = topk ? lmwb_tc_trainer_dead(t, 2 * n, dead) : 0;
+      if (topk) g_assert_cmpint(n_dead, >=, 3); /* AuxK counts */
+      double want = reference_loss(di, ds, dout, acts[a], k, topk ? 0 : lambda, p, x, y, n, gref, topk ? dead : NULL,
+                                   dout / 2);
       g_assert_cmpfloat(fabs(loss - want), <, 1e-5 * (1 + want));
       if (jump) {
         const float *glt = g + (size_t)ds * di + ds + (size_t)ds * dout + dout;
@@ -377,11 +427,12 @@ static void test_topk_exact(void) {
 
 /* ---- resampling -------------------------------------------------------------------------------------- */
 
-static void test_resample(void) {
-  const int di = 12, ds = 40, dout = 10, n = 200;
+static void check_resample(LmwbTcActivation act) {
+  const int di = 12, ds = 40, dout = 10, n = 200, k = 4;
   g_autofree float *x = g_new(float, n * di), *y = g_new(float, n * dout);
   make_data(x, y, n, di, dout);
-  LmwbTcTrainer *t = trainer(di, ds, dout, FALSE, LMWB_TC_RELU, 0, 0.01, 0);
+  gboolean topk = act == LMWB_TC_TOPK;
+  LmwbTcTrainer *t = trainer(di, ds, dout, FALSE, act, topk ? k : 0, topk ? 0 : 0.01, 0);
   GError *err = NULL;
   g_assert_true(lmwb_tc_trainer_init(t, x, y, n, 2, &err));
   g_assert_true(lmwb_tc_trainer_reserve(t, n, &err));
@@ -397,7 +448,7 @@ static void test_resample(void) {
   int64_t window = 5 * n;
   int n_dead = lmwb_tc_trainer_dead(t, window, dead);
   g_assert_cmpint(n_dead, >=, 3);
-  g_assert_cmpint(n_dead, <, ds / 4);
+  g_assert_cmpint(n_dead, <, topk ? ds / 2 : ds / 4);
   for (int q = 0; q < 3; q++) g_assert_true(dead[killed[q]]);
   /* a sample whose row 123 is reconstructed far worse than every other row */
   g_autofree float *ys = g_memdup2(y, sizeof(float) * n * dout);
@@ -420,7 +471,16 @@ static void test_resample(void) {
     for (int i = 0; i < di; i++) en += (double)W_enc[(size_t)j * di + i] * W_enc[(size_t)j * di + i];
     g_assert_cmpfloat(sqrt(en), >, 0);
   }
-  /* and they fire again */
+  /* and they fire again: a TopK feature wins a place among the k largest on its token */
+  if (topk) {
+    LmwbTranscoder *tc = lmwb_tc_trainer_export(t, &err);
+    float f[ds];
+    lmwb_transcoder_encode(tc, x + 123 * di, 1, NULL, f);
+    int won = 0;
+    for (int q = 0; q < 3; q++) won += f[killed[q]] > 0;
+    g_assert_cmpint(won, >=, 1); /* they drew the same token: they share its place */
+    lmwb_transcoder_free(tc);
+  }
   LmwbTcStepStats st;
   lmwb_tc_trainer_step(t, x, ys, n, 1e-3, 1.0, &st);
   g_assert_cmpint(lmwb_tc_trainer_dead(t, 1, dead), <, ds);
@@ -428,6 +488,11 @@ static void test_resample(void) {
   for (int q = 0; q < 3; q++) fired += !dead[killed[q]];
   g_assert_cmpint(fired, >=, 1);
   lmwb_tc_trainer_free(t);
+}
+
+static void test_resample(void) {
+  check_resample(LMWB_TC_RELU);
+  check_resample(LMWB_TC_TOPK);
 }
 
 /* ---- training on models ------------------------------------------------------------------------------- */
@@ -513,12 +578,12 @@ static void test_learns_fixtures(void) {
     LmwbModel *m = fixture(names[q]);
     size_t n = 0;
     g_autofree int32_t *ids = fixture_ids(m, &n);
-    for (int L = 0; L < m->cfg.n_layer; L++) {
-      LmwbTcTrainOptions o;
-      base_options(&o, L);
-      g_autofree char *what = g_strdup_printf("%s layer %d", names[q], L);
-      train_and_check(m, ids, n, &o, what, max_fvu[q], 0, text);
-    }
+    /* the first layer of one, the last of the others */
+    int L = q == 0 ? 0 : m->cfg.n_layer - 1;
+    LmwbTcTrainOptions o;
+    base_options(&o, L);
+    g_autofree char *what = g_strdup_printf("%s layer %d", names[q], L);
+    train_and_check(m, ids, n, &o, what, max_fvu[q], 0, text);
     lmwb_model_unref(m);
   }
 }
@@ -593,7 +658,8 @@ static void test_resume_exact(void) {
     o.k = acts[a] == LMWB_TC_TOPK ? 6 : 0;
     o.sparsity = acts[a] == LMWB_TC_TOPK ? 0 : o.sparsity;
     o.tokens = 256 * 30;
-    o.dead_window = 256 * 4; /* resampling every 4 steps until step 21 */
+    o.dead_window = 256 * 4; /* resampling every 4 steps until step 21 (TopK too; and its AuxK) */
+    o.resample_every = o.dead_window;
     o.resample_until = 0.7;
     LmwbTcTrainResult full, cut;
     GError *err = NULL;
