@@ -17,6 +17,7 @@
  * the model and every value for finiteness, naming the file and tensor. */
 #pragma once
 #include "app/engine/runner.h"
+#include "app/formats/safetensors.h"
 #include "app/jobs/reporter.h"
 #include <glib.h>
 #include <stdbool.h>
@@ -69,6 +70,9 @@ typedef enum { LMWB_TC_FORMAT_SAELENS, LMWB_TC_FORMAT_CIRCUIT_TRACER } LmwbTcFor
 /* One SAELens folder (cfg.json + sae_weights.safetensors). */
 LmwbTranscoder *lmwb_transcoder_load_saelens(const char *dir, GError **error);
 gboolean lmwb_transcoder_save_saelens(const LmwbTranscoder *tc, const char *dir, GError **error);
+/* The same with the weights stored as F32, F16 or BF16 (rounded to nearest even; the loader widens
+ * them back; cfg.json's dtype stays float32, the precision computed in). */
+gboolean lmwb_transcoder_save_saelens_as(const LmwbTranscoder *tc, const char *dir, LmwbDtype store_as, GError **error);
 /* A set for a model: SET/layer_{i}/ SAELens folders or circuit-tracer's layer_{i}.safetensors +
  * config.yaml; every layer of the model must be covered, each checked against the model. */
 LmwbTranscoderSet *lmwb_transcoder_set_load(const char *dir, const LmwbConfig *cfg, GError **error);
@@ -105,6 +109,8 @@ typedef struct LmwbTcEval {
   double ce_clean;
   LmwbTcLayerEval *layers; /* [n_layers] */
   double ce_all_spliced;   /* every MLP replaced at once */
+  double ce_all_ablated;   /* every MLP's output zero at once */
+  double ce_all_recovered; /* (ce_all_ablated - ce_all_spliced) / (ce_all_ablated - ce_clean) */
 } LmwbTcEval;
 
 /* On the token windows of a text (tokenised with the model's tokenizer). Progress and cancel

@@ -78,6 +78,10 @@ LmwbTcEval *lmwb_transcoder_eval(LmwbModel *m, const LmwbTranscoderSet *set, con
     return NULL;
   }
   size_t n_ids = 0;
+  if (!*text) {
+    lmwb_input_error(error, "transcoder eval: the text is empty");
+    return NULL;
+  }
   g_autofree int32_t *all = lmwb_tokenizer_encode(m->tokenizer, text, strlen(text), FALSE, &n_ids, error);
   if (!all) return NULL;
   size_t windows = n_ids / (size_t)T;
@@ -97,7 +101,7 @@ LmwbTcEval *lmwb_transcoder_eval(LmwbModel *m, const LmwbTranscoderSet *set, con
   LmwbRunner *r = lmwb_runner_new(m);
   size_t rows_max = (size_t)Bmax * T;
   float *losses = g_new(float, rows_max), *f = g_try_new(float, rows_max * dmax), *out = g_new(float, rows_max * C);
-  double ce_clean = 0, ce_all = 0;
+  double ce_clean = 0, ce_all = 0, ce_all_abl = 0;
   size_t n_pred = 0, tokens = 0;
   gboolean ok = f != NULL;
   if (!ok) lmwb_input_error(error, "transcoder eval: out of memory for %zu x %d features", rows_max, dmax);
@@ -128,6 +132,11 @@ LmwbTcEval *lmwb_transcoder_eval(LmwbModel *m, const LmwbTranscoderSet *set, con
     for (int L = 0; ok && L < nl; L++) ok = (sp[L] = lmwb_transcoder_splice(r, set->layers[L], L, error)) != NULL;
     if (ok) ok = lmwb_runner_forward(r, ids, B, T, NULL, error);
     if (ok) ce_all += sum_losses(r, losses, NULL);
+    for (int L = 0; L < nl; L++) lmwb_transcoder_unsplice(r, sp[L]), sp[L] = NULL;
+    /* every MLP zero-ablated at once */
+    for (int L = 0; ok && L < nl; L++) ok = (sp[L] = lmwb_transcoder_splice(r, NULL, L, error)) != NULL;
+    if (ok) ok = lmwb_runner_forward(r, ids, B, T, NULL, error);
+    if (ok) ce_all_abl += sum_losses(r, losses, NULL);
     for (int L = 0; L < nl; L++) lmwb_transcoder_unsplice(r, sp[L]);
     g_free(sp);
     lmwb_report_progress(rep, (double)MIN(w0 + B, windows) / windows, "evaluating transcoders");
@@ -142,6 +151,9 @@ LmwbTcEval *lmwb_transcoder_eval(LmwbModel *m, const LmwbTranscoderSet *set, con
     e->tokens = (int64_t)tokens;
     e->ce_clean = ce_clean / n_pred;
     e->ce_all_spliced = ce_all / n_pred;
+    e->ce_all_ablated = ce_all_abl / n_pred;
+    double gap_all = e->ce_all_ablated - e->ce_clean;
+    e->ce_all_recovered = gap_all != 0 ? (e->ce_all_ablated - e->ce_all_spliced) / gap_all : NAN;
     e->layers = g_new0(LmwbTcLayerEval, nl);
     for (int L = 0; L < nl; L++) {
       const LmwbTranscoder *tc = set->layers[L];

@@ -189,6 +189,14 @@ out:
 }
 
 gboolean lmwb_transcoder_save_saelens(const LmwbTranscoder *tc, const char *dir, GError **error) {
+  return lmwb_transcoder_save_saelens_as(tc, dir, LMWB_DTYPE_F32, error);
+}
+
+gboolean lmwb_transcoder_save_saelens_as(const LmwbTranscoder *tc, const char *dir, LmwbDtype store_as, GError **error) {
+  if (store_as != LMWB_DTYPE_F32 && store_as != LMWB_DTYPE_F16 && store_as != LMWB_DTYPE_BF16) {
+    lmwb_input_error(error, "transcoder weights can be stored as F32, F16 or BF16, not %s", lmwb_dtype_name(store_as));
+    return FALSE;
+  }
   if (g_mkdir_with_parents(dir, 0755) != 0) {
     lmwb_input_error(error, "cannot create the folder %s", dir);
     return FALSE;
@@ -235,12 +243,12 @@ gboolean lmwb_transcoder_save_saelens(const LmwbTranscoder *tc, const char *dir,
   LmwbSafetensorsWriter *w = lmwb_safetensors_writer_new();
   int64_t enc[2] = {tc->d_in, tc->d_sae}, dec[2] = {tc->d_sae, tc->d_out}, bs[1] = {tc->d_sae}, bd[1] = {tc->d_out},
           skip[2] = {tc->d_out, tc->d_in};
-  lmwb_safetensors_writer_add_f32(w, "W_enc", LMWB_DTYPE_F32, enc, 2, tc->W_enc);
-  lmwb_safetensors_writer_add_f32(w, "b_enc", LMWB_DTYPE_F32, bs, 1, tc->b_enc);
-  lmwb_safetensors_writer_add_f32(w, "W_dec", LMWB_DTYPE_F32, dec, 2, tc->W_dec);
-  lmwb_safetensors_writer_add_f32(w, "b_dec", LMWB_DTYPE_F32, bd, 1, tc->b_dec);
-  if (tc->threshold) lmwb_safetensors_writer_add_f32(w, "threshold", LMWB_DTYPE_F32, bs, 1, tc->threshold);
-  if (tc->W_skip) lmwb_safetensors_writer_add_f32(w, "W_skip", LMWB_DTYPE_F32, skip, 2, tc->W_skip);
+  lmwb_safetensors_writer_add_f32(w, "W_enc", store_as, enc, 2, tc->W_enc);
+  lmwb_safetensors_writer_add_f32(w, "b_enc", store_as, bs, 1, tc->b_enc);
+  lmwb_safetensors_writer_add_f32(w, "W_dec", store_as, dec, 2, tc->W_dec);
+  lmwb_safetensors_writer_add_f32(w, "b_dec", store_as, bd, 1, tc->b_dec);
+  if (tc->threshold) lmwb_safetensors_writer_add_f32(w, "threshold", store_as, bs, 1, tc->threshold);
+  if (tc->W_skip) lmwb_safetensors_writer_add_f32(w, "W_skip", store_as, skip, 2, tc->W_skip);
   gboolean ok = lmwb_safetensors_writer_save(w, w_path, error) && lmwb_file_write_atomic(cfg_path, text, len, error);
   lmwb_safetensors_writer_free(w);
   return ok;

@@ -21,4 +21,6 @@ const LmwbCommand lmwb_commands[] = {
   {"neurons search", "Find the neurons whose decoded top tokens include given tokens", lmwb_cmd_neurons_search},
   {"neurons sweep", "Probability of a token as a neuron's clamp value moves (JSON + plot)", lmwb_cmd_neurons_sweep},
   {"neurons compare", "Share of neurons with the same top token in two models; most-changed neurons", lmwb_cmd_neurons_compare},
+  {"transcoder train", "Train a transcoder for an MLP layer (or an SAE on a hook site) into a SAELens folder", lmwb_cmd_transcoder_train},
+  {"transcoder eval", "FVU, L0, dead features and loss recovered of a transcoder set spliced into the model", lmwb_cmd_transcoder_eval},
   {NULL, NULL, NULL}};

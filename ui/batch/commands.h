@@ -15,3 +15,5 @@ int lmwb_cmd_neurons_decode(int argc, char **argv);
 int lmwb_cmd_neurons_search(int argc, char **argv);
 int lmwb_cmd_neurons_sweep(int argc, char **argv);
 int lmwb_cmd_neurons_compare(int argc, char **argv);
+int lmwb_cmd_transcoder_train(int argc, char **argv);
+int lmwb_cmd_transcoder_eval(int argc, char **argv);
