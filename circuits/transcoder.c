@@ -56,12 +56,17 @@ void lmwb_transcoder_encode(const LmwbTranscoder *tc, const float *x, int n, flo
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, ds, di, 1.f, x, di, tc->W_enc, ds, 1.f, p, ds);
   if (!f) return;
   if (pre) memcpy(f, pre, sizeof(float) * (size_t)n * ds);
-#pragma omp parallel for schedule(static) if ((size_t)n * ds > 65536)
+  /* TopK scratch per thread on the heap: a file may ask for any k up to d_sae */
+  int32_t *ids = NULL;
+  float *vals = NULL;
+#pragma omp parallel if ((size_t)n * ds > 65536) private(ids, vals)
+  {
+  ids = tc->act == LMWB_TC_TOPK ? g_new(int32_t, tc->k) : NULL;
+  vals = tc->act == LMWB_TC_TOPK ? g_new(float, tc->k) : NULL;
+#pragma omp for schedule(static)
   for (int i = 0; i < n; i++) {
     float *row = f + (size_t)i * ds;
     if (tc->act == LMWB_TC_TOPK) {
-      int32_t ids[tc->k];
-      float vals[tc->k];
       lmwb_top_k(row, ds, tc->k, ids, vals);
       memset(row, 0, sizeof(float) * (size_t)ds);
       for (int j = 0; j < tc->k; j++) row[ids[j]] = vals[j] > 0.f ? vals[j] : 0.f;
@@ -70,6 +75,9 @@ void lmwb_transcoder_encode(const LmwbTranscoder *tc, const float *x, int n, flo
     } else {
       for (int j = 0; j < ds; j++) row[j] = row[j] > 0.f ? row[j] : 0.f;
     }
+  }
+  g_free(ids);
+  g_free(vals);
   }
 }
 
