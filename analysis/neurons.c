@@ -378,28 +378,11 @@ gboolean lmwb_neurons_decode_row(const LmwbModel *m, LmwbNeuronWhich which, int 
   return TRUE;
 }
 
-gboolean lmwb_neurons_decode_one(const LmwbModel *m, LmwbNeuronWhich which, int layer, int neuron, bool norm, int top_k,
-                                 int32_t *ids, float *logits, float *probs, float *lse, GError **error) {
-  if (!m || !ids || !probs) {
-    lmwb_input_error(error, "neuron decode: no model or output arrays");
-    return FALSE;
-  }
-  if (top_k < 1 || top_k > m->cfg.vocab_size) {
-    lmwb_input_error(error, "top-k %d is not in 1..%d", top_k, m->cfg.vocab_size);
-    return FALSE;
-  }
-  float *row = g_try_new(float, m->cfg.vocab_size);
-  if (!row) {
-    lmwb_input_error(error, "neuron decode: out of memory");
-    return FALSE;
-  }
-  if (!lmwb_neurons_decode_row(m, which, layer, neuron, norm, row, error)) {
-    g_free(row);
-    return FALSE;
-  }
+/* top-k, probabilities and log-sum-exp of a full decoded row (freed here). */
+static gboolean top_of_row(float *row, int V, int top_k, int32_t *ids, float *logits, float *probs, float *lse) {
   float *lg = g_new(float, top_k);
-  float mx = lmwb_top_k(row, m->cfg.vocab_size, top_k, ids, lg);
-  float z = row_lse(row, m->cfg.vocab_size, mx);
+  float mx = lmwb_top_k(row, V, top_k, ids, lg);
+  float z = row_lse(row, V, mx);
   for (int j = 0; j < top_k; j++) {
     probs[j] = expf(lg[j] - z);
     if (logits) logits[j] = lg[j];
@@ -408,6 +391,47 @@ gboolean lmwb_neurons_decode_one(const LmwbModel *m, LmwbNeuronWhich which, int 
   g_free(lg);
   g_free(row);
   return TRUE;
+}
+
+static float *decode_alloc(const LmwbModel *m, int top_k, const void *ids, const void *probs, GError **error) {
+  if (!m || !ids || !probs) {
+    lmwb_input_error(error, "decode: no model or output arrays");
+    return NULL;
+  }
+  if (!m->w.head) {
+    lmwb_input_error(error, "decode: the model has no weights");
+    return NULL;
+  }
+  if (top_k < 1 || top_k > m->cfg.vocab_size) {
+    lmwb_input_error(error, "top-k %d is not in 1..%d", top_k, m->cfg.vocab_size);
+    return NULL;
+  }
+  float *row = g_try_new(float, m->cfg.vocab_size);
+  if (!row) lmwb_input_error(error, "decode: out of memory for a row of %d tokens", m->cfg.vocab_size);
+  return row;
+}
+
+gboolean lmwb_neurons_decode_one(const LmwbModel *m, LmwbNeuronWhich which, int layer, int neuron, bool norm, int top_k,
+                                 int32_t *ids, float *logits, float *probs, float *lse, GError **error) {
+  float *row = decode_alloc(m, top_k, ids, probs, error);
+  if (!row) return FALSE;
+  if (!lmwb_neurons_decode_row(m, which, layer, neuron, norm, row, error)) {
+    g_free(row);
+    return FALSE;
+  }
+  return top_of_row(row, m->cfg.vocab_size, top_k, ids, logits, probs, lse);
+}
+
+gboolean lmwb_neurons_decode_vector(const LmwbModel *m, const float *v, bool norm, int top_k, int32_t *ids,
+                                    float *logits, float *probs, float *lse, GError **error) {
+  float *row = decode_alloc(m, top_k, ids, probs, error);
+  if (!row) return FALSE;
+  int d = m->cfg.d_model;
+  float *x = g_new(float, d);
+  for (int j = 0; j < d; j++) x[j] = v[j] * (norm && m->w.lnf_w ? m->w.lnf_w[j] : 1.0f);
+  lmwb_backend_cpu()->sgemm(false, false, m->cfg.vocab_size, 1, d, 1.0f, m->w.head, d, x, 1, 0.0f, row, 1);
+  g_free(x);
+  return top_of_row(row, m->cfg.vocab_size, top_k, ids, logits, probs, lse);
 }
 
 /* ------------------------------------------------------------------------------------------- */

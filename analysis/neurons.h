@@ -85,6 +85,11 @@ void lmwb_neuron_decode_free(LmwbNeuronDecode *d);
 gboolean lmwb_neurons_decode_one(const LmwbModel *m, LmwbNeuronWhich which, int layer, int neuron,
                                  bool norm, int top_k, int32_t *ids, float *logits, float *probs,
                                  float *lse, GError **error);
+/* Any direction of the residual stream decoded the same way (a transcoder feature's decoder row,
+ * a code, a steering vector): top-k of W_U · (v ∘ final norm gain) (norm false: W_U · v), as
+ * lmwb_neurons_decode_one. v has d_model entries. */
+gboolean lmwb_neurons_decode_vector(const LmwbModel *m, const float *v, bool norm, int top_k, int32_t *ids,
+                                    float *logits, float *probs, float *lse, GError **error);
 /* The full decoded logit row of one neuron into out[vocab] (for plots and tests). */
 gboolean lmwb_neurons_decode_row(const LmwbModel *m, LmwbNeuronWhich which, int layer, int neuron,
                                  bool norm, float *out, GError **error);

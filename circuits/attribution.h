@@ -24,6 +24,7 @@
  * at position 0 are dropped when the prompt starts with the model's BOS token (circuit-tracer
  * zeroes that position). */
 #pragma once
+#include "circuits/graph.h"
 #include "circuits/transcoder.h"
 
 #define LMWB_ATTRIBUTION_MAX_LOGITS 10
@@ -85,3 +86,20 @@ typedef struct LmwbAttributionPrune {
 LmwbAttributionPrune *lmwb_attribution_prune(const LmwbAttribution *a, double node_threshold, double edge_threshold,
                                              GError **error);
 void lmwb_attribution_prune_free(LmwbAttributionPrune *p);
+
+/* ---- as a circuit graph (attribution_graph.c) -------------------------------------------------
+ * The graph every exporter and the desktop read (circuits/graph.h, method "attribution"): with
+ * prune NULL every node and every non-zero edge (`graph --no-prune`), else the kept nodes and
+ * edges. Nodes carry activation (features), influence (when pruned), token_prob and labels
+ * (logits: circuit-tracer's Output "tok" (p=…); features: their top decoded output tokens,
+ * lmwb_attribution_feature_tokens; tokens and errors: none); the most probable logit is the target
+ * logit. Metadata: prompt and its token texts and ids, the model's name, the transcoder set's
+ * folder, the thresholds when pruned, and extras replacement / completeness. The model gives the
+ * token texts and the decoded labels and must be the one the attribution ran on. */
+#define LMWB_ATTRIBUTION_LABEL_TOKENS 3
+LmwbGraph *lmwb_attribution_to_graph(const LmwbAttribution *a, const LmwbAttributionPrune *prune, const LmwbModel *m,
+                                     const LmwbTranscoderSet *set, const char *prompt, GError **error);
+/* A feature's decoded output tokens: the top_k tokens of W_dec[f] · W_U (through the final norm's
+ * gain, as neuron decoding does; analysis/neurons.h lmwb_neurons_decode_vector). */
+gboolean lmwb_attribution_feature_tokens(const LmwbModel *m, const LmwbTranscoder *tc, int feature, int top_k,
+                                         int32_t *ids, float *logits, float *probs, GError **error);

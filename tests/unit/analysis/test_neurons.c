@@ -130,6 +130,19 @@ static void test_decode_one(void) {
       g_assert_cmpint(ids[j], ==, d->ids[r * 5 + j]);
       g_assert_cmpfloat_with_epsilon(probs[j], d->probs[r * 5 + j], 1e-6);
     }
+    /* The same neuron's output column decoded as a plain vector gives the same tokens. */
+    int dm = m->cfg.d_model, dff = m->cfg.d_ff;
+    float *v = g_new(float, dm);
+    for (int k = 0; k < dm; k++) v[k] = m->w.layers[d->layer[r]].w_down[(size_t)k * dff + d->index[r]];
+    int32_t vids[5];
+    float vprobs[5], vlse;
+    g_assert_true(lmwb_neurons_decode_vector(m, v, true, 5, vids, NULL, vprobs, &vlse, &err));
+    for (int j = 0; j < 5; j++) {
+      g_assert_cmpint(vids[j], ==, ids[j]);
+      g_assert_cmpfloat_with_epsilon(vprobs[j], probs[j], 1e-6);
+    }
+    g_assert_cmpfloat_with_epsilon(vlse, lse, 1e-4);
+    g_free(v);
   }
   lmwb_neuron_decode_free(d);
   lmwb_model_unref(m);
