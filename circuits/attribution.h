@@ -79,8 +79,9 @@ typedef struct LmwbAttributionPrune {
   guint8 *node_keep;   /* [n_nodes] */
   guint8 *edge_keep;   /* [n_nodes * n_nodes], like adj */
   float *influence;    /* [n_nodes] cumulative influence fraction (smaller = more important) */
-  double replacement, completeness;
+  double replacement, completeness; /* NaN when undefined (no influence reaches the logits) */
   int nodes_kept, edges_kept;
+  double node_threshold, edge_threshold; /* as asked */
 } LmwbAttributionPrune;
 
 LmwbAttributionPrune *lmwb_attribution_prune(const LmwbAttribution *a, double node_threshold, double edge_threshold,
