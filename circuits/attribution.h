@@ -93,7 +93,8 @@ void lmwb_attribution_prune_free(LmwbAttributionPrune *p);
  * prune NULL every node and every non-zero edge (`graph --no-prune`), else the kept nodes and
  * edges. Nodes carry activation (features), influence (when pruned), token_prob and labels
  * (logits: circuit-tracer's Output "tok" (p=…); features: their top decoded output tokens,
- * lmwb_attribution_feature_tokens; tokens and errors: none); the most probable logit is the target
+ * lmwb_attribution_feature_tokens, `→ " a" " b" " c"`; tokens `"tok" @pos`; errors
+ * `MLP L error @pos`); the most probable logit is the target
  * logit. Metadata: prompt and its token texts and ids, the model's name, the transcoder set's
  * folder, the thresholds when pruned, and extras replacement / completeness. The model gives the
  * token texts and the decoded labels and must be the one the attribution ran on. */

@@ -66,9 +66,13 @@ static gboolean add_nodes(LmwbGraph *g, const LmwbAttribution *a, const LmwbAttr
     } else if (i < lmwb_attr_token_node(a, 0)) {
       int e = i - a->n_features;
       node = lmwb_graph_add_node(g, LMWB_GRAPH_ERROR, e / a->n_pos, e % a->n_pos, -1, LMWB_GRAPH_PART_NONE, error);
+      label = g_strdup_printf("MLP %d error @%d", e / a->n_pos, e % a->n_pos);
     } else if (i < lmwb_attr_logit_node(a, 0)) {
       int pos = i - lmwb_attr_token_node(a, 0);
       node = lmwb_graph_add_node(g, LMWB_GRAPH_TOKEN, -1, pos, a->tokens[pos], LMWB_GRAPH_PART_NONE, error);
+      char *t = token_text(m, a->tokens[pos]);
+      label = g_strdup_printf("\"%s\" @%d", t, pos);
+      g_free(t);
     } else {
       int l = i - lmwb_attr_logit_node(a, 0);
       node = lmwb_graph_add_node(g, LMWB_GRAPH_LOGIT, 0, a->n_pos - 1, a->logit_token[l], LMWB_GRAPH_PART_NONE, error);
@@ -80,7 +84,10 @@ static gboolean add_nodes(LmwbGraph *g, const LmwbAttribution *a, const LmwbAttr
         g_free(t);
       }
     }
-    if (node < 0) return FALSE;
+    if (node < 0) {
+      g_free(label);
+      return FALSE;
+    }
     if (p) {
       g->nodes[node].influence = p->influence[i];
       g->nodes[node].has_influence = true;

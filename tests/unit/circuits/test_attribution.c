@@ -416,6 +416,10 @@ static void test_to_graph(void) {
   g_assert_cmpstr(eid, ==, "1_-1_3");
   g_autofree char *tid = lmwb_graph_node_id(g, lmwb_attr_token_node(a, 2));
   g_assert_cmpstr(tid, ==, "E_15_2");
+  g_autofree char *t15 = lmwb_tokenizer_token_text(m->tokenizer, 15);
+  g_autofree char *tlabel = g_strdup_printf("\"%s\" @2", t15);
+  g_assert_cmpstr(g->nodes[lmwb_attr_token_node(a, 2)].label, ==, tlabel);
+  g_assert_cmpstr(g->nodes[lmwb_attr_error_node(a, 1, 3)].label, ==, "MLP 1 error @3");
 
   /* pruned */
   LmwbAttributionPrune *p = lmwb_attribution_prune(a, 0.8, 0.98, &err);
