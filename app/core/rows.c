@@ -14,6 +14,15 @@ void lmwb_softmax_row(float *p, const float *x, int V) {
   for (int i = 0; i < V; i++) p[i] *= inv;
 }
 
+void lmwb_log_softmax_row(float *out, const float *x, int V) {
+  float mx = -INFINITY;
+  for (int i = 0; i < V; i++) mx = fmaxf(mx, x[i]);
+  double s = 0;
+  for (int i = 0; i < V; i++) s += exp((double)x[i] - mx);
+  float lse = (float)(mx + log(s));
+  for (int i = 0; i < V; i++) out[i] = x[i] - lse;
+}
+
 /* "a is worse than b": lower value, or equal value and higher id. */
 static inline int worse(float va, int32_t ia, float vb, int32_t ib) { return va < vb || (va == vb && ia > ib); }
 

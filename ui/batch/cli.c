@@ -336,3 +336,24 @@ LmwbReporter *lmwb_cli_reporter(void) {
   g_atomic_int_set(&reporter_active, 1);
   return &cli_rep.r;
 }
+
+void lmwb_json_member_double(JsonBuilder *b, const char *key, double v) {
+  json_builder_set_member_name(b, key);
+  json_builder_add_double_value(b, v);
+}
+
+void lmwb_json_member_double_or_null(JsonBuilder *b, const char *key, double v) {
+  json_builder_set_member_name(b, key);
+  if (isfinite(v)) json_builder_add_double_value(b, v);
+  else json_builder_add_null_value(b);
+}
+
+void lmwb_json_member_int(JsonBuilder *b, const char *key, gint64 v) {
+  json_builder_set_member_name(b, key);
+  json_builder_add_int_value(b, v);
+}
+
+void lmwb_json_member_string(JsonBuilder *b, const char *key, const char *v) {
+  json_builder_set_member_name(b, key);
+  json_builder_add_string_value(b, v);
+}

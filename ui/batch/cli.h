@@ -70,6 +70,13 @@ void lmwb_cli_install_signal_handlers(void);
 /* A reporter that draws a progress bar on stderr (when it is a terminal) and cancels on Ctrl-C. */
 LmwbReporter *lmwb_cli_reporter(void);
 
+/* Object members for JsonBuilder: a number (lmwb_cli_emit_json refuses it when not finite), a
+ * number written as null when it is not finite (where null has a documented meaning), an integer,
+ * a string. */
+void lmwb_json_member_double(JsonBuilder *b, const char *key, double v);
+void lmwb_json_member_double_or_null(JsonBuilder *b, const char *key, double v);
+void lmwb_json_member_int(JsonBuilder *b, const char *key, gint64 v);
+void lmwb_json_member_string(JsonBuilder *b, const char *key, const char *v);
 /* Array helpers for JsonBuilder. */
 void lmwb_json_add_ids(JsonBuilder *b, const int32_t *ids, size_t n);
 void lmwb_json_add_tokens(JsonBuilder *b, const LmwbModel *m, const int32_t *ids, size_t n);

@@ -23,5 +23,9 @@ const LmwbCommand lmwb_commands[] = {
   {"neurons compare", "Share of neurons with the same top token in two models; most-changed neurons", lmwb_cmd_neurons_compare},
   {"transcoder train", "Train a transcoder for an MLP layer (or an SAE on a hook site) into a SAELens folder", lmwb_cmd_transcoder_train},
   {"transcoder eval", "FVU, L0, dead features and loss recovered of a transcoder set spliced into the model", lmwb_cmd_transcoder_eval},
+  {"edit stats", "The key covariance of a layer's MLP output projection, for ROME and MEMIT", lmwb_cmd_edit_stats},
+  {"edit requests", "CounterFact-style edit requests from the built-in world's facts", lmwb_cmd_edit_requests},
+  {"edit rome", "Rewrite one fact with ROME (a rank-one change of one layer)", lmwb_cmd_edit_rome},
+  {"edit memit", "Rewrite many facts with MEMIT (a change spread over layers)", lmwb_cmd_edit_memit},
   {"graph", "The attribution graph of a prompt through transcoders, as graph JSON, DOT, SVG or PNG", lmwb_cmd_graph},
   {NULL, NULL, NULL}};

@@ -18,3 +18,7 @@ int lmwb_cmd_neurons_compare(int argc, char **argv);
 int lmwb_cmd_transcoder_train(int argc, char **argv);
 int lmwb_cmd_transcoder_eval(int argc, char **argv);
 int lmwb_cmd_graph(int argc, char **argv);
+int lmwb_cmd_edit_stats(int argc, char **argv);
+int lmwb_cmd_edit_requests(int argc, char **argv);
+int lmwb_cmd_edit_rome(int argc, char **argv);
+int lmwb_cmd_edit_memit(int argc, char **argv);
