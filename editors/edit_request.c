@@ -127,10 +127,15 @@ LmwbEditRequests *lmwb_edit_requests_parse(const char *text, size_t len, const c
   const char *p = text, *end = text + len;
   while (p < end && g_ascii_isspace(*p)) p++;
   gboolean ok = TRUE;
-  /* One JSON document (an array, or one object however it is laid out), else JSON Lines. */
-  JsonNode *root = p < end && *p == '[' ? lmwb_json_parse(text, len, origin, error)
-                   : p < end && *p == '{' ? lmwb_json_parse(text, len, origin, NULL) : NULL;
-  if (p < end && *p == '[' && !root) ok = FALSE;
+  /* One JSON document (an array, or one object however it is laid out), or JSON Lines. */
+  /* JSON Lines: more than one line opens an object in the first column (a pretty-printed object
+   * indents its inner ones) */
+  int openers = 0;
+  for (const char *q = text; q < end; q++)
+    if (*q == '{' && (q == text || q[-1] == '\n')) openers++;
+  gboolean whole = p < end && (*p == '[' || (*p == '{' && openers < 2));
+  JsonNode *root = whole ? lmwb_json_parse(text, len, origin, error) : NULL;
+  if (whole && !root) ok = FALSE;
   if (root && JSON_NODE_HOLDS_ARRAY(root)) {
     JsonArray *a = json_node_get_array(root);
     for (guint i = 0; ok && i < json_array_get_length(a); i++) {
@@ -141,7 +146,7 @@ LmwbEditRequests *lmwb_edit_requests_parse(const char *text, size_t len, const c
   } else if (root) {
     LmwbEditRequest r;
     if ((ok = parse_one(root, origin, &r, error))) g_array_append_val(items, r);
-  } else {
+  } else if (ok) {
     p = text;
     for (int line = 1; ok && p < end; line++) {
       const char *nl = memchr(p, '\n', (size_t)(end - p)), *e = nl ? nl : end, *q = p;

@@ -90,7 +90,7 @@ LmwbModel *lmwb_memit_edit(LmwbModel *m, const LmwbEditRequests *reqs, const int
       return NULL;
     }
   int n = reqs->n, d = m->cfg.d_model, F = m->cfg.d_ff, L = layers[n_layers - 1];
-  char **templates = lmwb_edit_context_templates(m, o.n_short, o.n_long, o.seed, error);
+  char **templates = o.templates ? g_strdupv(o.templates) : lmwb_edit_context_templates(m, o.n_short, o.n_long, o.seed, error);
   if (!templates) return NULL;
   g_autofree double *z = g_new(double, (size_t)n * d), *h = g_new(double, (size_t)n * d),
                     *K = g_new(double, (size_t)n * F), *R = g_new(double, (size_t)n * d);

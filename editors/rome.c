@@ -72,7 +72,7 @@ LmwbModel *lmwb_rome_edit(LmwbModel *m, const LmwbEditRequest *req, int layer, c
   }
   if (!check_stats(m, stats, layer, error) || !lmwb_edit_request_check(m, req, 0, error)) return NULL;
   int d = m->cfg.d_model, F = m->cfg.d_ff;
-  char **templates = lmwb_edit_context_templates(m, o.n_short, o.n_long, o.seed, error);
+  char **templates = o.templates ? g_strdupv(o.templates) : lmwb_edit_context_templates(m, o.n_short, o.n_long, o.seed, error);
   if (!templates) return NULL;
   lmwb_report_progress(rep, 0.05, "ROME: key");
   LmwbRunner *r = lmwb_runner_new(m);

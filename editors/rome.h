@@ -77,6 +77,8 @@ typedef struct LmwbRomeOptions {
   int n_short, n_long;  /* context templates: 10 of 5 tokens and 10 of 10 tokens */
   double lambda;        /* MEMIT: the covariance weight λ; default 15000 */
   guint64 seed;
+  char **templates;     /* borrowed context templates (lmwb_edit_context_templates); NULL: sampled
+                           from the model being edited (a sequence samples them once, as ROME caches them) */
 } LmwbRomeOptions;
 
 void lmwb_rome_options_init(LmwbRomeOptions *o);

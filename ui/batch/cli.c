@@ -357,3 +357,15 @@ void lmwb_json_member_string(JsonBuilder *b, const char *key, const char *v) {
   json_builder_set_member_name(b, key);
   json_builder_add_string_value(b, v);
 }
+
+char *lmwb_cli_default_brown(GError **error) {
+  const char *shared = g_getenv("LMWB_SHARED");
+  char *brown = shared && *shared ? g_build_filename(shared, "data", "brown", "brown.txt", NULL)
+                                  : g_build_filename(LMWB_BUILTIN_MODEL_DIR, "..", "..", "..", "..", "shared", "data",
+                                                     "brown", "brown.txt", NULL);
+  if (g_file_test(brown, G_FILE_TEST_IS_REGULAR)) return brown;
+  lmwb_input_error(error, "no Brown corpus at %s (set LMWB_SHARED to the folder holding data/brown/brown.txt, or "
+                   "give a text file)", brown);
+  g_free(brown);
+  return NULL;
+}

@@ -42,6 +42,10 @@ int lmwb_cli_fail(GError *err);
 int lmwb_cli_usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 
 const char *lmwb_cli_default_model_dir(void);
+/* The Brown corpus the built-in model was trained on: $LMWB_SHARED/data/brown/brown.txt, else the
+ * shared folder beside this checkout (as data/models/tiny-world/rebuild.sh finds it). g_free it;
+ * NULL with an input error saying where it looked. */
+char *lmwb_cli_default_brown(GError **error);
 /* Load --model (or the built-in model), set threads. */
 LmwbModel *lmwb_cli_load_model(GError **error);
 /* Add the --clamp hooks to a runner (validated against the model). */

@@ -5,7 +5,8 @@
 #include "ui/batch/commands.h"
 #include "app/core/atomic_file.h"
 #include "app/formats/json_text.h"
-#include "editors/rome.h"
+#include "editors/edit_sequence.h"
+#include <glib/gstdio.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -51,11 +52,54 @@ static void add_info(JsonBuilder *b, const LmwbEditInfo *in) {
   lmwb_json_member_double_or_null(b, "update_norm", in->update_norm);
 }
 
-/* The statistics of a layer: from --stats, else computed on --stats-file (or the default text) and
- * cached beside the model's name in the user's cache folder. */
-static LmwbEditStats *stats_for(LmwbModel *m, int layer, const char *stats_path, GError **error) {
-  if (stats_path) return lmwb_edit_stats_load(stats_path, m, layer, error);
-  return NULL;
+/* Where computed statistics are cached: one file per (model weights, layer, text, tokens). */
+static char *stats_cache_path(const LmwbModel *m, int layer, const char *text_path, gint64 tokens) {
+  GChecksum *h = g_checksum_new(G_CHECKSUM_SHA256);
+  const char *paths[2] = {m->dir ? m->dir : "", text_path};
+  for (int i = 0; i < 2; i++) {
+    g_autofree char *abs = g_canonicalize_filename(paths[i], NULL);
+    g_checksum_update(h, (const guchar *)abs, -1);
+    GStatBuf st;
+    g_autofree char *w = i == 0 ? g_build_filename(abs, "model.safetensors", NULL) : g_strdup(abs);
+    if (g_stat(w, &st) == 0) {
+      g_autofree char *stamp = g_strdup_printf("|%lld|%lld|", (long long)st.st_size, (long long)st.st_mtime);
+      g_checksum_update(h, (const guchar *)stamp, -1);
+    }
+  }
+  g_autofree char *tail = g_strdup_printf("|%d|%" G_GINT64_FORMAT, layer, tokens);
+  g_checksum_update(h, (const guchar *)tail, -1);
+  g_autofree char *name = g_strdup_printf("C%d-%.16s.safetensors", layer, g_checksum_get_string(h));
+  g_checksum_free(h);
+  return g_build_filename(g_get_user_cache_dir(), "lmwb", "edit-stats", name, NULL);
+}
+
+/* The statistics of a layer: --stats FILE (or a folder of C{L}.safetensors for several layers),
+ * none with --no-stats (C = I), else computed on --stats-file (default: the Brown corpus) and
+ * cached in the user's cache folder. */
+static LmwbEditStats *stats_for(LmwbModel *m, int layer, const char *stats, gboolean folder, const char *text_path,
+                                gint64 tokens, GError **error) {
+  if (stats) {
+    g_autofree char *name = g_strdup_printf("C%d.safetensors", layer);
+    g_autofree char *path = folder ? g_build_filename(stats, name, NULL) : g_strdup(stats);
+    return lmwb_edit_stats_load(path, m, layer, error);
+  }
+  g_autofree char *brown = text_path ? NULL : lmwb_cli_default_brown(error);
+  const char *file = text_path ? text_path : brown;
+  if (!file) return NULL;
+  g_autofree char *cache = stats_cache_path(m, layer, file, tokens);
+  if (g_file_test(cache, G_FILE_TEST_IS_REGULAR)) {
+    LmwbEditStats *s = lmwb_edit_stats_load(cache, m, layer, NULL);
+    if (s) return s;
+  }
+  g_autofree char *text = lmwb_cli_read_text(file, error);
+  LmwbEditStatsOptions so = {.max_tokens = tokens};
+  LmwbEditStats *s = text ? lmwb_edit_stats_collect(m, layer, text, &so, lmwb_cli_reporter(), error) : NULL;
+  if (s) {
+    g_autofree char *dir = g_path_get_dirname(cache);
+    GError *ignored = NULL;
+    if (g_mkdir_with_parents(dir, 0755) != 0 || !lmwb_edit_stats_save(s, cache, &ignored)) g_clear_error(&ignored);
+  }
+  return s;
 }
 
 /* ---- stats ------------------------------------------------------------------------------------- */
@@ -188,14 +232,19 @@ static gboolean parse_layers(const LmwbModel *m, const char *text, int **layers,
 }
 
 static int run_edit(int argc, char **argv, gboolean memit) {
-  char *request = NULL, *stats = NULL, *keys = NULL, *layers_text = NULL, *dtype = NULL;
+  char *request = NULL, *stats = NULL, *keys = NULL, *layers_text = NULL, *dtype = NULL, *stats_file = NULL;
   int layer = -1, steps = 0;
+  gint64 stats_tokens = 100000;
+  gboolean no_stats = FALSE;
   gint64 seed = 1;
   double lambda = 0;
   GOptionEntry rome_e[] = {
     {"request", 'r', 0, G_OPTION_ARG_STRING, &request, "The request: a JSON file (CounterFact or flat) or inline JSON (required)", "FILE|JSON"},
     {"layer", 'l', 0, G_OPTION_ARG_INT, &layer, "Layer to edit (default: the model's recommended one)", "L"},
-    {"stats", 0, 0, G_OPTION_ARG_FILENAME, &stats, "Key covariance of the layer from `edit stats` (default: C = I)", "C"},
+    {"stats", 0, 0, G_OPTION_ARG_FILENAME, &stats, "Key covariance of the layer from `edit stats` (default: computed on --stats-file and cached)", "C"},
+    {"stats-file", 0, 0, G_OPTION_ARG_FILENAME, &stats_file, "Text for the covariance when --stats is not given (default: the Brown corpus)", "TEXT"},
+    {"stats-tokens", 0, 0, G_OPTION_ARG_INT64, &stats_tokens, "Tokens of it to use (default 100000)", "N"},
+    {"no-stats", 0, 0, G_OPTION_ARG_NONE, &no_stats, "Use C = I (no covariance, as EasyEdit's mom2_adjustment false)", NULL},
     {"keys", 0, 0, G_OPTION_ARG_STRING, &keys, "paper (the default: ROME as published) or consistent (r-ROME's same key in both places)", "K"},
     {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "Adam steps for the value (default 25)", "N"},
     {"seed", 's', 0, G_OPTION_ARG_INT64, &seed, "Seed of the sampled context prefixes (default 1)", "S"},
@@ -204,7 +253,10 @@ static int run_edit(int argc, char **argv, gboolean memit) {
   GOptionEntry memit_e[] = {
     {"requests", 'r', 0, G_OPTION_ARG_STRING, &request, "Requests: JSON Lines, a JSON array or inline JSON (required)", "FILE|JSON"},
     {"layers", 0, 0, G_OPTION_ARG_STRING, &layers_text, "Layers A-B to spread the edit over (required)", "A-B"},
-    {"stats", 0, 0, G_OPTION_ARG_FILENAME, &stats, "Folder of `edit stats` files C{L}.safetensors, one per layer (default: C = I)", "DIR"},
+    {"stats", 0, 0, G_OPTION_ARG_FILENAME, &stats, "Folder of `edit stats` files C{L}.safetensors, one per layer (default: computed on --stats-file and cached)", "DIR"},
+    {"stats-file", 0, 0, G_OPTION_ARG_FILENAME, &stats_file, "Text for the covariances when --stats is not given (default: the Brown corpus)", "TEXT"},
+    {"stats-tokens", 0, 0, G_OPTION_ARG_INT64, &stats_tokens, "Tokens of it to use (default 100000)", "N"},
+    {"no-stats", 0, 0, G_OPTION_ARG_NONE, &no_stats, "Use C = I", NULL},
     {"lambda", 0, 0, G_OPTION_ARG_DOUBLE, &lambda, "Weight of the covariance (default 15000)", "X"},
     {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "Adam steps for each target (default 25)", "N"},
     {"seed", 's', 0, G_OPTION_ARG_INT64, &seed, "Seed of the sampled context prefixes (default 1)", "S"},
@@ -224,6 +276,8 @@ static int run_edit(int argc, char **argv, gboolean memit) {
     return 2;
   if (!request) return lmwb_cli_usage_error(memit ? "--requests is required" : "--request is required");
   if (memit && !layers_text) return lmwb_cli_usage_error("--layers A-B is required");
+  if (no_stats && (stats || stats_file)) return lmwb_cli_usage_error("--no-stats goes with neither --stats nor --stats-file");
+  if (stats_tokens < 1) return lmwb_cli_usage_error("--stats-tokens must be at least 1");
   if (steps < 0 || seed < 0 || lambda < 0 || !isfinite(lambda)) return lmwb_cli_usage_error("--steps, --seed and --lambda must not be negative");
   if (dtype && strcmp(dtype, "F32") && strcmp(dtype, "F16") && strcmp(dtype, "BF16"))
     return lmwb_cli_usage_error("--dtype %s: expected F32, F16 or BF16", dtype);
@@ -254,11 +308,8 @@ static int run_edit(int argc, char **argv, gboolean memit) {
   }
   if (ok) {
     st = g_new0(LmwbEditStats *, n_layers);
-    for (int i = 0; ok && stats && i < n_layers; i++) {
-      g_autofree char *name = g_strdup_printf("C%d.safetensors", layers[i]);
-      g_autofree char *path = memit ? g_build_filename(stats, name, NULL) : g_strdup(stats);
-      ok = (st[i] = stats_for(m, layers[i], path, &err)) != NULL;
-    }
+    for (int i = 0; ok && !no_stats && i < n_layers; i++)
+      ok = (st[i] = stats_for(m, layers[i], stats, memit, stats_file, stats_tokens, &err)) != NULL;
   }
   int n_req = reqs ? reqs->n : 0;
   g_autofree LmwbEditScores *before = g_new0(LmwbEditScores, MAX(n_req, 1)), *after = g_new0(LmwbEditScores, MAX(n_req, 1));
@@ -315,3 +366,169 @@ static int run_edit(int argc, char **argv, gboolean memit) {
 
 int lmwb_cmd_edit_rome(int argc, char **argv) { return run_edit(argc, argv, FALSE); }
 int lmwb_cmd_edit_memit(int argc, char **argv) { return run_edit(argc, argv, TRUE); }
+
+/* ---- sequential -------------------------------------------------------------------------------- */
+
+static char *step_line(const LmwbEditStep *st) {
+  g_autoptr(JsonBuilder) b = json_builder_new();
+  json_builder_begin_object(b);
+  lmwb_json_member_int(b, "edit", st->edit);
+  json_builder_set_member_name(b, "subject");
+  if (st->subject) json_builder_add_string_value(b, st->subject);
+  else json_builder_add_null_value(b);
+  lmwb_json_member_double_or_null(b, "ppl", st->ppl);
+  lmwb_json_member_double_or_null(b, "efficacy", st->efficacy);
+  lmwb_json_member_double_or_null(b, "p_new", st->p_new);
+  json_builder_set_member_name(b, "alarm");
+  json_builder_add_boolean_value(b, st->alarm);
+  json_builder_set_member_name(b, "rolled_back");
+  json_builder_add_boolean_value(b, st->rolled_back);
+  lmwb_json_member_double(b, "seconds", st->seconds);
+  json_builder_end_object(b);
+  g_autoptr(JsonNode) root = json_builder_get_root(b);
+  return lmwb_json_generate(root, FALSE, NULL);
+}
+
+/* Each step as it arrives, to stderr when it is a terminal (the log itself is written at the end). */
+static void show_step(const LmwbEditStep *st, void *user) {
+  if (!isatty(2)) return;
+  fprintf(stderr, "\nedit %d%s%s: monitor perplexity %.3g%s\n", st->edit, st->subject ? " " : "",
+          st->subject ? st->subject : "", st->ppl, st->alarm ? "  ALARM" : "");
+}
+
+int lmwb_cmd_edit_sequential(int argc, char **argv) {
+  char *method = NULL, *requests = NULL, *monitor = NULL, *stats = NULL, *stats_file = NULL, *layers_text = NULL,
+       *save = NULL, *dtype = NULL, *keys = NULL;
+  int layer = -1, steps = 0;
+  gint64 seed = 1, stats_tokens = 100000;
+  double alarm = LMWB_EDIT_ALARM_FACTOR;
+  gboolean stop = FALSE, rollback = FALSE, no_stats = FALSE;
+  GOptionEntry e[] = {
+    {"method", 0, 0, G_OPTION_ARG_STRING, &method, "rome (default) or memit", "M"},
+    {"requests", 'r', 0, G_OPTION_ARG_STRING, &requests, "Requests, edited in order: JSON Lines or a JSON array (required)", "FILE"},
+    {"monitor", 0, 0, G_OPTION_ARG_FILENAME, &monitor, "Monitor sentences, one a line (required; Yang et al. use 50)", "TEXT"},
+    {"layer", 'l', 0, G_OPTION_ARG_INT, &layer, "ROME's layer (default: the model's recommended one)", "L"},
+    {"layers", 0, 0, G_OPTION_ARG_STRING, &layers_text, "MEMIT's layers A-B (default: the recommended layer and the one below)", "A-B"},
+    {"keys", 0, 0, G_OPTION_ARG_STRING, &keys, "ROME's keys: paper (default) or consistent", "K"},
+    {"stats", 0, 0, G_OPTION_ARG_FILENAME, &stats, "Covariance file (ROME) or folder of C{L}.safetensors (MEMIT) (default: computed and cached)", "C"},
+    {"stats-file", 0, 0, G_OPTION_ARG_FILENAME, &stats_file, "Text for computed covariances (default: the Brown corpus)", "TEXT"},
+    {"stats-tokens", 0, 0, G_OPTION_ARG_INT64, &stats_tokens, "Tokens of it to use (default 100000)", "N"},
+    {"no-stats", 0, 0, G_OPTION_ARG_NONE, &no_stats, "Use C = I", NULL},
+    {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "Adam steps per value (default 25)", "N"},
+    {"seed", 's', 0, G_OPTION_ARG_INT64, &seed, "Seed of the sampled context prefixes (default 1)", "S"},
+    {"alarm", 0, 0, G_OPTION_ARG_DOUBLE, &alarm, "Alarm when the monitor perplexity exceeds this factor of the unedited one (default 2)", "X"},
+    {"stop-on-alarm", 0, 0, G_OPTION_ARG_NONE, &stop, "Stop the sequence at the first alarm", NULL},
+    {"rollback-on-alarm", 0, 0, G_OPTION_ARG_NONE, &rollback, "Undo an edit that raises the alarm and go on", NULL},
+    {"save", 0, 0, G_OPTION_ARG_FILENAME, &save, "Save the model after the last edit kept as a Hugging Face folder", "DIR"},
+    {"dtype", 0, 0, G_OPTION_ARG_STRING, &dtype, "Save as F32, F16 or BF16 (default: the source's)", "T"},
+    {NULL}};
+  if (!lmwb_cli_parse(&argc, &argv, "- edit facts one after another, watching for collapse",
+                      "After every edit the mean per-sentence perplexity of the monitor set is measured (Yang et al.\n"
+                      "2024); the alarm fires when it exceeds --alarm times the unedited value or is not finite.\n"
+                      "Writes --out as JSON Lines, one line per step (line 0 = unedited):\n"
+                      "  {\"edit\", \"subject\", \"ppl\", \"efficacy\", \"p_new\", \"alarm\", \"rolled_back\", \"seconds\"}\n"
+                      "(a perplexity that is not finite is null), and prints {\"edits\", \"ppl0\", \"first_alarm\",\n"
+                      "\"stopped\", \"failure\"}. An edit that fails (NaN, a singular covariance) ends the sequence;\n"
+                      "the steps before it are written and the exit status is 2.\n"
+                      "Example: lmwb-batch edit sequential --requests r.jsonl --monitor monitor.txt --layer 1 --out log.jsonl",
+                      EDIT_HELP, e, LMWB_CLI_MODEL | LMWB_CLI_OUT | LMWB_CLI_THREADS))
+    return 2;
+  if (!requests) return lmwb_cli_usage_error("--requests FILE is required");
+  if (!monitor) return lmwb_cli_usage_error("--monitor TEXT is required");
+  if (!lmwb_cli.out) return lmwb_cli_usage_error("--out log.jsonl is required");
+  if (stop && rollback) return lmwb_cli_usage_error("give --stop-on-alarm or --rollback-on-alarm, not both");
+  if (!(alarm > 1) || !isfinite(alarm)) return lmwb_cli_usage_error("--alarm %g must be a number above 1", alarm);
+  if (no_stats && (stats || stats_file)) return lmwb_cli_usage_error("--no-stats goes with neither --stats nor --stats-file");
+  if (steps < 0 || seed < 0 || stats_tokens < 1) return lmwb_cli_usage_error("--steps and --seed must not be negative, --stats-tokens positive");
+  if (dtype && strcmp(dtype, "F32") && strcmp(dtype, "F16") && strcmp(dtype, "BF16"))
+    return lmwb_cli_usage_error("--dtype %s: expected F32, F16 or BF16", dtype);
+  LmwbEditSequenceOptions so = {.alarm_factor = alarm,
+                                .on_alarm = stop ? LMWB_ALARM_STOP : rollback ? LMWB_ALARM_ROLLBACK : LMWB_ALARM_CONTINUE};
+  if (method && !strcmp(method, "memit")) so.method = LMWB_EDIT_MEMIT;
+  else if (method && strcmp(method, "rome")) return lmwb_cli_usage_error("--method %s: expected rome or memit", method);
+  lmwb_rome_options_init(&so.rome);
+  if (so.method == LMWB_EDIT_MEMIT) so.rome.clamp = 0.75;
+  if (steps) so.rome.steps = steps;
+  so.rome.seed = (guint64)seed;
+  GError *err = NULL;
+  if (keys && !lmwb_rome_keys_parse(keys, &so.rome.keys, &err)) return lmwb_cli_fail(err);
+  LmwbModel *m = lmwb_cli_load_model(&err);
+  if (!m) return lmwb_cli_fail(err);
+  LmwbEditRequests *reqs = lmwb_edit_requests_read(requests, &err);
+  g_autofree char *mon_text = reqs ? lmwb_cli_read_text(monitor, &err) : NULL;
+  g_auto(GStrv) lines = NULL;
+  GPtrArray *mon = g_ptr_array_new();
+  g_autofree int *layers = NULL;
+  int n_layers = 0;
+  LmwbEditStats **st = NULL;
+  LmwbEditSequence *seq = NULL;
+  gboolean ok = mon_text != NULL;
+  if (ok) {
+    lines = g_strsplit(mon_text, "\n", -1);
+    for (int i = 0; lines[i]; i++)
+      if (*g_strstrip(lines[i])) g_ptr_array_add(mon, lines[i]);
+    if (mon->len == 0) ok = (lmwb_input_error(&err, "%s: the monitor set has no sentences", monitor), FALSE);
+  }
+  if (ok && so.method == LMWB_EDIT_MEMIT && layers_text) ok = parse_layers(m, layers_text, &layers, &n_layers, &err);
+  else if (ok) {
+    int L = layer >= 0 ? layer : lmwb_edit_default_layer(m);
+    if (L >= m->cfg.n_layer) ok = (lmwb_input_error(&err, "--layer %d is not in 0..%d", L, m->cfg.n_layer - 1), FALSE);
+    n_layers = so.method == LMWB_EDIT_MEMIT && L > 0 ? 2 : 1;
+    layers = g_new(int, n_layers);
+    for (int i = 0; i < n_layers; i++) layers[i] = L - (n_layers - 1) + i;
+  }
+  if (ok) {
+    st = g_new0(LmwbEditStats *, n_layers);
+    for (int i = 0; ok && !no_stats && i < n_layers; i++)
+      ok = (st[i] = stats_for(m, layers[i], stats, so.method == LMWB_EDIT_MEMIT, stats_file, stats_tokens, &err)) != NULL;
+  }
+  if (ok) {
+    so.layers = layers, so.n_layers = n_layers, so.stats = st;
+    so.monitor = (const char *const *)mon->pdata, so.n_monitor = mon->len;
+    seq = lmwb_edit_sequence_run(m, reqs, &so, show_step, NULL, lmwb_cli_reporter(), &err);
+    if (isatty(2)) fputc('\n', stderr);
+    ok = seq != NULL;
+  }
+  if (ok) {
+    GString *log = g_string_new(NULL);
+    int first_alarm = -1;
+    for (int i = 0; i < seq->n_steps; i++) {
+      g_autofree char *line = step_line(&seq->steps[i]);
+      g_string_append(log, line);
+      g_string_append_c(log, '\n');
+      if (seq->steps[i].alarm && first_alarm < 0) first_alarm = seq->steps[i].edit;
+    }
+    ok = lmwb_file_write_atomic(lmwb_cli.out, log->str, log->len, &err);
+    g_string_free(log, TRUE);
+    if (ok && save)
+      ok = lmwb_model_save(seq->versions[seq->n_steps - 1], save, dtype ? dtype : m->source_dtype, m->dir, &err);
+    if (ok) {
+      g_autoptr(JsonBuilder) b = json_builder_new();
+      json_builder_begin_object(b);
+      lmwb_json_member_int(b, "edits", seq->n_steps - 1);
+      lmwb_json_member_double(b, "ppl0", seq->steps[0].ppl);
+      json_builder_set_member_name(b, "first_alarm");
+      if (first_alarm >= 0) json_builder_add_int_value(b, first_alarm);
+      else json_builder_add_null_value(b);
+      json_builder_set_member_name(b, "stopped");
+      json_builder_add_boolean_value(b, seq->stopped);
+      json_builder_set_member_name(b, "failure");
+      if (seq->failure) json_builder_add_string_value(b, seq->failure);
+      else json_builder_add_null_value(b);
+      lmwb_json_member_string(b, "out", lmwb_cli.out);
+      json_builder_end_object(b);
+      ok = lmwb_cli_emit_json(json_builder_get_root(b), NULL, &err);
+    }
+    if (ok && seq->failure) {
+      lmwb_input_error(&err, "%s", seq->failure);
+      ok = FALSE;
+    }
+  }
+  lmwb_edit_sequence_free(seq);
+  for (int i = 0; st && i < n_layers; i++) lmwb_edit_stats_free(st[i]);
+  g_free(st);
+  g_ptr_array_free(mon, TRUE);
+  lmwb_edit_requests_free(reqs);
+  lmwb_model_unref(m);
+  return ok ? 0 : lmwb_cli_fail(err);
+}

@@ -187,16 +187,9 @@ int lmwb_cmd_transcoder_train(int argc, char **argv) {
   for (int i = 0; outs[i]; i++)
     if (!lmwb_input_guard_check_output(outs[i], &err)) goto fail;
   if (!files) {
-    /* the Brown corpus the built-in model was trained on: $LMWB_SHARED, else the shared folder
-     * beside this checkout (as data/models/tiny-world/rebuild.sh finds it) */
-    const char *shared = g_getenv("LMWB_SHARED");
-    g_autofree char *brown = shared && *shared
-                                 ? g_build_filename(shared, "data", "brown", "brown.txt", NULL)
-                                 : g_build_filename(LMWB_BUILTIN_MODEL_DIR, "..", "..", "..", "..", "shared", "data",
-                                                    "brown", "brown.txt", NULL);
-    if (!g_file_test(brown, G_FILE_TEST_IS_REGULAR)) {
-      lmwb_input_error(&err, "no --file given and no Brown corpus at %s (set LMWB_SHARED to the folder holding "
-                       "data/brown/brown.txt, or give --file TEXT)", brown);
+    g_autofree char *brown = lmwb_cli_default_brown(&err);
+    if (!brown) {
+      g_prefix_error(&err, "no --file given and ");
       goto fail;
     }
     files = g_new0(char *, 2);

@@ -27,5 +27,6 @@ const LmwbCommand lmwb_commands[] = {
   {"edit requests", "CounterFact-style edit requests from the built-in world's facts", lmwb_cmd_edit_requests},
   {"edit rome", "Rewrite one fact with ROME (a rank-one change of one layer)", lmwb_cmd_edit_rome},
   {"edit memit", "Rewrite many facts with MEMIT (a change spread over layers)", lmwb_cmd_edit_memit},
+  {"edit sequential", "Edit facts one after another, watching the monitor perplexity for collapse", lmwb_cmd_edit_sequential},
   {"graph", "The attribution graph of a prompt through transcoders, as graph JSON, DOT, SVG or PNG", lmwb_cmd_graph},
   {NULL, NULL, NULL}};
