@@ -19,9 +19,9 @@
   "editors/rome.h. Without --model the built-in model is used. Exit status: 0 ok, 2 bad input (the\n" \
   "message names the file, line and field; nothing is written), 1 other failure."
 
-/* The built-in world's facts (for `edit requests` and the default requests). */
+/* The world's facts beside the model (the built-in model's world.json). */
 static char *default_world(void) {
-  return g_build_filename(lmwb_cli_default_model_dir(), "world.json", NULL);
+  return g_build_filename(lmwb_cli.model ? lmwb_cli.model : lmwb_cli_default_model_dir(), "world.json", NULL);
 }
 
 /* --request FILE or inline JSON ("{...}"), or --requests FILE. */
@@ -164,7 +164,7 @@ int lmwb_cmd_edit_requests(int argc, char **argv) {
   int n = 10, neighbours = 5;
   gint64 seed = 1;
   GOptionEntry e[] = {
-    {"world", 0, 0, G_OPTION_ARG_FILENAME, &world, "The world's world.json (default: the built-in model's)", "FILE"},
+    {"world", 0, 0, G_OPTION_ARG_FILENAME, &world, "The world's world.json (default: the one in the model's folder)", "FILE"},
     {"n", 'n', 0, G_OPTION_ARG_INT, &n, "Number of requests (default 10)", "N"},
     {"neighbours", 0, 0, G_OPTION_ARG_INT, &neighbours, "Neighbour prompts per request (default 5)", "N"},
     {"seed", 's', 0, G_OPTION_ARG_INT64, &seed, "Which facts and which new objects (default 1)", "S"},
@@ -175,7 +175,7 @@ int lmwb_cmd_edit_requests(int argc, char **argv) {
                       "held-out prompts, the neighbours the same prompt with other subjects. Writes JSON Lines in\n"
                       "CounterFact form to --out (or stdout), one request a line.\n"
                       "Example: lmwb-batch edit requests --n 20 --out requests.jsonl",
-                      EDIT_HELP, e, LMWB_CLI_OUT))
+                      EDIT_HELP, e, LMWB_CLI_MODEL | LMWB_CLI_OUT))
     return 2;
   if (n < 1 || neighbours < 0 || seed < 0) return lmwb_cli_usage_error("--n must be at least 1; --neighbours and --seed not negative");
   GError *err = NULL;
