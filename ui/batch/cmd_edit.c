@@ -19,6 +19,12 @@
   "editors/rome.h. Without --model the built-in model is used. Exit status: 0 ok, 2 bad input (the\n" \
   "message names the file, line and field; nothing is written), 1 other failure."
 
+/* How the covariances are found when --stats is not given (stats_for). */
+#define STATS_OPTIONS \
+  {"stats-file", 0, 0, G_OPTION_ARG_FILENAME, &stats_file, "Text to compute the covariance on when --stats is not given (default: the Brown corpus); cached", "TEXT"}, \
+  {"stats-tokens", 0, 0, G_OPTION_ARG_INT64, &stats_tokens, "Tokens of it to use (default 100000)", "N"}, \
+  {"no-stats", 0, 0, G_OPTION_ARG_NONE, &no_stats, "Use C = I (no covariance, as EasyEdit's mom2_adjustment: false)", NULL}
+
 /* The world's facts beside the model (the built-in model's world.json). */
 static char *default_world(void) {
   return g_build_filename(lmwb_cli.model ? lmwb_cli.model : lmwb_cli_default_model_dir(), "world.json", NULL);
@@ -242,9 +248,7 @@ static int run_edit(int argc, char **argv, gboolean memit) {
     {"request", 'r', 0, G_OPTION_ARG_STRING, &request, "The request: a JSON file (CounterFact or flat) or inline JSON (required)", "FILE|JSON"},
     {"layer", 'l', 0, G_OPTION_ARG_INT, &layer, "Layer to edit (default: the model's recommended one)", "L"},
     {"stats", 0, 0, G_OPTION_ARG_FILENAME, &stats, "Key covariance of the layer from `edit stats` (default: computed on --stats-file and cached)", "C"},
-    {"stats-file", 0, 0, G_OPTION_ARG_FILENAME, &stats_file, "Text for the covariance when --stats is not given (default: the Brown corpus)", "TEXT"},
-    {"stats-tokens", 0, 0, G_OPTION_ARG_INT64, &stats_tokens, "Tokens of it to use (default 100000)", "N"},
-    {"no-stats", 0, 0, G_OPTION_ARG_NONE, &no_stats, "Use C = I (no covariance, as EasyEdit's mom2_adjustment false)", NULL},
+    STATS_OPTIONS,
     {"keys", 0, 0, G_OPTION_ARG_STRING, &keys, "paper (the default: ROME as published) or consistent (r-ROME's same key in both places)", "K"},
     {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "Adam steps for the value (default 25)", "N"},
     {"seed", 's', 0, G_OPTION_ARG_INT64, &seed, "Seed of the sampled context prefixes (default 1)", "S"},
@@ -254,9 +258,7 @@ static int run_edit(int argc, char **argv, gboolean memit) {
     {"requests", 'r', 0, G_OPTION_ARG_STRING, &request, "Requests: JSON Lines, a JSON array or inline JSON (required)", "FILE|JSON"},
     {"layers", 0, 0, G_OPTION_ARG_STRING, &layers_text, "Layers A-B to spread the edit over (required)", "A-B"},
     {"stats", 0, 0, G_OPTION_ARG_FILENAME, &stats, "Folder of `edit stats` files C{L}.safetensors, one per layer (default: computed on --stats-file and cached)", "DIR"},
-    {"stats-file", 0, 0, G_OPTION_ARG_FILENAME, &stats_file, "Text for the covariances when --stats is not given (default: the Brown corpus)", "TEXT"},
-    {"stats-tokens", 0, 0, G_OPTION_ARG_INT64, &stats_tokens, "Tokens of it to use (default 100000)", "N"},
-    {"no-stats", 0, 0, G_OPTION_ARG_NONE, &no_stats, "Use C = I", NULL},
+    STATS_OPTIONS,
     {"lambda", 0, 0, G_OPTION_ARG_DOUBLE, &lambda, "Weight of the covariance (default 15000)", "X"},
     {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "Adam steps for each target (default 25)", "N"},
     {"seed", 's', 0, G_OPTION_ARG_INT64, &seed, "Seed of the sampled context prefixes (default 1)", "S"},
@@ -411,9 +413,7 @@ int lmwb_cmd_edit_sequential(int argc, char **argv) {
     {"layers", 0, 0, G_OPTION_ARG_STRING, &layers_text, "MEMIT's layers A-B (default: the recommended layer and the one below)", "A-B"},
     {"keys", 0, 0, G_OPTION_ARG_STRING, &keys, "ROME's keys: paper (default) or consistent", "K"},
     {"stats", 0, 0, G_OPTION_ARG_FILENAME, &stats, "Covariance file (ROME) or folder of C{L}.safetensors (MEMIT) (default: computed and cached)", "C"},
-    {"stats-file", 0, 0, G_OPTION_ARG_FILENAME, &stats_file, "Text for computed covariances (default: the Brown corpus)", "TEXT"},
-    {"stats-tokens", 0, 0, G_OPTION_ARG_INT64, &stats_tokens, "Tokens of it to use (default 100000)", "N"},
-    {"no-stats", 0, 0, G_OPTION_ARG_NONE, &no_stats, "Use C = I", NULL},
+    STATS_OPTIONS,
     {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "Adam steps per value (default 25)", "N"},
     {"seed", 's', 0, G_OPTION_ARG_INT64, &seed, "Seed of the sampled context prefixes (default 1)", "S"},
     {"alarm", 0, 0, G_OPTION_ARG_DOUBLE, &alarm, "Alarm when the monitor perplexity exceeds this factor of the unedited one (default 2)", "X"},

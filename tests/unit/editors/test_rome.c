@@ -13,18 +13,10 @@
 #include "app/core/errors.h"
 #include "app/engine/linalg.h"
 #include "app/formats/tokenizer.h"
+#include "tests/unit/app/engine/runner_test_util.h"
 #include <glib/gstdio.h>
 #include <math.h>
 #include <string.h>
-
-static LmwbModel *load_fixture(const char *name) {
-  const char *root = g_getenv("LMWB_SOURCE_ROOT");
-  g_autofree char *dir = g_build_filename(root ? root : ".", "tests/fixtures/models", name, NULL);
-  GError *err = NULL;
-  LmwbModel *m = lmwb_model_load(dir, &err);
-  g_assert_no_error(err);
-  return m;
-}
 
 static LmwbEditRequests *parse(const char *text) {
   GError *err = NULL;
@@ -114,7 +106,7 @@ static const char *REQ = "{\"prompt\": \"{} is in\", \"subject\": \"Al\", \"targ
                          "\"target_true\": \" Oslo\", \"neighborhood_prompts\": [\"Bo is in\"]}";
 
 static void test_rome(void) {
-  LmwbModel *m = load_fixture("gpt2");
+  LmwbModel *m = rt_load("gpt2");
   GError *err = NULL;
   g_autofree float *before = g_memdup2(m->params, m->n_params * sizeof(float));
   LmwbEditRequests *r = parse(REQ);
@@ -243,7 +235,7 @@ static void test_memit(void) {
 }
 
 static void test_monitor(void) {
-  LmwbModel *m = load_fixture("gpt2");
+  LmwbModel *m = rt_load("gpt2");
   GError *err = NULL;
   const char *lines[3] = {"The cat sat on the mat.", "A dog ran far away.", "Short."}; /* within the fixture context of 32 */
   double ppl = 0;
@@ -270,7 +262,7 @@ static int steps_seen;
 static void count_step(const LmwbEditStep *s, void *user) { steps_seen++; }
 
 static void test_sequence(void) {
-  LmwbModel *m = load_fixture("gpt2");
+  LmwbModel *m = rt_load("gpt2");
   GError *err = NULL;
   LmwbEditRequests *r = parse("{\"prompt\": \"{} is in\", \"subject\": \"Al\", \"target_new\": \" Rome\", \"target_true\": \" Oslo\"}\n"
                               "{\"prompt\": \"{} is a\", \"subject\": \"Bo\", \"target_new\": \" cook\", \"target_true\": \" baker\"}\n");
@@ -311,7 +303,7 @@ static void test_sequence(void) {
 }
 
 static void test_stats(void) {
-  LmwbModel *m = load_fixture("gpt2");
+  LmwbModel *m = rt_load("gpt2");
   GError *err = NULL;
   const char *text = "The quick brown fox jumps over the lazy dog. It was the best of times, it was the worst of times.";
   LmwbEditStatsOptions so = {.context = 8};
@@ -329,7 +321,7 @@ static void test_stats(void) {
   g_assert_null(lmwb_edit_stats_load(path, m, 0, &err));
   g_assert_true(strstr(err->message, "blocks.0.mlp.W_out.C") != NULL);
   g_clear_error(&err);
-  LmwbModel *other = load_fixture("llama_gqa");
+  LmwbModel *other = rt_load("llama_gqa");
   if (other->cfg.d_ff != m->cfg.d_ff) {
     g_assert_null(lmwb_edit_stats_load(path, other, 1, &err));
     g_assert_error(err, LMWB_ERROR, LMWB_ERROR_INPUT);
