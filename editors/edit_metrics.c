@@ -1,5 +1,6 @@
 /* Efficacy, generalisation and specificity of an edit. Contract: rome.h. */
 #include "app/core/errors.h"
+#include "app/engine/generate.h"
 #include "app/formats/tokenizer.h"
 #include "editors/rome.h"
 #include <math.h>
@@ -81,9 +82,56 @@ static gboolean top_tokens(LmwbModel *m, char **prompts, int n, int32_t *out, GE
   return ok;
 }
 
+/* Entropy in bits of the n-gram frequencies of words. */
+static double ngram_entropy(char **words, int n_words, int n) {
+  if (n_words < n) return 0;
+  GHashTable *h = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  for (int i = 0; i + n <= n_words; i++) {
+    GString *k = g_string_new(words[i]);
+    for (int j = 1; j < n; j++) g_string_append_printf(k, "\x1f%s", words[i + j]);
+    char *key = g_string_free(k, FALSE);
+    gpointer c = g_hash_table_lookup(h, key);
+    g_hash_table_replace(h, key, GINT_TO_POINTER(GPOINTER_TO_INT(c) + 1));
+  }
+  double total = n_words - n + 1, e = 0;
+  GHashTableIter it;
+  gpointer key, val;
+  g_hash_table_iter_init(&it, h);
+  while (g_hash_table_iter_next(&it, &key, &val)) {
+    double f = GPOINTER_TO_INT(val) / total;
+    e -= f * log2(f);
+  }
+  g_hash_table_destroy(h);
+  return e;
+}
+
+static gboolean fluency(LmwbModel *m, const char *prompt, double *out, GError **error) {
+  size_t np = 0;
+  g_autofree int32_t *p = lmwb_tokenizer_encode(m->tokenizer, prompt, strlen(prompt), TRUE, &np, error);
+  if (!p) return FALSE;
+  LmwbGenerateOptions go;
+  lmwb_generate_options_init(&go);
+  go.max_tokens = MIN(LMWB_EDIT_FLUENCY_TOKENS, m->cfg.n_ctx - (int)np);
+  go.temperature = 1.0f, go.top_k = 5, go.seed = 1, go.stop_at_eos = false;
+  LmwbRunner *r = lmwb_runner_new(m);
+  int n_new = 0;
+  g_autofree int32_t *gen = go.max_tokens > 0 ? lmwb_generate(r, p, (int)np, &go, &n_new, NULL, NULL, error) : g_new0(int32_t, 1);
+  lmwb_runner_free(r);
+  if (!gen) return FALSE;
+  g_autofree char *text = lmwb_tokenizer_decode(m->tokenizer, gen, (size_t)n_new, TRUE, NULL);
+  g_auto(GStrv) words = g_regex_split_simple("[\\s]+", text ? text : "", 0, 0);
+  GPtrArray *w = g_ptr_array_new();
+  for (int i = 0; words[i]; i++)
+    if (*words[i]) g_ptr_array_add(w, words[i]);
+  *out = (2.0 / 3.0 * ngram_entropy((char **)w->pdata, (int)w->len, 2) +
+          4.0 / 3.0 * ngram_entropy((char **)w->pdata, (int)w->len, 3)) / 2.0;
+  g_ptr_array_free(w, TRUE);
+  return TRUE;
+}
+
 gboolean lmwb_edit_score(LmwbModel *edited, LmwbModel *base, const LmwbEditRequest *req, LmwbEditScores *out,
                          GError **error) {
-  *out = (LmwbEditScores){.p_true = NAN, .generalisation = NAN, .specificity = NAN};
+  *out = (LmwbEditScores){.p_true = NAN, .generalisation = NAN, .specificity = NAN, .fluency = NAN};
   int n_para = req->paraphrases ? (int)g_strv_length(req->paraphrases) : 0;
   int n_pairs = 1 + n_para;
   gboolean has_true = req->target_true != NULL;
@@ -99,7 +147,7 @@ gboolean lmwb_edit_score(LmwbModel *edited, LmwbModel *base, const LmwbEditReque
   LmwbRunner *r = lmwb_runner_new(edited);
   gboolean ok = target_logprobs(r, prompts, targets, n, lp, error);
   lmwb_runner_free(r);
-  if (!ok) return FALSE;
+  if (!ok || !fluency(edited, text, &out->fluency, error)) return FALSE;
   out->p_new = exp(lp[0]);
   if (has_true) out->p_true = exp(lp[n_pairs]);
   out->efficacy = has_true ? lp[0] > lp[n_pairs] : out->p_new > 0.5;

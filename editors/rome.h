@@ -111,12 +111,17 @@ char **lmwb_edit_context_templates(LmwbModel *m, int n_short, int n_long, guint6
  * p(target | prompt) is teacher-forced over the target's tokens (the product of their
  * probabilities). Efficacy: p(new) > p(true) on the prompt (p(new) > 0.5 without target_true);
  * generalisation: the share of paraphrases where it holds; specificity: the share of neighbour
- * prompts whose most probable next token is the same as in the unedited model. */
+ * prompts whose most probable next token is the same as in the unedited model; fluency: ROME's
+ * generation entropy, (2/3 H2 + 4/3 H3) / 2 with Hn the entropy (bits) of the word n-gram
+ * frequencies of LMWB_EDIT_FLUENCY_TOKENS tokens sampled (top-k 5, seeded) after the prompt
+ * (low when the model repeats itself). */
+#define LMWB_EDIT_FLUENCY_TOKENS 60
 typedef struct LmwbEditScores {
   double p_new, p_true;   /* on the prompt (p_true NaN without target_true) */
   bool efficacy;
   double generalisation;  /* NaN when the request has no paraphrases */
   double specificity;     /* NaN when it has no neighbours */
+  double fluency;
 } LmwbEditScores;
 
 gboolean lmwb_edit_score(LmwbModel *edited, LmwbModel *base, const LmwbEditRequest *req, LmwbEditScores *out,

@@ -47,6 +47,7 @@ static void add_scores(JsonBuilder *b, const char *key, const LmwbEditScores *s)
   json_builder_add_boolean_value(b, s->efficacy);
   lmwb_json_member_double_or_null(b, "generalisation", s->generalisation);
   lmwb_json_member_double_or_null(b, "specificity", s->specificity);
+  lmwb_json_member_double_or_null(b, "fluency", s->fluency);
   json_builder_end_object(b);
 }
 
@@ -270,7 +271,7 @@ static int run_edit(int argc, char **argv, gboolean memit) {
                               "Example: lmwb-batch edit memit --requests r.jsonl --layers 0-2 --out edited/"
                             : "Prints {\"layer\", \"keys\", \"subject\", \"before\": scores, \"after\": scores, \"steps\", \"nll_first\",\n"
                               "\"nll_last\", \"delta_norm\", \"denominator\", \"update_norm\"}, where scores are {\"p_new\", \"p_true\",\n"
-                              "\"efficacy\", \"generalisation\", \"specificity\"}; with --out the edited model is saved there as a\n"
+                              "\"efficacy\", \"generalisation\", \"specificity\", \"fluency\"}; with --out the edited model is saved there as a\n"
                               "Hugging Face folder (nothing else is written).\n"
                               "Example: lmwb-batch edit rome --request '{\"prompt\": \"{} lives in\", \"subject\": \"Soren\",\n"
                               "         \"target_new\": \" Tekun\", \"target_true\": \" Shekova\"}' --layer 1 --out edited/",

@@ -181,6 +181,8 @@ static void test_rome_builtin(void) {
   g_assert_true(!s0.efficacy && s1.efficacy);
   g_assert_cmpfloat(s0.p_true, >, 0.5);
   g_assert_cmpfloat(s1.p_new, >, 0.5);
+  g_assert_cmpfloat(s0.fluency, >, 1.0); /* a model that writes varied text */
+  g_assert_cmpfloat(fabs(s1.fluency - s0.fluency), <, 0.5 * s0.fluency);
   lmwb_model_unref(e);
   lmwb_edit_requests_free(r);
   lmwb_model_unref(m);
