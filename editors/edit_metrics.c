@@ -58,8 +58,7 @@ static gboolean target_logprobs(LmwbRunner *r, const char *const *prompts, const
   return ok;
 }
 
-/* The most probable next token after each prompt. */
-static gboolean top_tokens(LmwbModel *m, char **prompts, int n, int32_t *out, GError **error) {
+gboolean lmwb_edit_top_answers(LmwbModel *m, char **prompts, int n, int32_t *out, double *p_out, GError **error) {
   LmwbRunner *r = lmwb_runner_new(m);
   gboolean ok = TRUE;
   for (int i = 0; ok && i < n; i++) {
@@ -74,6 +73,11 @@ static gboolean top_tokens(LmwbModel *m, char **prompts, int n, int32_t *out, GE
       for (int v = 1; v < m->cfg.vocab_size; v++)
         if (lg[v] > lg[best]) best = v;
       out[i] = best;
+      if (p_out) {
+        double z = 0;
+        for (int v = 0; v < m->cfg.vocab_size; v++) z += exp((double)lg[v] - lg[best]);
+        p_out[i] = 1.0 / z;
+      }
     } else if (!(error && *error)) {
       lmwb_input_error(error, "neighbour prompt %d is empty", i + 1);
     }
@@ -159,7 +163,8 @@ gboolean lmwb_edit_score(LmwbModel *edited, LmwbModel *base, const LmwbEditReque
   int n_nb = req->neighbours ? (int)g_strv_length(req->neighbours) : 0;
   if (n_nb && base) {
     g_autofree int32_t *a = g_new(int32_t, n_nb), *b = g_new(int32_t, n_nb);
-    if (!top_tokens(base, req->neighbours, n_nb, a, error) || !top_tokens(edited, req->neighbours, n_nb, b, error))
+    if (!lmwb_edit_top_answers(base, req->neighbours, n_nb, a, NULL, error) ||
+        !lmwb_edit_top_answers(edited, req->neighbours, n_nb, b, NULL, error))
       return FALSE;
     int same = 0;
     for (int i = 0; i < n_nb; i++) same += a[i] == b[i];

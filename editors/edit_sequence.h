@@ -48,6 +48,18 @@ typedef struct LmwbEditSequence {
 /* Called after each step (for live plots); may be NULL. Runs on the caller's thread. */
 typedef void (*LmwbEditStepFn)(const LmwbEditStep *step, void *user);
 
+/* The default options of a method: ROME's (rome.h), MEMIT's clamp 0.75 of ‖h_L‖. */
+void lmwb_edit_method_options_init(LmwbRomeOptions *o, LmwbEditMethod method);
+/* "L" or "A-B" (ascending, within the model's layers) as a new array of layers (g_free); an input
+ * error naming the text otherwise. */
+gboolean lmwb_edit_layers_parse(const LmwbModel *m, const char *text, int **layers, int *n, GError **error);
+
+/* A layer's statistics from `edit stats`: the file itself, or C{layer}.safetensors in a folder. */
+LmwbEditStats *lmwb_edit_stats_load_for(const char *path, const LmwbModel *m, int layer, GError **error);
+
+/* The monitor sentences of a text file: its non-blank lines, stripped (g_strfreev). An input error
+ * naming the file when it is not UTF-8 text or has no sentence. */
+char **lmwb_edit_monitor_read(const char *path, GError **error);
 /* The mean per-sentence perplexity of the monitor on a model (perplexity.h). */
 gboolean lmwb_edit_monitor_ppl(LmwbModel *m, const char *const *monitor, size_t n, double *ppl, GError **error);
 

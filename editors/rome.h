@@ -126,3 +126,6 @@ typedef struct LmwbEditScores {
 
 gboolean lmwb_edit_score(LmwbModel *edited, LmwbModel *base, const LmwbEditRequest *req, LmwbEditScores *out,
                          GError **error);
+/* The most probable next token after each prompt (what specificity compares), and its probability
+ * (p may be NULL). */
+gboolean lmwb_edit_top_answers(LmwbModel *m, char **prompts, int n, int32_t *out, double *p, GError **error);

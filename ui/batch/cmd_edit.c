@@ -4,6 +4,7 @@
 #include "ui/batch/cli.h"
 #include "ui/batch/commands.h"
 #include "app/core/atomic_file.h"
+#include "app/core/inputs.h"
 #include "app/formats/json_text.h"
 #include "editors/edit_sequence.h"
 #include <glib/gstdio.h>
@@ -83,13 +84,9 @@ static char *stats_cache_path(const LmwbModel *m, int layer, const char *text_pa
 /* The statistics of a layer: --stats FILE (or a folder of C{L}.safetensors for several layers),
  * none with --no-stats (C = I), else computed on --stats-file (default: the Brown corpus) and
  * cached in the user's cache folder. */
-static LmwbEditStats *stats_for(LmwbModel *m, int layer, const char *stats, gboolean folder, const char *text_path,
+static LmwbEditStats *stats_for(LmwbModel *m, int layer, const char *stats, const char *text_path,
                                 gint64 tokens, GError **error) {
-  if (stats) {
-    g_autofree char *name = g_strdup_printf("C%d.safetensors", layer);
-    g_autofree char *path = folder ? g_build_filename(stats, name, NULL) : g_strdup(stats);
-    return lmwb_edit_stats_load(path, m, layer, error);
-  }
+  if (stats) return lmwb_edit_stats_load_for(stats, m, layer, error);
   g_autofree char *brown = text_path ? NULL : lmwb_cli_default_brown(error);
   const char *file = text_path ? text_path : brown;
   if (!file) return NULL;
@@ -224,18 +221,11 @@ int lmwb_cmd_edit_requests(int argc, char **argv) {
 
 /* ---- rome / memit ------------------------------------------------------------------------------ */
 
+/* --layers A-B, named as the option in its error. */
 static gboolean parse_layers(const LmwbModel *m, const char *text, int **layers, int *n, GError **error) {
-  g_auto(GStrv) parts = g_strsplit(text, "-", 2);
-  char *e1 = NULL, *e2 = NULL;
-  long a = strtol(parts[0], &e1, 10), b = parts[1] ? strtol(parts[1], &e2, 10) : a;
-  if (!*parts[0] || *e1 || (parts[1] && (!*parts[1] || *e2)) || a < 0 || b < a || b >= m->cfg.n_layer) {
-    lmwb_input_error(error, "--layers \"%s\" is not A-B within 0..%d", text, m->cfg.n_layer - 1);
-    return FALSE;
-  }
-  *n = (int)(b - a + 1);
-  *layers = g_new(int, *n);
-  for (int i = 0; i < *n; i++) (*layers)[i] = (int)a + i;
-  return TRUE;
+  if (lmwb_edit_layers_parse(m, text, layers, n, error)) return TRUE;
+  g_prefix_error(error, "--");
+  return FALSE;
 }
 
 static int run_edit(int argc, char **argv, gboolean memit) {
@@ -285,12 +275,11 @@ static int run_edit(int argc, char **argv, gboolean memit) {
   if (dtype && strcmp(dtype, "F32") && strcmp(dtype, "F16") && strcmp(dtype, "BF16"))
     return lmwb_cli_usage_error("--dtype %s: expected F32, F16 or BF16", dtype);
   LmwbRomeOptions o;
-  lmwb_rome_options_init(&o);
+  lmwb_edit_method_options_init(&o, memit ? LMWB_EDIT_MEMIT : LMWB_EDIT_ROME);
   GError *err = NULL;
   if (keys && !lmwb_rome_keys_parse(keys, &o.keys, &err)) return lmwb_cli_fail(err);
   if (steps) o.steps = steps;
   if (lambda > 0) o.lambda = lambda;
-  if (memit) o.clamp = 0.75;
   o.seed = (guint64)seed;
   LmwbModel *m = lmwb_cli_load_model(&err);
   if (!m) return lmwb_cli_fail(err);
@@ -312,7 +301,7 @@ static int run_edit(int argc, char **argv, gboolean memit) {
   if (ok) {
     st = g_new0(LmwbEditStats *, n_layers);
     for (int i = 0; ok && !no_stats && i < n_layers; i++)
-      ok = (st[i] = stats_for(m, layers[i], stats, memit, stats_file, stats_tokens, &err)) != NULL;
+      ok = (st[i] = stats_for(m, layers[i], stats, stats_file, stats_tokens, &err)) != NULL;
   }
   int n_req = reqs ? reqs->n : 0;
   g_autofree LmwbEditScores *before = g_new0(LmwbEditScores, MAX(n_req, 1)), *after = g_new0(LmwbEditScores, MAX(n_req, 1));
@@ -447,8 +436,7 @@ int lmwb_cmd_edit_sequential(int argc, char **argv) {
                                 .on_alarm = stop ? LMWB_ALARM_STOP : rollback ? LMWB_ALARM_ROLLBACK : LMWB_ALARM_CONTINUE};
   if (method && !strcmp(method, "memit")) so.method = LMWB_EDIT_MEMIT;
   else if (method && strcmp(method, "rome")) return lmwb_cli_usage_error("--method %s: expected rome or memit", method);
-  lmwb_rome_options_init(&so.rome);
-  if (so.method == LMWB_EDIT_MEMIT) so.rome.clamp = 0.75;
+  lmwb_edit_method_options_init(&so.rome, so.method);
   if (steps) so.rome.steps = steps;
   so.rome.seed = (guint64)seed;
   GError *err = NULL;
@@ -456,20 +444,12 @@ int lmwb_cmd_edit_sequential(int argc, char **argv) {
   LmwbModel *m = lmwb_cli_load_model(&err);
   if (!m) return lmwb_cli_fail(err);
   LmwbEditRequests *reqs = lmwb_edit_requests_read(requests, &err);
-  g_autofree char *mon_text = reqs ? lmwb_cli_read_text(monitor, &err) : NULL;
-  g_auto(GStrv) lines = NULL;
-  GPtrArray *mon = g_ptr_array_new();
+  g_auto(GStrv) mon = reqs ? lmwb_edit_monitor_read(monitor, &err) : NULL;
   g_autofree int *layers = NULL;
   int n_layers = 0;
   LmwbEditStats **st = NULL;
   LmwbEditSequence *seq = NULL;
-  gboolean ok = mon_text != NULL;
-  if (ok) {
-    lines = g_strsplit(mon_text, "\n", -1);
-    for (int i = 0; lines[i]; i++)
-      if (*g_strstrip(lines[i])) g_ptr_array_add(mon, lines[i]);
-    if (mon->len == 0) ok = (lmwb_input_error(&err, "%s: the monitor set has no sentences", monitor), FALSE);
-  }
+  gboolean ok = mon != NULL && lmwb_input_guard_check_output(lmwb_cli.out, &err);
   if (ok && so.method == LMWB_EDIT_MEMIT && layers_text) ok = parse_layers(m, layers_text, &layers, &n_layers, &err);
   else if (ok) {
     int L = layer >= 0 ? layer : lmwb_edit_default_layer(m);
@@ -481,11 +461,11 @@ int lmwb_cmd_edit_sequential(int argc, char **argv) {
   if (ok) {
     st = g_new0(LmwbEditStats *, n_layers);
     for (int i = 0; ok && !no_stats && i < n_layers; i++)
-      ok = (st[i] = stats_for(m, layers[i], stats, so.method == LMWB_EDIT_MEMIT, stats_file, stats_tokens, &err)) != NULL;
+      ok = (st[i] = stats_for(m, layers[i], stats, stats_file, stats_tokens, &err)) != NULL;
   }
   if (ok) {
     so.layers = layers, so.n_layers = n_layers, so.stats = st;
-    so.monitor = (const char *const *)mon->pdata, so.n_monitor = mon->len;
+    so.monitor = (const char *const *)mon, so.n_monitor = g_strv_length(mon);
     seq = lmwb_edit_sequence_run(m, reqs, &so, show_step, NULL, lmwb_cli_reporter(), &err);
     if (isatty(2)) fputc('\n', stderr);
     ok = seq != NULL;
@@ -528,7 +508,6 @@ int lmwb_cmd_edit_sequential(int argc, char **argv) {
   lmwb_edit_sequence_free(seq);
   for (int i = 0; st && i < n_layers; i++) lmwb_edit_stats_free(st[i]);
   g_free(st);
-  g_ptr_array_free(mon, TRUE);
   lmwb_edit_requests_free(reqs);
   lmwb_model_unref(m);
   return ok ? 0 : lmwb_cli_fail(err);
