@@ -19,6 +19,11 @@ const char *lmwb_app_default_model_dir(void) {
   return LMWB_INSTALLED_MODEL_DIR;
 }
 
+char *lmwb_app_default_monitor(void) {
+  g_autofree char *path = g_build_filename(LMWB_BUILTIN_MODEL_DIR, "..", "..", "monitor", "brown-50.txt", NULL);
+  return g_canonicalize_filename(path, NULL);
+}
+
 static void act_quit(GSimpleAction *a, GVariant *p, gpointer user) {
   GList *wins = gtk_application_get_windows(GTK_APPLICATION(user));
   for (GList *l = wins; l; l = l->next) gtk_window_destroy(l->data);

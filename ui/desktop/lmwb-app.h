@@ -12,4 +12,7 @@ LmwbApp *lmwb_app_new(const char *model_dir, const char *script);
 /* The built-in model's folder: $LMWB_DEFAULT_MODEL, data/models/tiny-world in the source tree,
  * else the installed copy (same rule as lmwb-batch). */
 const char *lmwb_app_default_model_dir(void);
+/* The monitor sentences of the collapse alarm, data/monitor/brown-50.txt of the source tree
+ * (found beside the built-in model); g_free it. */
+char *lmwb_app_default_monitor(void);
 int lmwb_app_script_status(LmwbApp *app);
