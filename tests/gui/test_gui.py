@@ -6,6 +6,7 @@ screen and the window show. Exit 77 (skip) without xvfb-run/import/PIL.
   test_gui.py main        views, logit-lens heatmap cells, neuron search, clamp, sweep, responsiveness, cancel,
                           the shortcuts window, quitting during a job
   test_gui.py badinput    not-a-model folder, corrupt weights, bad tokenizer: banner, model kept
+  test_gui.py editing     a ROME edit of a world fact, a 3-edit sequence with the alarm, undo, save, bad input
   test_gui.py cli         --help, no display -> exit 2 with a hint
 Screenshots go to $LMWB_GUI_SHOTS (default: a temp folder)."""
 import os, re, shutil, subprocess, sys, tempfile
@@ -174,7 +175,7 @@ def test_main():
     d = dumps(out)
     assert len(d) == 9, f"expected 9 dumps, got {len(d)}"
     # The views and their Alt+N keys come from the registry, in its order.
-    assert d[0]["views"] == "model:<Alt>1 lens:<Alt>2 neurons:<Alt>3", d[0]["views"]
+    assert d[0]["views"].startswith("model:<Alt>1 lens:<Alt>2 neurons:<Alt>3"), d[0]["views"]
     assert [x["view"] for x in d] == ["model", "lens"] + ["neurons"] * 7, [x["view"] for x in d]
     base = os.path.basename(os.path.normpath(model))
     assert base in d[0]["title"] and "LM Workbench" in d[0]["title"], d[0]["title"]
@@ -250,6 +251,81 @@ def test_badinput():
     shutil.rmtree(tmp)
 
 
+def editing_lines(d, prefix):
+    return [l[len("editing "):] for l in d["lines"] if l.startswith("editing " + prefix)]
+
+
+def editing_fields(line):
+    return dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+
+
+def test_editing():
+    model = model_dir()
+    if not os.path.exists(os.path.join(model, "world.json")):
+        skip("the Editing test needs the built-in model and its world.json")
+    shots = shots_dir()
+    tmp = tempfile.mkdtemp(prefix="lmwb-edit-")
+    saved = os.path.join(tmp, "edited")
+    weights = os.path.join(model, "model.safetensors")
+    stamp = (os.path.getsize(weights), os.path.getmtime(weights))
+    fact = '{"prompt": "{} works as a", "subject": "Shokus", "target_new": " butcher", "target_true": " lawyer"}'
+    # Few Adam steps and context templates keep the edits fast; C = I (no covariance file).
+    out = run_script([
+        "wait-ready", "action win.view 'editing'", "wait-ready", "dump",
+        # Bad input: a banner, no new version.
+        "action editing.prompt 'works as a'", "action editing.edit", "wait-ready", "dump",
+        f"action editing.request '{fact}'", "action editing.layers '9'", "action editing.edit", "wait-ready", "dump",
+        "action editing.layers '1'", "action editing.stats ''", "action editing.adam-steps 10", "action editing.templates 2",
+        "action editing.edit", "wait-ready", "dump", f"shot {shots}/editing.png",
+        # A sequence of 3 generated requests; an alarm factor just above 1 so that the alarm fires.
+        "action editing.count 3", "action editing.alarm 1.001", "action editing.run-sequence", "wait-ready", "dump",
+        f"shot {shots}/editing-sequence.png",
+        "action editing.undo 1", f"action editing.save '{saved}'", "wait-ready", "dump",
+        f"action editing.save '{model}'", "wait-ready", "dump",
+        "quit",
+    ], model, timeout=280)
+    d = dumps(out)
+    assert len(d) == 7, f"expected 7 dumps, got {len(d)}"
+    assert "editing:" in d[0]["views"] and d[0]["view"] == "editing"
+    head = editing_fields(editing_lines(d[0], "world_requests")[0])
+    assert int(head["world_requests"]) > 10 and head["versions"] == "1", head
+    # A prompt without {} and a layer out of range: banners, the model as it was.
+    assert "{}" in d[1]["banner"], d[1]["banner"]
+    assert "layers" in d[2]["banner"] and "9" in d[2]["banner"], d[2]["banner"]
+    for i in (1, 2):
+        assert editing_fields(editing_lines(d[i], "world_requests")[0])["versions"] == "1"
+    # The ROME edit: the new target overtakes the true one; the neighbours are listed.
+    before = editing_fields(editing_lines(d[3], "before ")[0])
+    after = editing_fields(editing_lines(d[3], "after ")[0])
+    print("edit before", before, "after", after)
+    assert float(before["p_new"]) < float(before["p_true"]) and before["efficacy"] == "0"
+    assert float(after["p_new"]) > float(after["p_true"]) and after["efficacy"] == "1"
+    assert float(after["p_new"]) > 0.5 and float(after["specificity"]) >= 0.6
+    assert len(editing_lines(d[3], "neighbour ")) == 5
+    head = editing_fields(editing_lines(d[3], "world_requests")[0])
+    assert head["versions"] == "2" and head["current"] == "1", head
+    # The sequence: versions 2-4 after the edit, one perplexity point per step, the alarm marked.
+    head = editing_fields(editing_lines(d[4], "world_requests")[0])
+    assert head["versions"] == "5" and head["current"] == "4", head
+    seq = editing_fields(editing_lines(d[4], "sequence ")[0])
+    assert seq["points"] == "4", seq
+    steps = [editing_fields(l) for l in editing_lines(d[4], "version ")[2:]]
+    assert len(steps) == 3 and all(s["efficacy"] in ("0", "1") for s in steps), steps
+    threshold = float(seq["threshold"])
+    for s in steps:
+        assert (s["alarm"] == "1") == (not float(s["ppl"]) <= threshold), (s, threshold)
+    assert int(seq["alarms"]) == sum(s["alarm"] == "1" for s in steps) >= 1, (seq, steps)
+    assert d[4]["banner"] == d[2]["banner"], "the sequence showed an error"
+    # Undo to the single edit and save it; saving over the loaded model is refused.
+    assert editing_fields(editing_lines(d[5], "world_requests")[0])["current"] == "1"
+    assert editing_lines(d[5], "saved=")[0] == "saved=" + saved
+    assert os.path.exists(os.path.join(saved, "config.json")) and os.path.exists(os.path.join(saved, "model.safetensors"))
+    assert d[6]["banner"] != d[5]["banner"] and model in d[6]["banner"], d[6]["banner"]
+    assert editing_lines(d[6], "saved=")[0] == "saved=" + saved
+    assert (os.path.getsize(weights), os.path.getmtime(weights)) == stamp, "the loaded model's weights were written"
+    shutil.rmtree(tmp)
+
+
 def test_cli():
     p = subprocess.run([LMWB, "--help"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and "--model" in p.stdout and "lmwb-batch" in p.stdout, p.stdout
@@ -271,5 +347,5 @@ if __name__ == "__main__":
             import PIL  # noqa: F401
         except ImportError:
             skip("python3-pil is not installed")
-    {"main": test_main, "badinput": test_badinput, "cli": test_cli}[which]()
+    {"main": test_main, "badinput": test_badinput, "editing": test_editing, "cli": test_cli}[which]()
     print("ok")

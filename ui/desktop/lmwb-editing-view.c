@@ -4,8 +4,8 @@
  * before and after; run a sequence with a live plot of the monitor perplexity, the collapse alarm
  * and efficacy per edit. Every edit is a new version of the model (model.h): the list of versions
  * is the undo history, the chosen one is what the next edit starts from and what Save writes.
- * Actions (editing.*): request JSON (a flat request into the fields), pick N (the N-th world
- * request), method rome-paper|rome-consistent|memit, layers 'L'|'A-B', stats PATH ('' = C = I),
+ * Actions (editing.*): request JSON (a flat request into the fields), prompt, subject, target-new,
+ * target-true TEXT (one field), pick N (the N-th world request), method rome-paper|rome-consistent|memit, layers 'L'|'A-B', stats PATH ('' = C = I),
  * adam-steps N, templates N, edit, requests PATH, count N, monitor PATH, alarm X, run-sequence,
  * undo N (the N-th version), save DIR, save-dialog. */
 #include "ui/desktop/lmwb-view.h"
@@ -425,6 +425,7 @@ static void reset_plots(LmwbEditingView *v) {
   LmwbPlot *e = lmwb_plot_new(LMWB_PLOT_SCATTER, "Efficacy per edit", "edit", "p(new) > p(true)");
   lmwb_plot_add_series(e, "efficacy");
   lmwb_plot_set_y_range(e, -0.05, 1.05);
+  lmwb_plot_set_x_range(e, 0, NAN); /* edit 0 (unedited) has no efficacy: line up with the perplexity plot */
   lmwb_plot_view_set_plot(v->efficacy_plot, e);
   v->seq_points = v->seq_alarms = 0;
   v->seq_threshold = v->seq_last_ppl = NAN;
@@ -473,7 +474,7 @@ static void sequence_done(LmwbJob *job, GtkWidget *owner, gpointer result, const
   show_versions(v);
   g_autofree char *alarm = first_alarm > 0 ? g_strdup_printf("the alarm fired first at edit %d", first_alarm)
                                            : g_strdup("no alarm");
-  g_autofree char *msg = g_strdup_printf("%d edits; unedited monitor perplexity %.4g, alarm above %.4g (%.3g×); %s%s.",
+  g_autofree char *msg = g_strdup_printf("%d edits; unedited monitor perplexity %.4g, alarm above %.4g (%g×); %s%s.",
                                          s->n_steps - 1, s->steps[0].ppl, v->seq_threshold, in->alarm, alarm,
                                          s->stopped ? "; stopped there" : "");
   gtk_label_set_text(v->sequence_label, msg);
@@ -637,6 +638,10 @@ static void act_method(GSimpleAction *a, GVariant *p, gpointer user) {
   static void act_##name(GSimpleAction *a, GVariant *p, gpointer user) { \
     set_text(LMWB_EDITING_VIEW(user)->field, g_variant_get_string(p, NULL)); \
   }
+ENTRY_ACTION(prompt, prompt_entry)
+ENTRY_ACTION(subject, subject_entry)
+ENTRY_ACTION(target_new, new_entry)
+ENTRY_ACTION(target_true, true_entry)
 ENTRY_ACTION(layers, layers_entry)
 ENTRY_ACTION(stats, stats_entry)
 ENTRY_ACTION(requests, requests_entry)
@@ -668,6 +673,8 @@ static void act_save_dialog(GSimpleAction *a, GVariant *p, gpointer user) {
 
 static const GActionEntry actions[] = {
   {"request", act_request, "s"},   {"pick", act_pick, "i"},           {"method", act_method, "s"},
+  {"prompt", act_prompt, "s"},     {"subject", act_subject, "s"},     {"target-new", act_target_new, "s"},
+  {"target-true", act_target_true, "s"},
   {"layers", act_layers, "s"},     {"stats", act_stats, "s"},         {"adam-steps", act_adam_steps, "i"},
   {"templates", act_templates, "i"}, {"edit", act_edit},              {"requests", act_requests, "s"},
   {"count", act_count, "i"},       {"monitor", act_monitor, "s"},     {"alarm", act_alarm, "d"},
