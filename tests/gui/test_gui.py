@@ -259,6 +259,20 @@ def editing_fields(line):
     return dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
 
 
+def safetensors_changed(a, b):
+    """Names of the tensors whose bytes differ between two safetensors files of the same layout."""
+    import json, struct
+    def read(path):
+        with open(path, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            head = json.loads(f.read(n))
+            data = f.read()
+        return {k: (v["dtype"], data[v["data_offsets"][0]:v["data_offsets"][1]]) for k, v in head.items() if k != "__metadata__"}
+    ta, tb = read(a), read(b)
+    assert ta.keys() == tb.keys()
+    return sorted(k for k in ta if ta[k] != tb[k])
+
+
 def test_editing():
     model = model_dir()
     if not os.path.exists(os.path.join(model, "world.json")):
@@ -268,6 +282,12 @@ def test_editing():
     saved = os.path.join(tmp, "edited")
     weights = os.path.join(model, "model.safetensors")
     stamp = (os.path.getsize(weights), os.path.getmtime(weights))
+    # A covariance of a text of one repeated word: singular.
+    singular = os.path.join(tmp, "C1.safetensors")
+    with open(os.path.join(tmp, "the.txt"), "w") as f:
+        f.write(" ".join(["the"] * 300) + "\n")
+    subprocess.run([os.path.join(BUILD, "ui", "batch", "lmwb-batch"), "edit", "stats", "--model", model, "--layer", "1",
+                    "--file", os.path.join(tmp, "the.txt"), "--out", singular], check=True, capture_output=True, timeout=60)
     fact = '{"prompt": "{} works as a", "subject": "Shokus", "target_new": " butcher", "target_true": " lawyer"}'
     # Few Adam steps and context templates keep the edits fast; C = I (no covariance file).
     out = run_script([
@@ -275,53 +295,63 @@ def test_editing():
         # Bad input: a banner, no new version.
         "action editing.prompt 'works as a'", "action editing.edit", "wait-ready", "dump",
         f"action editing.request '{fact}'", "action editing.layers '9'", "action editing.edit", "wait-ready", "dump",
-        "action editing.layers '1'", "action editing.stats ''", "action editing.adam-steps 10", "action editing.templates 2",
+        "action editing.layers '1'", f"action editing.stats '{singular}'", "action editing.edit", "wait-ready", "dump",
+        "action editing.stats ''", "action editing.adam-steps 10", "action editing.templates 2",
         "action editing.edit", "wait-ready", "dump", f"shot {shots}/editing.png",
         # A sequence of 3 generated requests; an alarm factor just above 1 so that the alarm fires.
         "action editing.count 3", "action editing.alarm 1.001", "action editing.run-sequence", "wait-ready", "dump",
         f"shot {shots}/editing-sequence.png",
         "action editing.undo 1", f"action editing.save '{saved}'", "wait-ready", "dump",
+        "action editing.undo 4", f"action editing.save '{saved}4'", "wait-ready",
         f"action editing.save '{model}'", "wait-ready", "dump",
         "quit",
     ], model, timeout=280)
     d = dumps(out)
-    assert len(d) == 7, f"expected 7 dumps, got {len(d)}"
+    assert len(d) == 8, f"expected 8 dumps, got {len(d)}"
     assert "editing:" in d[0]["views"] and d[0]["view"] == "editing"
     head = editing_fields(editing_lines(d[0], "world_requests")[0])
     assert int(head["world_requests"]) > 10 and head["versions"] == "1", head
     # A prompt without {} and a layer out of range: banners, the model as it was.
     assert "{}" in d[1]["banner"], d[1]["banner"]
     assert "layers" in d[2]["banner"] and "9" in d[2]["banner"], d[2]["banner"]
-    for i in (1, 2):
+    assert "positive definite" in d[3]["banner"], d[3]["banner"]
+    print("banners:", *(d[i]["banner"] for i in (1, 2, 3)), sep="\n  ")
+    for i in (1, 2, 3):
         assert editing_fields(editing_lines(d[i], "world_requests")[0])["versions"] == "1"
     # The ROME edit: the new target overtakes the true one; the neighbours are listed.
-    before = editing_fields(editing_lines(d[3], "before ")[0])
-    after = editing_fields(editing_lines(d[3], "after ")[0])
+    before = editing_fields(editing_lines(d[4], "before ")[0])
+    after = editing_fields(editing_lines(d[4], "after ")[0])
     print("edit before", before, "after", after)
     assert float(before["p_new"]) < float(before["p_true"]) and before["efficacy"] == "0"
     assert float(after["p_new"]) > float(after["p_true"]) and after["efficacy"] == "1"
     assert float(after["p_new"]) > 0.5 and float(after["specificity"]) >= 0.6
-    assert len(editing_lines(d[3], "neighbour ")) == 5
-    head = editing_fields(editing_lines(d[3], "world_requests")[0])
+    assert len(editing_lines(d[4], "neighbour ")) == 5
+    head = editing_fields(editing_lines(d[4], "world_requests")[0])
     assert head["versions"] == "2" and head["current"] == "1", head
     # The sequence: versions 2-4 after the edit, one perplexity point per step, the alarm marked.
-    head = editing_fields(editing_lines(d[4], "world_requests")[0])
+    head = editing_fields(editing_lines(d[5], "world_requests")[0])
     assert head["versions"] == "5" and head["current"] == "4", head
-    seq = editing_fields(editing_lines(d[4], "sequence ")[0])
+    seq = editing_fields(editing_lines(d[5], "sequence ")[0])
     assert seq["points"] == "4", seq
-    steps = [editing_fields(l) for l in editing_lines(d[4], "version ")[2:]]
+    steps = [editing_fields(l) for l in editing_lines(d[5], "version ")[2:]]
     assert len(steps) == 3 and all(s["efficacy"] in ("0", "1") for s in steps), steps
     threshold = float(seq["threshold"])
     for s in steps:
         assert (s["alarm"] == "1") == (not float(s["ppl"]) <= threshold), (s, threshold)
     assert int(seq["alarms"]) == sum(s["alarm"] == "1" for s in steps) >= 1, (seq, steps)
-    assert d[4]["banner"] == d[2]["banner"], "the sequence showed an error"
+    assert d[5]["banner"] == d[3]["banner"], "the sequence showed an error"
     # Undo to the single edit and save it; saving over the loaded model is refused.
-    assert editing_fields(editing_lines(d[5], "world_requests")[0])["current"] == "1"
-    assert editing_lines(d[5], "saved=")[0] == "saved=" + saved
-    assert os.path.exists(os.path.join(saved, "config.json")) and os.path.exists(os.path.join(saved, "model.safetensors"))
-    assert d[6]["banner"] != d[5]["banner"] and model in d[6]["banner"], d[6]["banner"]
+    assert editing_fields(editing_lines(d[6], "world_requests")[0])["current"] == "1"
     assert editing_lines(d[6], "saved=")[0] == "saved=" + saved
+    assert os.path.exists(os.path.join(saved, "config.json")) and os.path.exists(os.path.join(saved, "model.safetensors"))
+    # Version 1 changes one matrix of the loaded model; version 4 (three more ROME edits at layer 1) the same one.
+    w1, w4 = os.path.join(saved, "model.safetensors"), os.path.join(saved + "4", "model.safetensors")
+    changed = safetensors_changed(weights, w1)
+    assert len(changed) == 1 and ".1." in changed[0], changed
+    assert safetensors_changed(w1, w4) == changed
+    assert d[7]["banner"] != d[6]["banner"] and model in d[7]["banner"], d[7]["banner"]
+    print("save over the model:", d[7]["banner"])
+    assert editing_lines(d[7], "saved=")[0] == "saved=" + saved + "4"
     assert (os.path.getsize(weights), os.path.getmtime(weights)) == stamp, "the loaded model's weights were written"
     shutil.rmtree(tmp)
 
