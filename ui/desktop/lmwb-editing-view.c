@@ -7,7 +7,7 @@
  * Actions (editing.*): request JSON (a flat request into the fields), prompt, subject, target-new,
  * target-true TEXT (one field), pick N (the N-th world request), method rome-paper|rome-consistent|memit, layers 'L'|'A-B', stats PATH ('' = C = I),
  * adam-steps N, templates N, edit, requests PATH, count N, monitor PATH, alarm X, run-sequence,
- * undo N (the N-th version), save DIR, save-dialog. */
+ * undo N (the N-th version), save DIR, save-dialog, browse stats|requests|monitor (a file dialog). */
 #include "ui/desktop/lmwb-view.h"
 #include "app/core/errors.h"
 #include "app/formats/json_text.h"
@@ -70,7 +70,7 @@ struct _LmwbEditingView {
   LmwbJob *job;             /* the running edit, sequence or save */
   EditOut *last;            /* the last single edit, for the labels and describe */
   char *last_request;       /* its request as text, for describe */
-  double seq_factor, seq_threshold, seq_last_ppl;
+  double seq_edits, seq_threshold, seq_last_ppl;
   int seq_points, seq_alarms;
   char *saved;
 };
@@ -230,6 +230,7 @@ static gpointer run_sequence(gpointer data, LmwbReporter *rep, GError **error) {
   LmwbEditRequests *reqs = in->requests ? lmwb_edit_requests_read(in->requests, error)
                                         : lmwb_edit_requests_from_world(in->world, in->count, WORLD_NEIGHBOURS, WORLD_SEED, error);
   if (!reqs) return NULL;
+  lmwb_report_metric(rep, "edits", reqs->n, 0); /* the plots' span, before the first step */
   g_auto(GStrv) monitor = lmwb_edit_monitor_read(in->monitor, error);
   LmwbEditStats **st = monitor ? load_stats(in, error) : NULL;
   LmwbEditSequence *seq = NULL;
@@ -429,6 +430,7 @@ static void reset_plots(LmwbEditingView *v) {
   lmwb_plot_view_set_plot(v->efficacy_plot, e);
   v->seq_points = v->seq_alarms = 0;
   v->seq_threshold = v->seq_last_ppl = NAN;
+  v->seq_edits = 0;
 }
 
 static void sequence_point(GtkWidget *owner, const char *series, double x, double y, gpointer data) {
@@ -436,10 +438,17 @@ static void sequence_point(GtkWidget *owner, const char *series, double x, doubl
   JobIn *in = data;
   if (in->serial != v->serial) return;
   LmwbPlot *p = lmwb_plot_view_get_plot(v->ppl_plot);
-  if (!strcmp(series, "ppl")) {
-    if (x == 0) v->seq_threshold = in->alarm * y; /* the alarm is a factor of the unedited perplexity */
+  if (!strcmp(series, "edits")) {
+    v->seq_edits = x;
+    lmwb_plot_set_x_range(p, 0, x);
+    lmwb_plot_set_x_range(lmwb_plot_view_get_plot(v->efficacy_plot), 0, x);
+  } else if (!strcmp(series, "ppl")) {
+    if (x == 0) { /* the alarm is a factor of the unedited perplexity: a line over the whole sequence */
+      v->seq_threshold = in->alarm * y;
+      lmwb_plot_append(p, 1, 0, v->seq_threshold);
+      lmwb_plot_append(p, 1, v->seq_edits, v->seq_threshold);
+    }
     lmwb_plot_append(p, 0, x, y);
-    lmwb_plot_append(p, 1, x, v->seq_threshold);
     v->seq_last_ppl = y;
     v->seq_points++;
   } else if (!strcmp(series, "efficacy")) {
@@ -551,7 +560,31 @@ static void save_response(GtkNativeDialog *dlg, int response, gpointer user) {
     g_autofree char *path = f ? g_file_get_path(f) : NULL;
     if (path) save(user, path);
   }
+  g_object_unref(user);
   g_object_unref(dlg);
+}
+
+static void browse_response(GtkNativeDialog *dlg, int response, gpointer entry) {
+  if (response == GTK_RESPONSE_ACCEPT) {
+    g_autoptr(GFile) f = gtk_file_chooser_get_file(GTK_FILE_CHOOSER(dlg));
+    g_autofree char *path = f ? g_file_get_path(f) : NULL;
+    if (path) set_text(entry, path);
+  }
+  g_object_unref(entry);
+  g_object_unref(dlg);
+}
+
+/* A file for one of the path fields: stats, requests or monitor. */
+static void browse(LmwbEditingView *v, const char *field) {
+  GtkEntry *e = !strcmp(field, "stats") ? v->stats_entry : !strcmp(field, "requests") ? v->requests_entry
+              : !strcmp(field, "monitor") ? v->monitor_entry : NULL;
+  if (!e) return;
+  GtkRoot *root = gtk_widget_get_root(GTK_WIDGET(v));
+  GtkFileChooserNative *dlg = gtk_file_chooser_native_new("Choose a file", GTK_IS_WINDOW(root) ? GTK_WINDOW(root) : NULL,
+                                                          GTK_FILE_CHOOSER_ACTION_OPEN, "_Open", "_Cancel");
+  gtk_native_dialog_set_modal(GTK_NATIVE_DIALOG(dlg), TRUE);
+  g_signal_connect(dlg, "response", G_CALLBACK(browse_response), g_object_ref(e));
+  gtk_native_dialog_show(GTK_NATIVE_DIALOG(dlg));
 }
 
 /* ---- filling the form ---------------------------------------------------------------------- */
@@ -660,6 +693,7 @@ static void act_edit(GSimpleAction *a, GVariant *p, gpointer user) { edit(user);
 static void act_run_sequence(GSimpleAction *a, GVariant *p, gpointer user) { run_sequence_clicked(user); }
 static void act_undo(GSimpleAction *a, GVariant *p, gpointer user) { undo_to(user, g_variant_get_int32(p)); }
 static void act_save(GSimpleAction *a, GVariant *p, gpointer user) { save(user, g_variant_get_string(p, NULL)); }
+static void act_browse(GSimpleAction *a, GVariant *p, gpointer user) { browse(user, g_variant_get_string(p, NULL)); }
 
 static void act_save_dialog(GSimpleAction *a, GVariant *p, gpointer user) {
   GtkRoot *root = gtk_widget_get_root(GTK_WIDGET(user));
@@ -667,7 +701,7 @@ static void act_save_dialog(GSimpleAction *a, GVariant *p, gpointer user) {
                                                           GTK_IS_WINDOW(root) ? GTK_WINDOW(root) : NULL,
                                                           GTK_FILE_CHOOSER_ACTION_SELECT_FOLDER, "_Save", "_Cancel");
   gtk_native_dialog_set_modal(GTK_NATIVE_DIALOG(dlg), TRUE);
-  g_signal_connect(dlg, "response", G_CALLBACK(save_response), user);
+  g_signal_connect(dlg, "response", G_CALLBACK(save_response), g_object_ref(user));
   gtk_native_dialog_show(GTK_NATIVE_DIALOG(dlg));
 }
 
@@ -679,11 +713,11 @@ static const GActionEntry actions[] = {
   {"templates", act_templates, "i"}, {"edit", act_edit},              {"requests", act_requests, "s"},
   {"count", act_count, "i"},       {"monitor", act_monitor, "s"},     {"alarm", act_alarm, "d"},
   {"run-sequence", act_run_sequence}, {"undo", act_undo, "i"},        {"save", act_save, "s"},
-  {"save-dialog", act_save_dialog},
+  {"save-dialog", act_save_dialog}, {"browse", act_browse, "s"},
 };
 
 static const LmwbShortcut shortcuts[] = {
-  {"editing.edit", "<Control>Return", "Edit the current version"},
+  {"editing.edit", "<Control><Shift>Return", "Edit the current version"},
   {"editing.save-dialog", "<Control><Shift>e", "Save the current version as a folder"},
 };
 
