@@ -96,7 +96,7 @@ static LmwbEditMethod current_method(LmwbEditingView *v) {
 typedef struct {
   guint serial;
   LmwbModel *model;       /* the version the job starts from */
-  const char *dir;        /* the loaded model's folder (tokenizer source for a save) */
+  const char *dir;        /* the loaded model's folder, for a save (borrowed: the version holds its root) */
   const char *dtype;
   LmwbEditMethod method;
   LmwbRomeOptions rome;
