@@ -304,10 +304,13 @@ def test_editing():
         "action editing.undo 1", f"action editing.save '{saved}'", "wait-ready", "dump",
         "action editing.undo 4", f"action editing.save '{saved}4'", "wait-ready",
         f"action editing.save '{model}'", "wait-ready", "dump",
+        # MEMIT over two layers of a picked world fact (λ small as C = I).
+        "action editing.pick 3", "action editing.method 'memit'", "action editing.layers '0-1'", "action editing.lambda 1.0",
+        "action editing.edit", "wait-ready", "dump",
         "quit",
     ], model, timeout=280)
     d = dumps(out)
-    assert len(d) == 8, f"expected 8 dumps, got {len(d)}"
+    assert len(d) == 9, f"expected 9 dumps, got {len(d)}"
     assert "editing:" in d[0]["views"] and d[0]["view"] == "editing"
     head = editing_fields(editing_lines(d[0], "world_requests")[0])
     assert int(head["world_requests"]) > 10 and head["versions"] == "1", head
@@ -353,6 +356,13 @@ def test_editing():
     print("save over the model:", d[7]["banner"])
     assert editing_lines(d[7], "saved=")[0] == "saved=" + saved + "4"
     assert (os.path.getsize(weights), os.path.getmtime(weights)) == stamp, "the loaded model's weights were written"
+    memit = editing_lines(d[8], "version ")[-1]
+    before = editing_fields(editing_lines(d[8], "before ")[0])
+    after = editing_fields(editing_lines(d[8], "after ")[0])
+    print("memit", memit, "before", before["p_new"], "after", after["p_new"])
+    assert "MEMIT L0" in memit and memit.startswith("version 5 "), memit
+    assert float(after["p_new"]) > 10 * float(before["p_new"]), (before, after)
+    assert d[8]["banner"] == d[7]["banner"], "MEMIT showed an error"
     shutil.rmtree(tmp)
 
 

@@ -5,9 +5,10 @@
  * and efficacy per edit. Every edit is a new version of the model (model.h): the list of versions
  * is the undo history, the chosen one is what the next edit starts from and what Save writes.
  * Actions (editing.*): request JSON (a flat request into the fields), prompt, subject, target-new,
- * target-true TEXT (one field), pick N (the N-th world request), method rome-paper|rome-consistent|memit, layers 'L'|'A-B', stats PATH ('' = C = I),
- * adam-steps N, templates N, edit, requests PATH, count N, monitor PATH, alarm X, run-sequence,
- * undo N (the N-th version), save DIR, save-dialog, browse stats|requests|monitor (a file dialog). */
+ * target-true TEXT (one field), pick N (the N-th world request), method rome-paper|rome-consistent|
+ * memit, layers 'L'|'A-B', stats PATH ('' = C = I), adam-steps N, templates N, lambda X (MEMIT's
+ * λ), edit, requests PATH, count N, monitor PATH, alarm X, run-sequence, undo N (the N-th
+ * version), save DIR, save-dialog, browse stats|requests|monitor (a file dialog). */
 #include "ui/desktop/lmwb-view.h"
 #include "app/core/errors.h"
 #include "app/formats/json_text.h"
@@ -56,7 +57,7 @@ struct _LmwbEditingView {
   GtkStringList *world_list;
   GtkEntry *prompt_entry, *subject_entry, *new_entry, *true_entry, *layers_entry, *stats_entry;
   GtkEntry *requests_entry, *monitor_entry;
-  GtkSpinButton *steps_spin, *templates_spin, *count_spin, *alarm_spin;
+  GtkSpinButton *steps_spin, *templates_spin, *lambda_spin, *count_spin, *alarm_spin;
   GtkCheckButton *stop_check;
   GtkLabel *scores_label, *neighbours_label, *sequence_label;
   GtkListBox *step_list;
@@ -132,6 +133,7 @@ static JobIn *job_in_new(LmwbEditingView *v) {
   in->rome.keys = gtk_drop_down_get_selected(v->method_drop) == 1 ? LMWB_ROME_KEYS_CONSISTENT : LMWB_ROME_KEYS_PAPER;
   in->rome.steps = gtk_spin_button_get_value_as_int(v->steps_spin);
   in->rome.n_short = in->rome.n_long = gtk_spin_button_get_value_as_int(v->templates_spin);
+  in->rome.lambda = gtk_spin_button_get_value(v->lambda_spin);
   g_autofree char *st = g_strstrip(g_strdup(text_of(v->stats_entry)));
   in->stats = *st ? g_strdup(st) : NULL;
   GError *err = NULL;
@@ -214,7 +216,9 @@ static gpointer run_edit(gpointer data, LmwbReporter *rep, GError **error) {
   }
   o->nb_prompts = g_new0(char *, o->n_nb + 1);
   for (int i = 0; i < o->n_nb; i++) o->nb_prompts[i] = g_strdup(req->neighbours[i]);
-  const char *how = in->method == LMWB_EDIT_MEMIT ? "MEMIT" : in->rome.keys == LMWB_ROME_KEYS_CONSISTENT ? "ROME (consistent)" : "ROME";
+  const char *how = in->method == LMWB_EDIT_MEMIT                    ? "MEMIT"
+                    : in->rome.keys == LMWB_ROME_KEYS_CONSISTENT ? "ROME (consistent)"
+                                                                   : "ROME";
   g_autofree char *last = in->n_layers > 1 ? g_strdup_printf("–%d", in->layers[in->n_layers - 1]) : g_strdup("");
   o->label = g_strdup_printf("%s L%d%s: %s →%s", how, in->layers[0], last, req->subject, req->target_new);
   return o;
@@ -227,8 +231,9 @@ static void step_alarm(const LmwbEditStep *st, void *user) { lmwb_report_metric(
 
 static gpointer run_sequence(gpointer data, LmwbReporter *rep, GError **error) {
   JobIn *in = data;
-  LmwbEditRequests *reqs = in->requests ? lmwb_edit_requests_read(in->requests, error)
-                                        : lmwb_edit_requests_from_world(in->world, in->count, WORLD_NEIGHBOURS, WORLD_SEED, error);
+  LmwbEditRequests *reqs =
+    in->requests ? lmwb_edit_requests_read(in->requests, error)
+                 : lmwb_edit_requests_from_world(in->world, in->count, WORLD_NEIGHBOURS, WORLD_SEED, error);
   if (!reqs) return NULL;
   lmwb_report_metric(rep, "edits", reqs->n, 0); /* the plots' span, before the first step */
   g_auto(GStrv) monitor = lmwb_edit_monitor_read(in->monitor, error);
@@ -324,7 +329,8 @@ static void show_scores(LmwbEditingView *v) {
   g_string_truncate(t, t->len - 1);
   gtk_label_set_text(v->scores_label, t->str);
   g_string_free(t, TRUE);
-  GString *n = g_string_new(o->n_nb ? "<b>Neighbours' top answers</b> (before → after)" : "No neighbour prompts: pick a world request to see them.");
+  GString *n = g_string_new(o->n_nb ? "<b>Neighbours' top answers</b> (before → after)"
+                                     : "No neighbour prompts: pick a world request to see them.");
   for (int i = 0; i < o->n_nb; i++) {
     g_autofree char *pr = g_markup_escape_text(o->nb_prompts[i], -1);
     g_autofree char *a = g_markup_escape_text(o->nb_before[i], -1), *b = g_markup_escape_text(o->nb_after[i], -1);
@@ -686,6 +692,7 @@ ENTRY_ACTION(monitor, monitor_entry)
   }
 SPIN_ACTION(adam_steps, steps_spin, int32)
 SPIN_ACTION(templates, templates_spin, int32)
+SPIN_ACTION(lambda, lambda_spin, double)
 SPIN_ACTION(count, count_spin, int32)
 SPIN_ACTION(alarm, alarm_spin, double)
 
@@ -706,14 +713,17 @@ static void act_save_dialog(GSimpleAction *a, GVariant *p, gpointer user) {
 }
 
 static const GActionEntry actions[] = {
-  {"request", act_request, "s"},   {"pick", act_pick, "i"},           {"method", act_method, "s"},
-  {"prompt", act_prompt, "s"},     {"subject", act_subject, "s"},     {"target-new", act_target_new, "s"},
-  {"target-true", act_target_true, "s"},
-  {"layers", act_layers, "s"},     {"stats", act_stats, "s"},         {"adam-steps", act_adam_steps, "i"},
-  {"templates", act_templates, "i"}, {"edit", act_edit},              {"requests", act_requests, "s"},
-  {"count", act_count, "i"},       {"monitor", act_monitor, "s"},     {"alarm", act_alarm, "d"},
-  {"run-sequence", act_run_sequence}, {"undo", act_undo, "i"},        {"save", act_save, "s"},
-  {"save-dialog", act_save_dialog}, {"browse", act_browse, "s"},
+  {"request", act_request, "s"},      {"pick", act_pick, "i"},
+  {"prompt", act_prompt, "s"},        {"subject", act_subject, "s"},
+  {"target-new", act_target_new, "s"}, {"target-true", act_target_true, "s"},
+  {"method", act_method, "s"},        {"layers", act_layers, "s"},
+  {"stats", act_stats, "s"},          {"adam-steps", act_adam_steps, "i"},
+  {"templates", act_templates, "i"},  {"lambda", act_lambda, "d"},
+  {"edit", act_edit},                 {"requests", act_requests, "s"},
+  {"count", act_count, "i"},          {"monitor", act_monitor, "s"},
+  {"alarm", act_alarm, "d"},          {"run-sequence", act_run_sequence},
+  {"undo", act_undo, "i"},            {"save", act_save, "s"},
+  {"save-dialog", act_save_dialog},   {"browse", act_browse, "s"},
 };
 
 static const LmwbShortcut shortcuts[] = {
@@ -816,7 +826,7 @@ static void lmwb_editing_view_class_init(LmwbEditingViewClass *k) {
 #define BIND(x) gtk_widget_class_bind_template_child(wk, LmwbEditingView, x)
   BIND(world_drop), BIND(method_drop), BIND(world_list), BIND(prompt_entry), BIND(subject_entry), BIND(new_entry);
   BIND(true_entry), BIND(layers_entry), BIND(stats_entry), BIND(requests_entry), BIND(monitor_entry);
-  BIND(steps_spin), BIND(templates_spin), BIND(count_spin), BIND(alarm_spin), BIND(stop_check);
+  BIND(steps_spin), BIND(templates_spin), BIND(lambda_spin), BIND(count_spin), BIND(alarm_spin), BIND(stop_check);
   BIND(scores_label), BIND(neighbours_label), BIND(sequence_label), BIND(step_list), BIND(ppl_plot), BIND(efficacy_plot);
 #undef BIND
 }
