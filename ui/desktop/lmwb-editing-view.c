@@ -560,37 +560,44 @@ static void save(LmwbEditingView *v, const char *dir) {
   start(v, "Saving the edited model", run_save, in, g_free, save_done, NULL);
 }
 
-static void save_response(GtkNativeDialog *dlg, int response, gpointer user) {
+/* A file dialog: a chosen folder is saved to (entry NULL), a chosen file fills the entry. */
+typedef struct {
+  LmwbEditingView *v;
+  GtkEntry *entry;
+} Chooser;
+
+static void chooser_response(GtkNativeDialog *dlg, int response, gpointer p) {
+  Chooser *c = p;
   if (response == GTK_RESPONSE_ACCEPT) {
     g_autoptr(GFile) f = gtk_file_chooser_get_file(GTK_FILE_CHOOSER(dlg));
     g_autofree char *path = f ? g_file_get_path(f) : NULL;
-    if (path) save(user, path);
+    if (path && c->entry) set_text(c->entry, path);
+    else if (path) save(c->v, path);
   }
-  g_object_unref(user);
+  g_object_unref(c->v);
+  g_free(c);
   g_object_unref(dlg);
 }
 
-static void browse_response(GtkNativeDialog *dlg, int response, gpointer entry) {
-  if (response == GTK_RESPONSE_ACCEPT) {
-    g_autoptr(GFile) f = gtk_file_chooser_get_file(GTK_FILE_CHOOSER(dlg));
-    g_autofree char *path = f ? g_file_get_path(f) : NULL;
-    if (path) set_text(entry, path);
-  }
-  g_object_unref(entry);
-  g_object_unref(dlg);
+static void choose(LmwbEditingView *v, GtkEntry *entry, const char *title, GtkFileChooserAction action,
+                   const char *accept) {
+  GtkRoot *root = gtk_widget_get_root(GTK_WIDGET(v));
+  GtkFileChooserNative *dlg =
+    gtk_file_chooser_native_new(title, GTK_IS_WINDOW(root) ? GTK_WINDOW(root) : NULL, action, accept, "_Cancel");
+  gtk_native_dialog_set_modal(GTK_NATIVE_DIALOG(dlg), TRUE);
+  Chooser *c = g_new0(Chooser, 1);
+  *c = (Chooser){g_object_ref(v), entry};
+  g_signal_connect(dlg, "response", G_CALLBACK(chooser_response), c);
+  gtk_native_dialog_show(GTK_NATIVE_DIALOG(dlg));
 }
 
 /* A file for one of the path fields: stats, requests or monitor. */
 static void browse(LmwbEditingView *v, const char *field) {
-  GtkEntry *e = !strcmp(field, "stats") ? v->stats_entry : !strcmp(field, "requests") ? v->requests_entry
-              : !strcmp(field, "monitor") ? v->monitor_entry : NULL;
-  if (!e) return;
-  GtkRoot *root = gtk_widget_get_root(GTK_WIDGET(v));
-  GtkFileChooserNative *dlg = gtk_file_chooser_native_new("Choose a file", GTK_IS_WINDOW(root) ? GTK_WINDOW(root) : NULL,
-                                                          GTK_FILE_CHOOSER_ACTION_OPEN, "_Open", "_Cancel");
-  gtk_native_dialog_set_modal(GTK_NATIVE_DIALOG(dlg), TRUE);
-  g_signal_connect(dlg, "response", G_CALLBACK(browse_response), g_object_ref(e));
-  gtk_native_dialog_show(GTK_NATIVE_DIALOG(dlg));
+  GtkEntry *e = !strcmp(field, "stats")      ? v->stats_entry
+              : !strcmp(field, "requests") ? v->requests_entry
+              : !strcmp(field, "monitor")  ? v->monitor_entry
+                                           : NULL;
+  if (e) choose(v, e, "Choose a file", GTK_FILE_CHOOSER_ACTION_OPEN, "_Open");
 }
 
 /* ---- filling the form ---------------------------------------------------------------------- */
@@ -703,13 +710,7 @@ static void act_save(GSimpleAction *a, GVariant *p, gpointer user) { save(user, 
 static void act_browse(GSimpleAction *a, GVariant *p, gpointer user) { browse(user, g_variant_get_string(p, NULL)); }
 
 static void act_save_dialog(GSimpleAction *a, GVariant *p, gpointer user) {
-  GtkRoot *root = gtk_widget_get_root(GTK_WIDGET(user));
-  GtkFileChooserNative *dlg = gtk_file_chooser_native_new("Save the edited model as a folder",
-                                                          GTK_IS_WINDOW(root) ? GTK_WINDOW(root) : NULL,
-                                                          GTK_FILE_CHOOSER_ACTION_SELECT_FOLDER, "_Save", "_Cancel");
-  gtk_native_dialog_set_modal(GTK_NATIVE_DIALOG(dlg), TRUE);
-  g_signal_connect(dlg, "response", G_CALLBACK(save_response), g_object_ref(user));
-  gtk_native_dialog_show(GTK_NATIVE_DIALOG(dlg));
+  choose(user, NULL, "Save the edited model as a folder", GTK_FILE_CHOOSER_ACTION_SELECT_FOLDER, "_Save");
 }
 
 static const GActionEntry actions[] = {
