@@ -8,7 +8,9 @@
  *  - the monitor perplexity equals the mean of per-sentence perplexities computed from the
  *    runner's token losses;
  *  - a sequence raises the alarm, stops or rolls back as asked;
- *  - statistics save and load, and a covariance of the wrong size is refused. */
+ *  - statistics save and load (a file or a folder of them), and a covariance of the wrong size is
+ *    refused;
+ *  - layer ranges, the monitor file and the neighbours' answers the front ends share. */
 #include "editors/edit_sequence.h"
 #include "app/core/errors.h"
 #include "app/engine/linalg.h"
@@ -319,6 +321,11 @@ static void test_stats(void) {
   g_assert_no_error(err);
   g_assert_cmpint(memcmp(s->C, t->C, sizeof(float) * s->dim * s->dim), ==, 0);
   g_assert_cmpint(t->tokens, ==, s->tokens);
+  /* a folder of C{L}.safetensors holds one file per layer */
+  LmwbEditStats *f = lmwb_edit_stats_load_for(dir, m, 1, &err);
+  g_assert_no_error(err);
+  g_assert_cmpint(memcmp(s->C, f->C, sizeof(float) * s->dim * s->dim), ==, 0);
+  lmwb_edit_stats_free(f);
   /* another layer's name, another model's size */
   g_assert_null(lmwb_edit_stats_load(path, m, 0, &err));
   g_assert_true(strstr(err->message, "blocks.0.mlp.W_out.C") != NULL);
@@ -347,6 +354,47 @@ static void test_stats(void) {
   lmwb_model_unref(m);
 }
 
+/* What the front ends share: layer ranges, the monitor file, the neighbours' answers. */
+static void test_front_end(void) {
+  LmwbModel *m = rt_load("gpt2");
+  GError *err = NULL;
+  int *layers = NULL, n = 0;
+  g_assert_true(lmwb_edit_layers_parse(m, "1", &layers, &n, &err));
+  g_assert_cmpint(n, ==, 1);
+  g_assert_cmpint(layers[0], ==, 1);
+  g_free(layers);
+  g_assert_true(lmwb_edit_layers_parse(m, "0-1", &layers, &n, &err));
+  g_assert_cmpint(n, ==, 2);
+  g_assert_cmpint(layers[1], ==, 1);
+  g_free(layers);
+  const char *bad[] = {"", "x", "1-0", "-1", "0-", "0-99", "1x"};
+  for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
+    g_assert_false(lmwb_edit_layers_parse(m, bad[i], &layers, &n, &err));
+    g_assert_error(err, LMWB_ERROR, LMWB_ERROR_INPUT);
+    g_clear_error(&err);
+  }
+  g_autofree char *dir = g_dir_make_tmp("lmwb-rome-XXXXXX", NULL);
+  g_autofree char *path = g_build_filename(dir, "monitor.txt", NULL);
+  g_assert_true(g_file_set_contents(path, "  One sentence.  \n\n\tTwo sentences here.\n", -1, NULL));
+  g_auto(GStrv) mon = lmwb_edit_monitor_read(path, &err);
+  g_assert_no_error(err);
+  g_assert_cmpuint(g_strv_length(mon), ==, 2);
+  g_assert_cmpstr(mon[0], ==, "One sentence.");
+  g_assert_cmpstr(mon[1], ==, "Two sentences here.");
+  g_assert_true(g_file_set_contents(path, " \n\n", -1, NULL));
+  g_assert_null(lmwb_edit_monitor_read(path, &err));
+  g_assert_true(strstr(err->message, "no sentences") != NULL);
+  g_clear_error(&err);
+  g_unlink(path);
+  g_rmdir(dir);
+  char *prompts[] = {"The cat sat on the", "A dog ran"};
+  int32_t ids[2];
+  double p[2];
+  g_assert_true(lmwb_edit_top_answers(m, prompts, 2, ids, p, &err));
+  for (int i = 0; i < 2; i++) g_assert_true(ids[i] >= 0 && ids[i] < m->cfg.vocab_size && p[i] > 0 && p[i] <= 1);
+  lmwb_model_unref(m);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/rome/requests", test_requests);
@@ -356,5 +404,6 @@ int main(int argc, char **argv) {
   g_test_add_func("/rome/monitor", test_monitor);
   g_test_add_func("/rome/sequence", test_sequence);
   g_test_add_func("/rome/stats", test_stats);
+  g_test_add_func("/rome/front-end", test_front_end);
   return g_test_run();
 }
