@@ -507,6 +507,11 @@ static void run_sequence_clicked(LmwbEditingView *v) {
   in->monitor = g_strstrip(g_strdup(text_of(v->monitor_entry)));
   in->alarm = gtk_spin_button_get_value(v->alarm_spin);
   in->stop = gtk_check_button_get_active(v->stop_check);
+  if (!*in->monitor) {
+    lmwb_view_show_error(LMWB_VIEW(v), "Choose the monitor sentences: a text file, one sentence a line.");
+    job_in_free(in);
+    return;
+  }
   if (!in->requests && !g_file_test(in->world, G_FILE_TEST_IS_REGULAR)) {
     lmwb_view_show_error(LMWB_VIEW(v), "Give a requests file: this model has no world.json to make requests from.");
     job_in_free(in);
