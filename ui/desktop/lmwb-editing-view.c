@@ -265,12 +265,13 @@ static gpointer run_save(gpointer data, LmwbReporter *rep, GError **error) {
 
 /* ---- main-loop side ------------------------------------------------------------------------ */
 
+/* Newest first: the version an edit just made is at the top, in sight. */
 static void show_versions(LmwbEditingView *v) {
   GtkWidget *c;
   while ((c = gtk_widget_get_first_child(GTK_WIDGET(v->step_list)))) gtk_list_box_remove(v->step_list, c);
-  for (guint i = 0; i < v->versions->len; i++) {
+  for (int i = (int)v->versions->len - 1; i >= 0; i--) {
     Version *ver = g_ptr_array_index(v->versions, i);
-    g_autofree char *text = g_strdup_printf("%u · %s%s", i, ver->label, ver->alarm ? "  ⚠ ALARM" : "");
+    g_autofree char *text = g_strdup_printf("%d · %s%s", i, ver->label, ver->alarm ? "  ⚠ ALARM" : "");
     GtkWidget *l = gtk_label_new(text);
     gtk_label_set_xalign(GTK_LABEL(l), 0);
     gtk_label_set_ellipsize(GTK_LABEL(l), PANGO_ELLIPSIZE_END);
@@ -280,7 +281,7 @@ static void show_versions(LmwbEditingView *v) {
     GtkWidget *row = gtk_list_box_row_new();
     gtk_list_box_row_set_child(GTK_LIST_BOX_ROW(row), l);
     gtk_list_box_append(v->step_list, row);
-    if ((int)i == v->current) gtk_list_box_select_row(v->step_list, GTK_LIST_BOX_ROW(row));
+    if (i == v->current) gtk_list_box_select_row(v->step_list, GTK_LIST_BOX_ROW(row));
   }
 }
 
@@ -536,7 +537,8 @@ static void undo_to(LmwbEditingView *v, int i) {
 }
 
 static void on_row_activated(GtkListBox *box, GtkListBoxRow *row, gpointer user) {
-  undo_to(user, gtk_list_box_row_get_index(row));
+  LmwbEditingView *v = user;
+  undo_to(v, (int)v->versions->len - 1 - gtk_list_box_row_get_index(row));
 }
 
 static void save_done(LmwbJob *job, GtkWidget *owner, gpointer result, const GError *error, gpointer data) {
