@@ -277,7 +277,7 @@ static void show_versions(LmwbEditingView *v) {
     gtk_label_set_ellipsize(GTK_LABEL(l), PANGO_ELLIPSIZE_END);
     gtk_widget_set_margin_start(l, 8), gtk_widget_set_margin_end(l, 8);
     gtk_widget_set_margin_top(l, 3), gtk_widget_set_margin_bottom(l, 3);
-    if (ver->alarm) gtk_widget_add_css_class(l, "error");
+    if (ver->alarm && i != v->current) gtk_widget_add_css_class(l, "error"); /* red on the selection is unreadable */
     GtkWidget *row = gtk_list_box_row_new();
     gtk_list_box_row_set_child(GTK_LIST_BOX_ROW(row), l);
     gtk_list_box_append(v->step_list, row);
