@@ -45,6 +45,7 @@ static void version_free(gpointer p) {
 typedef struct {
   LmwbModel *edited;
   LmwbEditScores before, after;
+  LmwbEditInfo info;
   int n_nb;
   char **nb_prompts, **nb_before, **nb_after; /* [n_nb] answers as shown */
   double *p_before, *p_after;
@@ -199,11 +200,10 @@ static gpointer run_edit(gpointer data, LmwbReporter *rep, GError **error) {
   lmwb_report_progress(rep, 0.05, "scoring the unedited version");
   gboolean ok = lmwb_edit_score(in->model, NULL, req, &o->before, error) &&
                 (o->nb_before = answers(in->model, req->neighbours, o->n_nb, o->p_before, error)) != NULL;
-  LmwbEditInfo info = {0};
   if (ok) {
     o->edited = in->method == LMWB_EDIT_MEMIT
-                  ? lmwb_memit_edit(in->model, in->reqs, in->layers, in->n_layers, st, &in->rome, &info, rep, error)
-                  : lmwb_rome_edit(in->model, req, in->layers[0], st[0], &in->rome, &info, rep, error);
+                  ? lmwb_memit_edit(in->model, in->reqs, in->layers, in->n_layers, st, &in->rome, &o->info, rep, error)
+                  : lmwb_rome_edit(in->model, req, in->layers[0], st[0], &in->rome, &o->info, rep, error);
     ok = o->edited != NULL;
   }
   lmwb_report_progress(rep, 0.95, "scoring the edited version");
@@ -327,7 +327,10 @@ static void show_scores(LmwbEditingView *v) {
     g_string_append_printf(t, "%-18s %9s %9s\n", names[r], cells[0], cells[1]);
     g_free(cells[0]), g_free(cells[1]);
   }
-  g_string_truncate(t, t->len - 1);
+  /* A tiny ROME denominator k·u makes a huge update: the paper's keys' road to collapse. */
+  g_string_append_printf(t, "Adam steps %d · ‖δ‖ %.3g · ‖ΔW‖ %.3g", o->info.steps, o->info.delta_norm, o->info.update_norm);
+  if (isfinite(o->info.denominator) && o->info.denominator != 0)
+    g_string_append_printf(t, " · k·u %.3g", o->info.denominator);
   gtk_label_set_text(v->scores_label, t->str);
   g_string_free(t, TRUE);
   GString *n = g_string_new(o->n_nb ? "<b>Neighbours' top answers</b> (before → after)"
@@ -791,6 +794,8 @@ static char *describe(LmwbView *view) {
     g_string_append_printf(s, "editing request=%s\n", req);
     describe_scores(s, "before", &v->last->before);
     describe_scores(s, "after", &v->last->after);
+    g_string_append_printf(s, "editing info steps=%d update_norm=%.6g denominator=%.6g\n", v->last->info.steps,
+                           v->last->info.update_norm, v->last->info.denominator);
     for (int i = 0; i < v->last->n_nb; i++)
       g_string_append_printf(s, "editing neighbour %d before=%s after=%s\n", i, v->last->nb_before[i], v->last->nb_after[i]);
   }
