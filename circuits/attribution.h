@@ -79,8 +79,9 @@ typedef struct LmwbAttributionPrune {
   guint8 *node_keep;   /* [n_nodes] */
   guint8 *edge_keep;   /* [n_nodes * n_nodes], like adj */
   float *influence;    /* [n_nodes] cumulative influence fraction (smaller = more important) */
-  double replacement, completeness;
+  double replacement, completeness; /* NaN when undefined (no influence reaches the logits) */
   int nodes_kept, edges_kept;
+  double node_threshold, edge_threshold; /* as asked */
 } LmwbAttributionPrune;
 
 LmwbAttributionPrune *lmwb_attribution_prune(const LmwbAttribution *a, double node_threshold, double edge_threshold,
@@ -92,7 +93,8 @@ void lmwb_attribution_prune_free(LmwbAttributionPrune *p);
  * prune NULL every node and every non-zero edge (`graph --no-prune`), else the kept nodes and
  * edges. Nodes carry activation (features), influence (when pruned), token_prob and labels
  * (logits: circuit-tracer's Output "tok" (p=…); features: their top decoded output tokens,
- * lmwb_attribution_feature_tokens; tokens and errors: none); the most probable logit is the target
+ * lmwb_attribution_feature_tokens, `→ " a" " b" " c"`; tokens `"tok" @pos`; errors
+ * `MLP L error @pos`); the most probable logit is the target
  * logit. Metadata: prompt and its token texts and ids, the model's name, the transcoder set's
  * folder, the thresholds when pruned, and extras replacement / completeness. The model gives the
  * token texts and the decoded labels and must be the one the attribution ran on. */

@@ -78,6 +78,8 @@ LmwbAttributionPrune *lmwb_attribution_prune(const LmwbAttribution *a, double no
   for (int k = 0; k < a->n_logits; k++) w[lmwb_attr_logit_node(a, k)] = a->logit_prob[k];
   influence(N, w, n, infl);
   LmwbAttributionPrune *p = g_new0(LmwbAttributionPrune, 1);
+  p->node_threshold = node_threshold;
+  p->edge_threshold = edge_threshold;
   /* scores of the whole graph */
   double tok = 0, err = 0, num = 0, den = 0;
   for (int i = F; i < first_fixed; i++) err += infl[i];

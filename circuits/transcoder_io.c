@@ -4,7 +4,9 @@
 #include "app/core/atomic_file.h"
 #include "app/core/errors.h"
 #include "app/core/inputs.h"
+#include "app/formats/half.h"
 #include "app/formats/json_input.h"
+#include "app/formats/json_text.h"
 #include "app/formats/safetensors.h"
 #include <string.h>
 
@@ -43,6 +45,13 @@ static float *read_tensor(const LmwbSafetensors *st, const char *path, const cha
     return NULL;
   }
   if (!lmwb_tensor_to_f32(t, f, error)) {
+    g_free(f);
+    return NULL;
+  }
+  size_t bad = lmwb_f32_find_nonfinite(f, n);
+  if (bad < n) {
+    lmwb_input_error(error, "%s: tensor \"%s\" holds a non-finite value (%g) at element %zu: the weights are corrupt",
+                     path, name, f[bad], bad);
     g_free(f);
     return NULL;
   }
@@ -232,12 +241,9 @@ gboolean lmwb_transcoder_save_saelens_as(const LmwbTranscoder *tc, const char *d
 #undef KS
 #undef KI
 #undef KB
-  g_autoptr(JsonGenerator) gen = json_generator_new();
-  json_generator_set_pretty(gen, TRUE);
   g_autoptr(JsonNode) root = json_builder_get_root(b);
-  json_generator_set_root(gen, root);
-  gsize len = 0;
-  g_autofree char *text = json_generator_to_data(gen, &len);
+  size_t len = 0;
+  g_autofree char *text = lmwb_json_generate(root, TRUE, &len);
   g_autofree char *cfg_path = g_build_filename(dir, "cfg.json", NULL);
   g_autofree char *w_path = g_build_filename(dir, "sae_weights.safetensors", NULL);
   LmwbSafetensorsWriter *w = lmwb_safetensors_writer_new();

@@ -1,6 +1,7 @@
 #include "app/formats/config.h"
 #include "app/core/errors.h"
 #include "app/core/inputs.h"
+#include "app/formats/json_text.h"
 #include "app/formats/json_input.h"
 #include <float.h>
 #include <math.h>
@@ -334,9 +335,6 @@ char *lmwb_config_to_json(const LmwbConfig *c, const char *torch_dtype) {
 #undef KD
 #undef KS
 #undef KB
-  g_autoptr(JsonGenerator) gen = json_generator_new();
-  json_generator_set_pretty(gen, TRUE);
   g_autoptr(JsonNode) root = json_builder_get_root(b);
-  json_generator_set_root(gen, root);
-  return json_generator_to_data(gen, NULL);
+  return lmwb_json_generate(root, TRUE, NULL);
 }

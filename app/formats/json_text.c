@@ -51,6 +51,36 @@ static size_t mend_exponents(char *t, size_t n) {
   return w;
 }
 
+/* json-glib 1.6 copies some control characters (U+001F among them) into strings unescaped, which
+ * makes the text invalid JSON: escape every byte below 0x20 that lies inside a string. */
+static char *mend_controls(char *t, size_t *n) {
+  size_t bad = 0;
+  gboolean in_string = FALSE;
+  for (size_t r = 0; r < *n; r++) {
+    unsigned char c = (unsigned char)t[r];
+    if (in_string && c == '\\') r++;
+    else if (c == '"') in_string = !in_string;
+    else if (in_string && c < 0x20) bad++;
+  }
+  if (!bad) return t;
+  GString *g = g_string_sized_new(*n + 5 * bad);
+  in_string = FALSE;
+  for (size_t r = 0; r < *n; r++) {
+    unsigned char c = (unsigned char)t[r];
+    if (in_string && c == '\\' && r + 1 < *n) {
+      g_string_append_c(g, t[r++]);
+      g_string_append_c(g, t[r]);
+      continue;
+    }
+    if (c == '"') in_string = !in_string;
+    if (in_string && c < 0x20) g_string_append_printf(g, "\\u%04x", c);
+    else g_string_append_c(g, (char)c);
+  }
+  g_free(t);
+  *n = g->len;
+  return g_string_free(g, FALSE);
+}
+
 char *lmwb_json_generate(JsonNode *root, gboolean pretty, size_t *len) {
   JsonGenerator *gen = json_generator_new();
   json_generator_set_pretty(gen, pretty);
@@ -59,6 +89,7 @@ char *lmwb_json_generate(JsonNode *root, gboolean pretty, size_t *len) {
   char *text = json_generator_to_data(gen, &n);
   g_object_unref(gen);
   n = mend_exponents(text, n);
+  text = mend_controls(text, &n);
   if (len) *len = n;
   return text;
 }

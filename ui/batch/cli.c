@@ -3,6 +3,7 @@
 #include "app/core/atomic_file.h"
 #include "app/core/inputs.h"
 #include "app/formats/half.h"
+#include "app/formats/json_text.h"
 #include "app/formats/npy.h"
 #include "app/formats/tokenizer.h"
 #include <math.h>
@@ -206,11 +207,8 @@ gboolean lmwb_cli_emit_json(JsonNode *root, const char *out, GError **error) {
                 "nothing written", bad);
     return FALSE;
   }
-  g_autoptr(JsonGenerator) gen = json_generator_new();
-  json_generator_set_pretty(gen, out == NULL && isatty(1));
-  json_generator_set_root(gen, root);
-  gsize len = 0;
-  g_autofree char *s = json_generator_to_data(gen, &len);
+  size_t len = 0;
+  g_autofree char *s = lmwb_json_generate(root, out == NULL && isatty(1), &len);
   json_node_unref(root);
   if (out) {
     GString *g = g_string_new_len(s, len);

@@ -5,6 +5,7 @@
 #include "ui/batch/commands.h"
 #include "app/core/atomic_file.h"
 #include "app/core/inputs.h"
+#include "app/formats/json_text.h"
 #include "app/formats/tokenizer.h"
 #include "circuits/transcoder_train.h"
 #include <glib/gstdio.h>
@@ -104,11 +105,8 @@ static gboolean write_train_json(const LmwbTcTrainResult *res, const LmwbTcTrain
   json_num(b, "step_tokens_per_s", res->step_tokens_per_s);
   json_builder_end_object(b);
   g_autoptr(JsonNode) root = json_builder_get_root(b);
-  g_autoptr(JsonGenerator) gen = json_generator_new();
-  json_generator_set_pretty(gen, TRUE);
-  json_generator_set_root(gen, root);
-  gsize len = 0;
-  g_autofree char *text = json_generator_to_data(gen, &len);
+  size_t len = 0;
+  g_autofree char *text = lmwb_json_generate(root, TRUE, &len);
   return lmwb_file_write_atomic(json_path, text, len, err) && lmwb_cli_emit_json(json_node_ref(root), NULL, err);
 }
 

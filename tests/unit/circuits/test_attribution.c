@@ -10,6 +10,7 @@
  *    influence and scores match a small graph worked out by hand. */
 #include "circuits/attribution.h"
 #include "app/core/errors.h"
+#include "app/formats/tokenizer.h"
 #include <math.h>
 #include <string.h>
 
@@ -372,6 +373,94 @@ static void test_prune_by_hand(void) {
 #undef A
 }
 
+/* The attribution as a circuit graph: unpruned, every node and every non-zero edge with its weight;
+ * pruned, exactly the kept nodes and edges; ids, activations, labels and probabilities as the
+ * attribution says; JSON export and import give the same graph. */
+static void test_to_graph(void) {
+  LmwbModel *m = load_fixture("gpt2");
+  GError *err = NULL;
+  LmwbTranscoderSet *set = random_set(&m->cfg, 48);
+  int32_t ids[5] = {3, 14, 15, 92, 65};
+  LmwbAttribution *a = lmwb_attribute(m, set, ids, 5, NULL, NULL, &err);
+  g_assert_no_error(err);
+  LmwbGraph *g = lmwb_attribution_to_graph(a, NULL, m, set, "a prompt", &err);
+  g_assert_no_error(err);
+  g_assert_cmpint(g->n_nodes, ==, a->n_nodes);
+  g_assert_cmpint(g->n_prompt, ==, 5);
+  g_assert_false(g->has_node_threshold);
+  size_t nz = 0, n = (size_t)a->n_nodes;
+  for (size_t i = 0; i < n * n; i++) nz += a->adj[i] != 0.0f;
+  g_assert_cmpint(g->n_edges, ==, (int)nz);
+  for (int e = 0; e < g->n_edges; e++) /* unpruned: node i of the graph is node i of the attribution */
+    g_assert_cmpfloat(g->edges[e].weight, ==, a->adj[(size_t)g->edges[e].target * n + g->edges[e].source]);
+  for (int i = 0; i < a->n_features; i++) {
+    g_autofree char *id = lmwb_graph_node_id(g, i);
+    g_autofree char *want = g_strdup_printf("%d_%d_%d", a->feat_layer[i], a->feat_index[i], a->feat_pos[i]);
+    g_assert_cmpstr(id, ==, want);
+    g_assert_cmpfloat(g->nodes[i].activation, ==, a->feat_act[i]);
+    g_assert_true(g_str_has_prefix(g->nodes[i].label, "→ \""));
+    int32_t top[1];
+    float pr[1];
+    g_assert_true(lmwb_attribution_feature_tokens(m, set->layers[a->feat_layer[i]], a->feat_index[i], 1, top, NULL, pr, &err));
+    g_autofree char *first = lmwb_tokenizer_token_text(m->tokenizer, top[0]);
+    g_autofree char *quoted = g_strdup_printf("→ \"%s\"", first);
+    g_assert_true(g_str_has_prefix(g->nodes[i].label, quoted));
+  }
+  int l0 = lmwb_attr_logit_node(a, 0);
+  g_assert_true(g->nodes[l0].target_logit);
+  g_assert_cmpfloat(g->nodes[l0].token_prob, ==, a->logit_prob[0]);
+  g_autofree char *lid = lmwb_graph_node_id(g, l0);
+  g_autofree char *lwant = g_strdup_printf("%d_%d_%d", m->cfg.n_layer + 1, a->logit_token[0], 4);
+  g_assert_cmpstr(lid, ==, lwant);
+  g_autofree char *eid = lmwb_graph_node_id(g, lmwb_attr_error_node(a, 1, 3));
+  g_assert_cmpstr(eid, ==, "1_-1_3");
+  g_autofree char *tid = lmwb_graph_node_id(g, lmwb_attr_token_node(a, 2));
+  g_assert_cmpstr(tid, ==, "E_15_2");
+  g_autofree char *t15 = lmwb_tokenizer_token_text(m->tokenizer, 15);
+  g_autofree char *tlabel = g_strdup_printf("\"%s\" @2", t15);
+  g_assert_cmpstr(g->nodes[lmwb_attr_token_node(a, 2)].label, ==, tlabel);
+  g_assert_cmpstr(g->nodes[lmwb_attr_error_node(a, 1, 3)].label, ==, "MLP 1 error @3");
+
+  /* pruned */
+  LmwbAttributionPrune *p = lmwb_attribution_prune(a, 0.8, 0.98, &err);
+  g_assert_no_error(err);
+  LmwbGraph *gp = lmwb_attribution_to_graph(a, p, m, set, "a prompt", &err);
+  g_assert_no_error(err);
+  g_assert_cmpint(gp->n_nodes, ==, p->nodes_kept);
+  int kept = 0;
+  for (size_t i = 0; i < n * n; i++) kept += p->edge_keep[i] && a->adj[i] != 0.0f && p->node_keep[i / n] && p->node_keep[i % n];
+  g_assert_cmpint(gp->n_edges, ==, kept);
+  g_assert_true(gp->has_node_threshold);
+  g_assert_cmpfloat(gp->node_threshold, ==, 0.8);
+  for (int i = 0; i < gp->n_nodes; i++) g_assert_true(gp->nodes[i].has_influence);
+
+  /* JSON round trip */
+  size_t len = 0;
+  g_autofree char *json = lmwb_graph_to_json(gp, &len, &err);
+  g_assert_no_error(err);
+  LmwbGraph *back = lmwb_graph_from_json(json, len, "test", &err);
+  g_assert_no_error(err);
+  g_assert_cmpint(back->n_nodes, ==, gp->n_nodes);
+  g_assert_cmpint(back->n_edges, ==, gp->n_edges);
+  g_autofree char *json2 = lmwb_graph_to_json(back, NULL, &err);
+  g_assert_cmpstr(json, ==, json2);
+
+  /* a feature that does not exist */
+  int32_t t1[1];
+  float p1[1];
+  g_assert_false(lmwb_attribution_feature_tokens(m, set->layers[0], 48, 1, t1, NULL, p1, &err));
+  g_assert_error(err, LMWB_ERROR, LMWB_ERROR_INPUT);
+  g_clear_error(&err);
+
+  lmwb_graph_free(back);
+  lmwb_graph_free(gp);
+  lmwb_graph_free(g);
+  lmwb_attribution_prune_free(p);
+  lmwb_attribution_free(a);
+  lmwb_transcoder_set_free(set);
+  lmwb_model_unref(m);
+}
+
 static void test_bad_input(void) {
   LmwbModel *m = load_fixture("gpt2");
   GError *err = NULL;
@@ -393,6 +482,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/attribution/edges", test_edges);
   g_test_add_func("/attribution/budget", test_budget);
   g_test_add_func("/attribution/prune-by-hand", test_prune_by_hand);
+  g_test_add_func("/attribution/to-graph", test_to_graph);
   g_test_add_func("/attribution/bad-input", test_bad_input);
   return g_test_run();
 }

@@ -2,7 +2,8 @@
 per MLP layer with the shapes the model needs, and, measured again with `lmwb-batch transcoder
 eval` on the held-out sample shipped beside them, the figures of CARD.md (eval-sample.json): the
 loss recovered no lower than those figures minus a margin, L0 below 64 and FVU no higher than the
-figures plus a margin, for every layer and with every layer spliced at once.
+figures plus a margin, for every layer and with every layer spliced at once; and the README's
+attribution graph of an IOI prompt through them.
 Skips (exit 77) with a message while the set is absent.
 Usage: test_transcoder_builtin.py LMWB_BATCH MODEL_DIR
 """
@@ -28,6 +29,31 @@ def header(path):
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
         return json.loads(f.read(n))
+
+
+def ioi_graph():
+    """The README's IOI graph: the answer, and the feature it names as carrying it, driven by the
+    non-repeated name and pushed down by the repeated one."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "ioi.json")
+        p = subprocess.run([BATCH, "graph", "--model", MODEL, "--transcoders", SET, "--prompt",
+                            "When Mary and John went to the store, John gave a drink to", "--out", out],
+                           capture_output=True, text=True)
+        check(p.returncode == 0, f"IOI graph: exit {p.returncode} {p.stderr.strip()[-300:]}")
+        if p.returncode != 0:
+            return
+        summary = json.loads(p.stdout)
+        check(summary["logits"][0]["token"] == [" Mary"] and summary["logits"][0]["prob"] > 0.9,
+              f"IOI graph: the answer is \" Mary\" ({summary['logits'][0]})")
+        g = json.load(open(out))
+    w = {(l["source"], l["target"]): l["weight"] for l in g["links"]}
+    logit = [n["node_id"] for n in g["nodes"] if n["is_target_logit"]][0]
+    f = "0_3217_13"
+    check(w.get((f, logit), 0) > 1 and w.get(("E_2179_1", f), 0) > 5 and w.get(("E_1544_3", f), 0) < 0
+          and w.get(("E_1544_9", f), 0) < 0,
+          f"IOI graph: {f} promotes \" Mary\" ({w.get((f, logit))}), fed by \" Mary\"@1 ({w.get(('E_2179_1', f))}), "
+          f"pushed down by both \" John\"s ({w.get(('E_1544_3', f))}, {w.get(('E_1544_9', f))})")
 
 
 def main():
@@ -62,6 +88,7 @@ def main():
         check(g["fvu"] <= e["fvu"] + MARGIN_FVU, f"layer {L}: FVU {g['fvu']:.4f} (card {e['fvu']:.4f})")
     check(got["ce_all_recovered"] >= expected["ce_all_recovered"] - MARGIN_RECOVERED,
           f"all layers spliced: loss recovered {got['ce_all_recovered']:.3f} (card {expected['ce_all_recovered']:.3f})")
+    ioi_graph()
     if failures:
         print(f"{len(failures)} failed")
         sys.exit(1)

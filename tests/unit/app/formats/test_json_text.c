@@ -62,9 +62,32 @@ static void test_generate_exponents(void) {
   json_node_unref(root);
 }
 
+/* Every control character in a string comes out escaped (strict JSON readers refuse raw ones) and
+ * reads back the same. */
+static void test_generate_controls(void) {
+  char s[40];
+  for (int c = 1; c < 32; c++) s[c - 1] = (char)c;
+  strcpy(s + 31, "\\\"x");
+  JsonNode *root = json_node_new(JSON_NODE_VALUE);
+  json_node_set_string(root, s);
+  for (int pretty = 0; pretty < 2; pretty++) {
+    size_t len = 0;
+    char *text = lmwb_json_generate(root, pretty, &len);
+    g_assert_cmpuint(len, ==, strlen(text));
+    for (size_t i = 0; i < len; i++) g_assert_cmpint((unsigned char)text[i], >=, 0x20);
+    g_autoptr(JsonParser) p = json_parser_new();
+    GError *err = NULL;
+    g_assert_true(json_parser_load_from_data(p, text, (gssize)len, &err));
+    g_assert_cmpstr(json_node_get_string(json_parser_get_root(p)), ==, s);
+    g_free(text);
+  }
+  json_node_unref(root);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/json-text/round-trip", test_round_trip);
   g_test_add_func("/json-text/generate-exponents", test_generate_exponents);
+  g_test_add_func("/json-text/generate-controls", test_generate_controls);
   return g_test_run();
 }
