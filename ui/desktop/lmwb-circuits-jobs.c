@@ -84,7 +84,8 @@ static CircuitsGraph *build_graph(const CircuitsTrace *t, const CircuitsGraphIn 
         n->pinned = true;
     }
   }
-  g->layout = lmwb_graph_layout(g->graph, NULL, error);
+  LmwbGraphDrawOptions draw = {.max_edges = in->draw_edges};
+  g->layout = lmwb_graph_layout(g->graph, &draw, error);
   if (!g->layout) goto fail;
   return g;
 fail:
@@ -192,7 +193,8 @@ gpointer circuits_run_feature(gpointer data, LmwbReporter *rep, GError **error) 
   CircuitsFeatureOut *o = g_new0(CircuitsFeatureOut, 1);
   o->n_tokens = MIN(CIRCUITS_FEATURE_TOKENS, m->cfg.vocab_size);
   int32_t ids[CIRCUITS_FEATURE_TOKENS];
-  if (!lmwb_attribution_feature_tokens(m, tc, in->feature, o->n_tokens, ids, NULL, o->token_probs, error)) {
+  float probs[CIRCUITS_FEATURE_TOKENS];
+  if (!lmwb_attribution_feature_tokens(m, tc, in->feature, o->n_tokens, ids, o->token_logits, probs, error)) {
     o->n_tokens = 0;
     circuits_feature_out_free(o);
     return NULL;

@@ -54,6 +54,7 @@ typedef struct CircuitsGraphIn {
   double node_threshold, edge_threshold;
   LmwbAttributionPin *pins;
   int n_pins;
+  int draw_edges;         /* the layout lays out and draws the strongest this many edges; 0: all */
 } CircuitsGraphIn;
 
 void circuits_graph_in_free(gpointer p);
@@ -89,7 +90,7 @@ void circuits_feature_in_free(gpointer p);
 typedef struct CircuitsFeatureOut {
   int n_tokens;
   char *token_texts[CIRCUITS_FEATURE_TOKENS];
-  float token_probs[CIRCUITS_FEATURE_TOKENS];
+  float token_logits[CIRCUITS_FEATURE_TOKENS]; /* W_dec[f] · W_U: what the feature adds to each logit */
   LmwbFeatureContexts *contexts;
 } CircuitsFeatureOut;
 

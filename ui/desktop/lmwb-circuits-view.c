@@ -8,9 +8,9 @@
  * Train tab trains a transcoder for one layer as a job with live loss / FVU and L0 plots.
  * The jobs themselves are lmwb-circuits-jobs.c; no method runs here.
  * Actions (circuits.*): set-transcoders DIR, set-prompt TEXT, trace, node-threshold X,
- * edge-threshold X, select NODE_ID, pin NODE_ID, pin-selected, set-text FILE, export PATH (format by
+ * edge-threshold X, select NODE_ID, click 'X,Y' (canvas pixels), pin NODE_ID, pin-selected, set-text FILE, export PATH (format by
  * extension), export-dialog FORMAT, set-train 'layer=L features=N k=K tokens=N out=DIR', train, fit,
- * choose-set, choose-text, choose-out. */
+ * draw-edges N, choose-set, choose-text, choose-out. */
 #include "ui/desktop/lmwb-view.h"
 #include "app/core/errors.h"
 #include "ui/desktop/lmwb-circuits-jobs.h"
@@ -22,6 +22,8 @@
 
 #define REPRUNE_DEBOUNCE_MS 250
 #define DUMP_NODES 400 /* node lines in `dump` */
+#define DRAW_EDGES 300 /* the strongest edges drawn (exports have them all): Graphviz spreads a row's nodes
+                          apart to route thousands of edges, and the lines then hide each other */
 
 #define LMWB_TYPE_CIRCUITS_VIEW (lmwb_circuits_view_get_type())
 G_DECLARE_FINAL_TYPE(LmwbCircuitsView, lmwb_circuits_view, LMWB, CIRCUITS_VIEW, GtkBox)
@@ -55,6 +57,7 @@ struct _LmwbCircuitsView {
   char *tokens_text;
   int train_points;
   char *exported;
+  int draw_edges;
 };
 
 static void view_iface_init(LmwbViewInterface *iface);
@@ -208,6 +211,7 @@ static CircuitsGraphIn *graph_in(LmwbCircuitsView *v) {
   in->n_pins = (int)v->pins->len;
   in->pins = in->n_pins ? g_memdup2(v->pins->data, sizeof(LmwbAttributionPin) * v->pins->len) : NULL;
   in->trace = circuits_trace_ref(v->trace);
+  in->draw_edges = v->draw_edges;
   return in;
 }
 
@@ -328,7 +332,7 @@ static void feature_done(LmwbJob *job, GtkWidget *owner, gpointer result, const 
   GString *toks = g_string_new(NULL);
   for (int i = 0; i < o->n_tokens; i++) {
     g_autofree char *d = lmwb_token_display(o->token_texts[i]);
-    g_string_append_printf(toks, "%s%s %.3f", i ? "\n" : "", d, o->token_probs[i]);
+    g_string_append_printf(toks, "%s%+7.3f  %s", i ? "\n" : "", o->token_logits[i], d);
   }
   v->tokens_text = g_string_free(toks, FALSE);
   gtk_label_set_text(v->tokens_label, v->tokens_text);
@@ -578,6 +582,15 @@ static void act_select(GSimpleAction *a, GVariant *p, gpointer u) {
   int i = node_by_id(V(u), g_variant_get_string(p, NULL));
   if (i >= 0) select_node(V(u), i);
 }
+/* A click at canvas point "x,y", as the mouse gives it (tests reach nodes by their dumped points). */
+static void act_click(GSimpleAction *a, GVariant *p, gpointer u) {
+  double x, y;
+  if (sscanf(g_variant_get_string(p, NULL), "%lf,%lf", &x, &y) != 2) {
+    lmwb_view_show_error(u, "circuits.click expects X,Y (canvas pixels)");
+    return;
+  }
+  select_node(V(u), lmwb_graph_canvas_node_at(V(u)->canvas, x, y));
+}
 static void act_pin(GSimpleAction *a, GVariant *p, gpointer u) {
   int i = node_by_id(V(u), g_variant_get_string(p, NULL));
   if (i < 0) return;
@@ -599,6 +612,10 @@ static void act_export_dialog(GSimpleAction *a, GVariant *p, gpointer u) {
 static void act_set_train(GSimpleAction *a, GVariant *p, gpointer u) { set_train(V(u), g_variant_get_string(p, NULL)); }
 static void act_train(GSimpleAction *a, GVariant *p, gpointer u) { train(V(u)); }
 static void act_fit(GSimpleAction *a, GVariant *p, gpointer u) { lmwb_graph_canvas_fit(V(u)->canvas); }
+static void act_draw_edges(GSimpleAction *a, GVariant *p, gpointer u) {
+  V(u)->draw_edges = MAX(0, g_variant_get_int32(p));
+  reprune(V(u));
+}
 static void act_choose_set(GSimpleAction *a, GVariant *p, gpointer u) {
   ask_path(V(u), "Choose a transcoder set folder", GTK_FILE_CHOOSER_ACTION_SELECT_FOLDER, "_Choose", NULL, set_set_dir);
 }
@@ -614,9 +631,9 @@ static void act_choose_out(GSimpleAction *a, GVariant *p, gpointer u) {
 static const GActionEntry actions[] = {
   {"set-transcoders", act_set_transcoders, "s"}, {"set-prompt", act_set_prompt, "s"}, {"set-text", act_set_text, "s"},
   {"trace", act_trace}, {"node-threshold", act_node_threshold, "d"}, {"edge-threshold", act_edge_threshold, "d"},
-  {"select", act_select, "s"}, {"pin", act_pin, "s"}, {"pin-selected", act_pin_selected}, {"export", act_export, "s"},
+  {"select", act_select, "s"}, {"click", act_click, "s"}, {"pin", act_pin, "s"}, {"pin-selected", act_pin_selected}, {"export", act_export, "s"},
   {"export-dialog", act_export_dialog, "s"}, {"set-train", act_set_train, "s"}, {"train", act_train},
-  {"fit", act_fit}, {"choose-set", act_choose_set}, {"choose-text", act_choose_text}, {"choose-out", act_choose_out},
+  {"fit", act_fit}, {"draw-edges", act_draw_edges, "i"}, {"choose-set", act_choose_set}, {"choose-text", act_choose_text}, {"choose-out", act_choose_out},
 };
 
 static const LmwbShortcut shortcuts[] = {
@@ -787,6 +804,7 @@ static void lmwb_circuits_view_class_init(LmwbCircuitsViewClass *k) {
 static void lmwb_circuits_view_init(LmwbCircuitsView *v) {
   gtk_widget_init_template(GTK_WIDGET(v));
   v->pins = g_array_new(FALSE, FALSE, sizeof(LmwbAttributionPin));
+  v->draw_edges = DRAW_EDGES;
   g_autofree char *text = circuits_default_text();
   set_entry_text(v->text_entry, text);
   g_signal_connect(v->node_adj, "value-changed", G_CALLBACK(on_threshold_changed), v);

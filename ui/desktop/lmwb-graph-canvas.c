@@ -3,12 +3,18 @@
 #include "ui/desktop/lmwb-analysis.h"
 #include <math.h>
 
-#define MARGIN 16.0      /* pixels around the graph when it fits the widget */
-#define MAX_FIT 1.6      /* a small graph is not blown up beyond this */
-#define FONT_PT 9.0      /* node text, in layout points (Graphviz sized the nodes for 10 pt Helvetica) */
-#define ROW_FONT_PT 10.0
-#define MIN_ZOOM 0.2
-#define MAX_ZOOM 12.0
+#define MARGIN 14.0       /* pixels around the drawing */
+#define GUTTER 58.0       /* pixels at the left for the row names */
+#define TOKEN_LINE 20.0   /* pixels under the bottom row for the prompt tokens */
+#define MAX_SX 1.6        /* a small graph is not blown up beyond this */
+#define MIN_TEXT_SX 0.45  /* below this horizontal scale boxes are too narrow for their text: none */
+#define FONT_PT 9.0       /* node text at scale 1 (Graphviz sized the boxes for 10 pt Helvetica) */
+#define MIN_FONT_PX 8.0   /* smaller text is not drawn smaller: it is cut short (…) instead */
+#define MIN_BOX_H 12.0    /* pixels: a node stays a visible box at any zoom */
+#define MIN_BOX_W 5.0
+#define MAX_ROW_GAP 170.0 /* pixels between row centres at most */
+#define MIN_ZOOM 0.5
+#define MAX_ZOOM 40.0
 
 struct _LmwbGraphCanvas {
   GtkDrawingArea parent;
@@ -16,9 +22,12 @@ struct _LmwbGraphCanvas {
   const LmwbGraphLayout *l;
   char *message;
   int selected;
-  double zoom, pan_x, pan_y; /* user zoom on top of the fit, and pan in pixels */
-  double drag_x, drag_y;
+  double zoom, pan_x;        /* horizontal zoom on top of the fit, and pan in pixels */
+  double drag_x;
   double max_weight;
+  double *rows;              /* [n_rows] the layout's row centres (y), top first */
+  int n_rows;
+  double node_h;             /* the tallest node's layout height */
 };
 
 G_DEFINE_FINAL_TYPE(LmwbGraphCanvas, lmwb_graph_canvas, GTK_TYPE_DRAWING_AREA)
@@ -26,53 +35,92 @@ G_DEFINE_FINAL_TYPE(LmwbGraphCanvas, lmwb_graph_canvas, GTK_TYPE_DRAWING_AREA)
 enum { SIGNAL_NODE_CLICKED, N_SIGNALS };
 static guint signals[N_SIGNALS];
 
-/* ---- geometry -------------------------------------------------------------------------------- */
+/* ---- geometry -------------------------------------------------------------------------------- *
+ * Horizontally the layout is scaled (sx: the whole width fits at zoom 1, Ctrl+wheel zooms, dragging
+ * pans). Vertically the rows fill the widget's height whatever the zoom: a node's band (its row
+ * centre ± half the tallest node) maps to a box of its own height in pixels, the space between rows
+ * stretches. The map is piecewise linear, so Graphviz's splines, which start and end on the boxes,
+ * still do after it. */
 
 typedef struct {
-  double s, ox, oy; /* widget = layout * s + (ox, oy) */
+  double sx, ox;    /* X = ox + x * sx */
+  double box_h;     /* pixels of the tallest node */
+  double *Y;        /* [n_rows] screen row centres */
 } View;
 
+static void view_clear(View *v) { g_free(v->Y); }
+
 static View view_of(LmwbGraphCanvas *c) {
-  View v = {1, 0, 0};
-  if (!c->l) return v;
+  View v = {1, 0, MIN_BOX_H, NULL};
+  if (!c->l || c->n_rows == 0) return v;
   double W = gtk_widget_get_width(GTK_WIDGET(c)), H = gtk_widget_get_height(GTK_WIDGET(c));
-  double lw = MAX(c->l->width, 1), lh = MAX(c->l->height, 1);
-  double fit = MIN((W - 2 * MARGIN) / lw, (H - 2 * MARGIN) / lh);
-  fit = CLAMP(fit, 0.05, MAX_FIT);
-  v.s = fit * c->zoom;
-  v.ox = (W - lw * v.s) / 2 + c->pan_x;
-  v.oy = (H - lh * v.s) / 2 + c->pan_y;
+  double lw = MAX(c->l->width, 1), avail = MAX(W - GUTTER - 2 * MARGIN, 10);
+  double fit = MIN(avail / lw, MAX_SX);
+  v.sx = fit * c->zoom;
+  v.ox = GUTTER + MARGIN + (fit < MAX_SX ? 0 : (avail - lw * fit) / 2) + c->pan_x;
+  v.box_h = MAX(MIN_BOX_H, c->node_h * MIN(v.sx, 1.4));
+  double top = MARGIN + v.box_h / 2, bottom = H - MARGIN - TOKEN_LINE - v.box_h / 2;
+  double gap = c->n_rows > 1 ? MIN((bottom - top) / (c->n_rows - 1), MAX_ROW_GAP) : 0;
+  gap = MAX(gap, v.box_h * 1.6);
+  double start = (top + bottom) / 2 - gap * (c->n_rows - 1) / 2;
+  v.Y = g_new(double, c->n_rows);
+  for (int k = 0; k < c->n_rows; k++) v.Y[k] = start + gap * k;
   return v;
 }
 
-int lmwb_graph_canvas_node_at(LmwbGraphCanvas *c, double x, double y) {
-  if (!c->l || !c->g) return -1;
-  View v = view_of(c);
-  double lx = (x - v.ox) / v.s, ly = (y - v.oy) / v.s;
-  for (int i = 0; i < c->l->n_nodes; i++) {
-    const LmwbGraphLayoutNode *n = &c->l->nodes[i];
-    if (fabs(lx - n->x) <= n->width / 2 && fabs(ly - n->y) <= n->height / 2) return i;
+/* Screen y of a layout y. */
+static double map_y(const LmwbGraphCanvas *c, const View *v, double y) {
+  double hh = c->node_h / 2, k_in = v->box_h / c->node_h; /* slope inside a node band */
+  int n = c->n_rows;
+  if (y <= c->rows[0] + hh) return v->Y[0] + (y - c->rows[0]) * k_in;
+  for (int k = 0; k + 1 < n; k++) {
+    double a = c->rows[k] + hh, b = c->rows[k + 1] - hh; /* the space between rows k and k + 1 */
+    if (y <= a) return v->Y[k] + (y - c->rows[k]) * k_in;
+    if (y < b) return v->Y[k] + v->box_h / 2 + (y - a) / MAX(b - a, 1e-9) * (v->Y[k + 1] - v->Y[k] - v->box_h);
   }
-  return -1;
+  return v->Y[n - 1] + (y - c->rows[n - 1]) * k_in;
 }
 
-gboolean lmwb_graph_canvas_node_point(LmwbGraphCanvas *c, int node, double *x, double *y) {
+/* A node's box on the screen. */
+static void node_box(const LmwbGraphCanvas *c, const View *v, int i, double *x, double *y, double *w, double *h) {
+  const LmwbGraphLayoutNode *n = &c->l->nodes[i];
+  *w = MAX(MIN_BOX_W, n->width * v->sx);
+  *h = n->height * v->box_h / c->node_h;
+  *x = v->ox + n->x * v->sx - *w / 2;
+  *y = map_y(c, v, n->y) - *h / 2;
+}
+
+int lmwb_graph_canvas_node_at(LmwbGraphCanvas *c, double px, double py) {
+  if (!c->l || !c->g) return -1;
+  View v = view_of(c);
+  int hit = -1;
+  double best = INFINITY;
+  for (int i = 0; i < c->l->n_nodes; i++) {
+    double x, y, w, h;
+    node_box(c, &v, i, &x, &y, &w, &h);
+    /* the nearest centre among the boxes under the point (tiny boxes may overlap when zoomed out) */
+    if (px >= x - 2 && px <= x + w + 2 && py >= y - 2 && py <= y + h + 2) {
+      double d = fabs(px - (x + w / 2));
+      if (d < best) best = d, hit = i;
+    }
+  }
+  view_clear(&v);
+  return hit;
+}
+
+gboolean lmwb_graph_canvas_node_point(LmwbGraphCanvas *c, int node, double *px, double *py) {
   if (!c->l || node < 0 || node >= c->l->n_nodes) return FALSE;
   View v = view_of(c);
-  *x = v.ox + c->l->nodes[node].x * v.s;
-  *y = v.oy + c->l->nodes[node].y * v.s;
+  double x, y, w, h;
+  node_box(c, &v, node, &x, &y, &w, &h);
+  *px = x + w / 2, *py = y + h / 2;
+  view_clear(&v);
   return TRUE;
 }
 
 /* ---- what nodes say ---------------------------------------------------------------------------- */
 
-char *lmwb_graph_canvas_node_text(const LmwbGraph *g, int node) {
-  const LmwbGraphNode *n = &g->nodes[node];
-  if (n->kind == LMWB_GRAPH_TOKEN && n->pos >= 0 && n->pos < g->n_prompt && g->prompt_tokens)
-    return lmwb_token_display(g->prompt_tokens[n->pos]);
-  if (n->kind == LMWB_GRAPH_ERROR) return g_strdup_printf("L%d error", n->layer);
-  return lmwb_graph_node_caption(g, node);
-}
+char *lmwb_graph_canvas_node_text(const LmwbGraph *g, int node) { return lmwb_graph_node_caption(g, node); }
 
 static char *row_name(const LmwbGraph *g, int rank) {
   if (rank == 0) return g_strdup("Emb");
@@ -113,32 +161,36 @@ static void set_hex(cairo_t *cr, const char *hex, double alpha) {
 
 static gboolean touches(const LmwbGraphLayoutEdge *e, int node) { return e->source == node || e->target == node; }
 
-static void draw_edge(LmwbGraphCanvas *c, cairo_t *cr, const LmwbGraphLayoutEdge *e, gboolean dim) {
+static void draw_edge(LmwbGraphCanvas *c, cairo_t *cr, const View *v, const LmwbGraphLayoutEdge *e, gboolean dim) {
   double w = e->edge >= 0 ? c->g->edges[e->edge].weight : 0;
   double rel = c->max_weight > 0 && isfinite(w) ? fabs(w) / c->max_weight : 0;
-  double pen = MAX(LMWB_GRAPH_PEN_MIN, LMWB_GRAPH_PEN_MAX * rel);
-  double alpha = dim ? 0.12 : 0.35 + 0.6 * rel;
+  double pen = MAX(LMWB_GRAPH_PEN_MIN, LMWB_GRAPH_PEN_MAX * rel) * CLAMP(v->sx, 0.45, 1.3);
+  double alpha = dim ? 0.10 : 0.30 + 0.65 * rel;
   if (e->edge < 0) set_hex(cr, "#969696", dim ? 0.15 : 0.6);
   else set_hex(cr, w >= 0 ? LMWB_GRAPH_COLOR_POSITIVE : LMWB_GRAPH_COLOR_NEGATIVE, alpha);
   cairo_set_line_width(cr, pen);
   const double *p = e->points;
-  cairo_move_to(cr, p[0], p[1]);
-  for (int k = 1; k + 2 < e->n_points; k += 3)
-    cairo_curve_to(cr, p[2 * k], p[2 * k + 1], p[2 * k + 2], p[2 * k + 3], p[2 * k + 4], p[2 * k + 5]);
+#define PX(k) (v->ox + p[2 * (k)] * v->sx)
+#define PY(k) map_y(c, v, p[2 * (k) + 1])
+  cairo_move_to(cr, PX(0), PY(0));
+  for (int k = 1; k + 2 < e->n_points; k += 3) cairo_curve_to(cr, PX(k), PY(k), PX(k + 1), PY(k + 1), PX(k + 2), PY(k + 2));
   cairo_stroke(cr);
   if (e->has_arrow) {
     /* an arrowhead from the spline's end to the arrow point */
-    double x0 = p[2 * (e->n_points - 1)], y0 = p[2 * (e->n_points - 1) + 1];
-    double dx = e->arrow_x - x0, dy = e->arrow_y - y0, len = hypot(dx, dy);
+    int last = e->n_points - 1;
+    double x0 = PX(last), y0 = PY(last), x1 = v->ox + e->arrow_x * v->sx, y1 = map_y(c, v, e->arrow_y);
+    double dx = x1 - x0, dy = y1 - y0, len = hypot(dx, dy);
     if (len > 0) {
-      double ux = dx / len, uy = dy / len, half = MAX(2.0, pen * 0.9);
-      cairo_move_to(cr, e->arrow_x, e->arrow_y);
+      double ux = dx / len, uy = dy / len, half = MAX(2.2, pen * 0.9);
+      cairo_move_to(cr, x1, y1);
       cairo_line_to(cr, x0 - uy * half, y0 + ux * half);
       cairo_line_to(cr, x0 + uy * half, y0 - ux * half);
       cairo_close_path(cr);
       cairo_fill(cr);
     }
   }
+#undef PX
+#undef PY
 }
 
 static void draw_text(cairo_t *cr, PangoLayout *pl, const char *text, double cx, double cy, double width,
@@ -153,12 +205,19 @@ static void draw_text(cairo_t *cr, PangoLayout *pl, const char *text, double cx,
   pango_cairo_show_layout(cr, pl);
 }
 
-static void draw_node(LmwbGraphCanvas *c, cairo_t *cr, PangoLayout *pl, int i) {
+static void set_font_px(PangoLayout *pl, double px) {
+  PangoFontDescription *fd = pango_font_description_from_string("Sans");
+  pango_font_description_set_absolute_size(fd, px * PANGO_SCALE);
+  pango_layout_set_font_description(pl, fd);
+  pango_font_description_free(fd);
+}
+
+static void draw_node(LmwbGraphCanvas *c, cairo_t *cr, PangoLayout *pl, const View *v, int i) {
   const LmwbGraphNode *n = &c->g->nodes[i];
-  const LmwbGraphLayoutNode *ln = &c->l->nodes[i];
-  double x = ln->x - ln->width / 2, y = ln->y - ln->height / 2, rgb[3];
+  double x, y, w, h, rgb[3];
+  node_box(c, v, i, &x, &y, &w, &h);
   node_fill(n, rgb);
-  rounded_rect(cr, x, y, ln->width, ln->height, 4);
+  rounded_rect(cr, x, y, w, h, MIN(4, w / 3));
   cairo_set_source_rgb(cr, rgb[0], rgb[1], rgb[2]);
   cairo_fill_preserve(cr);
   gboolean sel = i == c->selected;
@@ -169,32 +228,90 @@ static void draw_node(LmwbGraphCanvas *c, cairo_t *cr, PangoLayout *pl, int i) {
   cairo_set_dash(cr, NULL, 0, 0);
   if (n->pinned) {
     /* a second, orange frame outside the first (Graphviz's peripheries=2) */
-    rounded_rect(cr, x - 3, y - 3, ln->width + 6, ln->height + 6, 6);
+    rounded_rect(cr, x - 3, y - 3, w + 6, h + 6, 6);
     set_hex(cr, "#e66100", 1);
     cairo_set_line_width(cr, 2.0);
     cairo_stroke(cr);
   }
+  if (v->sx < MIN_TEXT_SX) return;
   g_autofree char *text = lmwb_graph_canvas_node_text(c->g, i);
   cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
-  draw_text(cr, pl, text, ln->x, ln->y, ln->width - 6, PANGO_ALIGN_CENTER);
+  set_font_px(pl, CLAMP(FONT_PT * v->sx, MIN_FONT_PX, FONT_PT * 1.4));
+  draw_text(cr, pl, text, x + w / 2, y + h / 2, w - 6 * MIN(v->sx, 1), PANGO_ALIGN_CENTER);
 }
 
-/* Each row's name at the left of its first node. */
-static void draw_rows(LmwbGraphCanvas *c, cairo_t *cr, PangoLayout *pl, GdkRGBA *fg) {
-  int n_ranks = c->g->n_layers + 2;
-  g_autofree double *left = g_new(double, n_ranks), *y = g_new(double, n_ranks);
-  for (int r = 0; r < n_ranks; r++) left[r] = INFINITY;
-  for (int i = 0; i < c->g->n_nodes; i++) {
-    int r = lmwb_graph_node_rank(c->g, i);
-    if (r < 0 || r >= n_ranks) continue;
-    const LmwbGraphLayoutNode *ln = &c->l->nodes[i];
-    if (ln->x - ln->width / 2 < left[r]) left[r] = ln->x - ln->width / 2, y[r] = ln->y;
+/* Zoomed out, boxes carry no text: the nodes that matter most get theirs beside them, on a plate
+ * (the answer, the selected node, pinned nodes). */
+static void draw_callout(LmwbGraphCanvas *c, cairo_t *cr, PangoLayout *pl, const View *v, int i) {
+  double x, y, w, h;
+  node_box(c, v, i, &x, &y, &w, &h);
+  g_autofree char *text = lmwb_graph_canvas_node_text(c->g, i);
+  set_font_px(pl, 11);
+  pango_layout_set_width(pl, -1);
+  pango_layout_set_text(pl, text, -1);
+  int pw, ph;
+  pango_layout_get_pixel_size(pl, &pw, &ph);
+  double W = gtk_widget_get_width(GTK_WIDGET(c));
+  double tx = CLAMP(x + w / 2 - pw / 2.0, 2, MAX(2, W - pw - 4)), ty = y - ph - 6;
+  if (ty < 2) ty = y + h + 4; /* no room above the top row: below it */
+  rounded_rect(cr, tx - 4, ty - 1, pw + 8, ph + 2, 4);
+  cairo_set_source_rgba(cr, 1, 1, 1, 0.92);
+  cairo_fill_preserve(cr);
+  set_hex(cr, i == c->selected ? "#1c71d8" : c->g->nodes[i].pinned ? "#e66100" : "#4d4d4d", 1);
+  cairo_set_line_width(cr, 1);
+  cairo_stroke(cr);
+  cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+  cairo_move_to(cr, tx, ty);
+  pango_cairo_show_layout(cr, pl);
+}
+
+/* Under the embeddings' row, each token's text where there is room for it (their boxes are small
+ * when zoomed out). */
+static void draw_tokens(LmwbGraphCanvas *c, cairo_t *cr, PangoLayout *pl, const View *v, GdkRGBA *fg) {
+  set_font_px(pl, 11);
+  pango_layout_set_width(pl, -1);
+  cairo_set_source_rgba(cr, fg->red, fg->green, fg->blue, 0.85);
+  double right = -INFINITY;
+  g_autofree int *order = g_new(int, MAX(c->g->n_nodes, 1));
+  int n = 0;
+  for (int i = 0; i < c->g->n_nodes; i++)
+    if (c->g->nodes[i].kind == LMWB_GRAPH_TOKEN) order[n++] = i;
+  /* left to right */
+  for (int a = 1; a < n; a++)
+    for (int b = a; b > 0 && c->l->nodes[order[b]].x < c->l->nodes[order[b - 1]].x; b--) {
+      int t = order[b];
+      order[b] = order[b - 1], order[b - 1] = t;
+    }
+  for (int k = 0; k < n; k++) {
+    int i = order[k];
+    const LmwbGraphNode *nd = &c->g->nodes[i];
+    if (nd->pos < 0 || nd->pos >= c->g->n_prompt || !c->g->prompt_tokens) continue;
+    double x, y, w, h;
+    node_box(c, v, i, &x, &y, &w, &h);
+    g_autofree char *t = lmwb_token_display(c->g->prompt_tokens[nd->pos]);
+    pango_layout_set_text(pl, t, -1);
+    int pw, ph;
+    pango_layout_get_pixel_size(pl, &pw, &ph);
+    double tx = x + w / 2 - pw / 2.0;
+    if (tx < right + 4 || tx < GUTTER) continue; /* no room: its tooltip says it */
+    cairo_move_to(cr, tx, y + h + 3);
+    pango_cairo_show_layout(cr, pl);
+    right = tx + pw;
   }
-  cairo_set_source_rgba(cr, fg->red, fg->green, fg->blue, 0.6);
-  for (int r = 0; r < n_ranks; r++) {
-    if (!isfinite(left[r])) continue;
-    g_autofree char *name = row_name(c->g, r);
-    draw_text(cr, pl, name, left[r] - 6, y[r], 40, PANGO_ALIGN_RIGHT);
+}
+
+/* Each row's name in the gutter. */
+static void draw_rows(LmwbGraphCanvas *c, cairo_t *cr, PangoLayout *pl, const View *v, GdkRGBA *fg) {
+  set_font_px(pl, 12);
+  cairo_set_source_rgba(cr, fg->red, fg->green, fg->blue, 0.65);
+  for (int k = 0; k < c->n_rows; k++) {
+    /* the rank of a node of this row names it */
+    int rank = -1;
+    for (int i = 0; i < c->g->n_nodes && rank < 0; i++)
+      if (fabs(c->l->nodes[i].y - c->rows[k]) < 0.5) rank = lmwb_graph_node_rank(c->g, i);
+    if (rank < 0) continue;
+    g_autofree char *name = row_name(c->g, rank);
+    draw_text(cr, pl, name, 6, v->Y[k], GUTTER - 10, PANGO_ALIGN_LEFT);
   }
 }
 
@@ -205,10 +322,8 @@ static void draw(GtkDrawingArea *da, cairo_t *cr, int W, int H, gpointer user) {
   gtk_style_context_get_color(gtk_widget_get_style_context(GTK_WIDGET(c)), &fg);
   G_GNUC_END_IGNORE_DEPRECATIONS
   PangoLayout *pl = gtk_widget_create_pango_layout(GTK_WIDGET(c), NULL);
-  if (!c->g || !c->l) {
-    PangoFontDescription *fd = pango_font_description_from_string("Sans 11");
-    pango_layout_set_font_description(pl, fd);
-    pango_font_description_free(fd);
+  if (!c->g || !c->l || c->n_rows == 0) {
+    set_font_px(pl, 14);
     pango_layout_set_wrap(pl, PANGO_WRAP_WORD);
     cairo_set_source_rgba(cr, fg.red, fg.green, fg.blue, 0.6);
     draw_text(cr, pl, c->message ? c->message : "", W / 2.0, H / 2.0, MIN(W - 40.0, 520.0), PANGO_ALIGN_CENTER);
@@ -216,30 +331,30 @@ static void draw(GtkDrawingArea *da, cairo_t *cr, int W, int H, gpointer user) {
     return;
   }
   View v = view_of(c);
-  cairo_save(cr);
-  cairo_translate(cr, v.ox, v.oy);
-  cairo_scale(cr, v.s, v.s);
   cairo_set_line_cap(cr, CAIRO_LINE_CAP_ROUND);
-  PangoFontDescription *fd = pango_font_description_from_string("Sans");
-  pango_font_description_set_absolute_size(fd, FONT_PT * PANGO_SCALE);
-  pango_layout_set_font_description(pl, fd);
   pango_layout_set_ellipsize(pl, PANGO_ELLIPSIZE_END);
   pango_layout_set_single_paragraph_mode(pl, TRUE);
-  /* text at the size it is drawn: hinting and metrics for the scaled font */
-  pango_cairo_update_layout(cr, pl);
+  cairo_save(cr);
+  cairo_rectangle(cr, GUTTER, 0, W - GUTTER, H);
+  cairo_clip(cr);
   gboolean has_sel = c->selected >= 0 && c->selected < c->g->n_nodes;
   for (int pass = 0; pass < 2; pass++)
     for (int k = 0; k < c->l->n_edges; k++) {
       const LmwbGraphLayoutEdge *e = &c->l->edges[k];
       gboolean hot = has_sel && touches(e, c->selected);
-      if (pass == (hot ? 1 : 0)) draw_edge(c, cr, e, has_sel && !hot);
+      if (pass == (hot ? 1 : 0)) draw_edge(c, cr, &v, e, has_sel && !hot);
     }
-  for (int i = 0; i < c->g->n_nodes; i++) draw_node(c, cr, pl, i);
-  pango_font_description_set_absolute_size(fd, ROW_FONT_PT * PANGO_SCALE);
-  pango_layout_set_font_description(pl, fd);
-  draw_rows(c, cr, pl, &fg);
-  pango_font_description_free(fd);
+  for (int i = 0; i < c->g->n_nodes; i++) draw_node(c, cr, pl, &v, i);
+  if (v.sx < MIN_TEXT_SX) {
+    pango_layout_set_ellipsize(pl, PANGO_ELLIPSIZE_NONE);
+    for (int i = 0; i < c->g->n_nodes; i++)
+      if (c->g->nodes[i].target_logit || c->g->nodes[i].pinned || i == c->selected) draw_callout(c, cr, pl, &v, i);
+    pango_layout_set_ellipsize(pl, PANGO_ELLIPSIZE_END);
+  }
+  if (v.sx < MIN_TEXT_SX) draw_tokens(c, cr, pl, &v, &fg);
   cairo_restore(cr);
+  draw_rows(c, cr, pl, &v, &fg);
+  view_clear(&v);
   g_object_unref(pl);
 }
 
@@ -251,31 +366,39 @@ static void on_click(GtkGestureClick *g, int n_press, double x, double y, gpoint
   g_signal_emit(c, signals[SIGNAL_NODE_CLICKED], 0, lmwb_graph_canvas_node_at(c, x, y));
 }
 
+/* Ctrl+wheel zooms about the pointer (horizontally: the rows always fill the height); the wheel
+ * alone pans sideways. */
 static gboolean on_scroll(GtkEventControllerScroll *s, double dx, double dy, gpointer user) {
   LmwbGraphCanvas *c = user;
   if (!c->l) return FALSE;
+  GdkModifierType mods = gtk_event_controller_get_current_event_state(GTK_EVENT_CONTROLLER(s));
+  if (!(mods & GDK_CONTROL_MASK)) {
+    c->pan_x -= 40 * (dx + dy);
+    gtk_widget_queue_draw(GTK_WIDGET(c));
+    return TRUE;
+  }
   double px, py;
   GdkEvent *ev = gtk_event_controller_get_current_event(GTK_EVENT_CONTROLLER(s));
-  if (!ev || !gdk_event_get_position(ev, &px, &py)) px = gtk_widget_get_width(GTK_WIDGET(c)) / 2.0, py = gtk_widget_get_height(GTK_WIDGET(c)) / 2.0;
+  if (!ev || !gdk_event_get_position(ev, &px, &py)) px = gtk_widget_get_width(GTK_WIDGET(c)) / 2.0;
   View before = view_of(c);
-  double lx = (px - before.ox) / before.s, ly = (py - before.oy) / before.s;
+  double lx = (px - before.ox) / before.sx;
+  view_clear(&before);
   c->zoom = CLAMP(c->zoom * pow(1.15, -dy), MIN_ZOOM, MAX_ZOOM);
-  /* keep the layout point under the pointer where it was */
   View after = view_of(c);
-  c->pan_x += px - (after.ox + lx * after.s);
-  c->pan_y += py - (after.oy + ly * after.s);
+  c->pan_x += px - (after.ox + lx * after.sx); /* the layout point under the pointer stays there */
+  view_clear(&after);
   gtk_widget_queue_draw(GTK_WIDGET(c));
   return TRUE;
 }
 
 static void on_drag_begin(GtkGestureDrag *d, double x, double y, gpointer user) {
   LmwbGraphCanvas *c = user;
-  c->drag_x = c->pan_x, c->drag_y = c->pan_y;
+  c->drag_x = c->pan_x;
 }
 
 static void on_drag_update(GtkGestureDrag *d, double dx, double dy, gpointer user) {
   LmwbGraphCanvas *c = user;
-  c->pan_x = c->drag_x + dx, c->pan_y = c->drag_y + dy;
+  c->pan_x = c->drag_x + dx;
   gtk_widget_queue_draw(GTK_WIDGET(c));
 }
 
@@ -302,6 +425,26 @@ static gboolean on_tooltip(GtkWidget *w, int x, int y, gboolean kb, GtkTooltip *
 
 /* ---- API --------------------------------------------------------------------------------------- */
 
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* The layout's rows: the distinct node centres' y, top first. */
+static void find_rows(LmwbGraphCanvas *c) {
+  g_clear_pointer(&c->rows, g_free);
+  c->n_rows = 0;
+  c->node_h = 1;
+  if (!c->l || c->l->n_nodes == 0) return;
+  double *ys = g_new(double, c->l->n_nodes);
+  for (int i = 0; i < c->l->n_nodes; i++) ys[i] = c->l->nodes[i].y, c->node_h = MAX(c->node_h, c->l->nodes[i].height);
+  qsort(ys, (size_t)c->l->n_nodes, sizeof *ys, cmp_double);
+  c->rows = g_new(double, c->l->n_nodes);
+  for (int i = 0; i < c->l->n_nodes; i++)
+    if (c->n_rows == 0 || ys[i] - c->rows[c->n_rows - 1] > 0.5) c->rows[c->n_rows++] = ys[i];
+  g_free(ys);
+}
+
 void lmwb_graph_canvas_set_graph(LmwbGraphCanvas *c, const LmwbGraph *g, const LmwbGraphLayout *l, gboolean keep_view) {
   c->g = g && l ? g : NULL;
   c->l = g && l ? l : NULL;
@@ -311,7 +454,8 @@ void lmwb_graph_canvas_set_graph(LmwbGraphCanvas *c, const LmwbGraph *g, const L
       int e = c->l->edges[k].edge;
       if (e >= 0 && isfinite(g->edges[e].weight)) c->max_weight = MAX(c->max_weight, fabs(g->edges[e].weight));
     }
-  if (!keep_view) c->zoom = 1, c->pan_x = c->pan_y = 0;
+  find_rows(c);
+  if (!keep_view) c->zoom = 1, c->pan_x = 0;
   if (!c->g || c->selected >= c->g->n_nodes) c->selected = -1;
   gtk_widget_queue_draw(GTK_WIDGET(c));
 }
@@ -328,7 +472,7 @@ void lmwb_graph_canvas_set_selected(LmwbGraphCanvas *c, int node) {
 }
 
 void lmwb_graph_canvas_fit(LmwbGraphCanvas *c) {
-  c->zoom = 1, c->pan_x = c->pan_y = 0;
+  c->zoom = 1, c->pan_x = 0;
   gtk_widget_queue_draw(GTK_WIDGET(c));
 }
 
@@ -336,6 +480,7 @@ GtkWidget *lmwb_graph_canvas_new(void) { return g_object_new(LMWB_TYPE_GRAPH_CAN
 
 static void finalize(GObject *o) {
   g_free(LMWB_GRAPH_CANVAS(o)->message);
+  g_free(LMWB_GRAPH_CANVAS(o)->rows);
   G_OBJECT_CLASS(lmwb_graph_canvas_parent_class)->finalize(o);
 }
 
@@ -358,7 +503,7 @@ static void lmwb_graph_canvas_init(LmwbGraphCanvas *c) {
   g_signal_connect(drag, "drag-begin", G_CALLBACK(on_drag_begin), c);
   g_signal_connect(drag, "drag-update", G_CALLBACK(on_drag_update), c);
   gtk_widget_add_controller(GTK_WIDGET(c), GTK_EVENT_CONTROLLER(drag));
-  GtkEventController *scroll = gtk_event_controller_scroll_new(GTK_EVENT_CONTROLLER_SCROLL_VERTICAL);
+  GtkEventController *scroll = gtk_event_controller_scroll_new(GTK_EVENT_CONTROLLER_SCROLL_BOTH_AXES);
   g_signal_connect(scroll, "scroll", G_CALLBACK(on_scroll), c);
   gtk_widget_add_controller(GTK_WIDGET(c), scroll);
   gtk_widget_set_has_tooltip(GTK_WIDGET(c), TRUE);

@@ -2,8 +2,9 @@
  * (lmwb_graph_layout): rows bottom to top as the layout has them, nodes coloured by kind as the
  * DOT export colours them, edge width and colour by weight (LMWB_GRAPH_PEN_*, LMWB_GRAPH_COLOR_*),
  * pinned nodes with a double orange frame, the selected node framed in blue with its edges
- * drawn over the others. The graph fits the widget; the wheel zooms about the pointer, dragging
- * pans. A click on a node emits "node-clicked" (its index; -1 for the background); hovering shows
+ * drawn over the others. The rows fill the widget's height; the whole width fits at first, with
+ * text in the boxes when they are large enough and, when not, beside the answer, the selected and
+ * the pinned nodes. Ctrl+wheel zooms (horizontally) about the pointer; the wheel and dragging pan. A click on a node emits "node-clicked" (its index; -1 for the background); hovering shows
  * the node's id, label, activation and influence. */
 #pragma once
 #include "circuits/graph.h"
@@ -25,5 +26,5 @@ void lmwb_graph_canvas_fit(LmwbGraphCanvas *c);
 int lmwb_graph_canvas_node_at(LmwbGraphCanvas *c, double x, double y);
 /* The widget point at a node's centre (FALSE for a bad index): tests click there. */
 gboolean lmwb_graph_canvas_node_point(LmwbGraphCanvas *c, int node, double *x, double *y);
-/* What a node shows: the prompt token for tokens, "L{layer} error" for errors, else its caption. */
+/* What a node shows: its caption (lmwb_graph_node_caption), as the exports show it. */
 char *lmwb_graph_canvas_node_text(const LmwbGraph *g, int node);
