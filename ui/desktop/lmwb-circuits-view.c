@@ -118,6 +118,9 @@ static void update_summary(LmwbCircuitsView *v) {
   g_string_append_printf(s, "%d nodes (%d of %d active features), %d edges · replacement %.2f · completeness %.2f",
                          g->n_nodes, features, a->n_features, g->n_edges, v->graph->replacement, v->graph->completeness);
   if (pinned) g_string_append_printf(s, " · %d pinned", pinned);
+  int drawn = 0;
+  for (int k = 0; k < v->graph->layout->n_edges; k++) drawn += v->graph->layout->edges[k].edge >= 0;
+  if (drawn < g->n_edges) g_string_append_printf(s, " · the %d strongest edges drawn", drawn);
   gtk_label_set_text(v->summary_label, s->str);
   g_string_free(s, TRUE);
 }
