@@ -348,7 +348,9 @@ def test_circuits():
         f"action circuits.set-transcoders '{bad}'", "action circuits.trace", "wait-ready", "dump",
         f"shot {shots}/circuits-badset.png",
         f"action circuits.set-transcoders '{tcs}'", "action circuits.set-prompt '  '", "action circuits.trace",
-        "wait-ready", "dump", "quit"], model, timeout=280)
+        "wait-ready", "dump",
+        # quitting while a trace runs stops it cleanly (run_script checks the exit status)
+        f"action circuits.set-prompt '{prompt}'", "action circuits.trace", "quit"], model, timeout=280)
     d = dumps(out)
     assert len(d) == 7, f"expected 7 dumps, got {len(d)}"
     # The click selected that feature: its output tokens and its top contexts on the text.

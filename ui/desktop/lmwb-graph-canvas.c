@@ -6,6 +6,7 @@
 #define MARGIN 14.0       /* pixels around the drawing */
 #define GUTTER 58.0       /* pixels at the left for the row names */
 #define TOKEN_LINE 20.0   /* pixels under the bottom row for the prompt tokens */
+#define CALLOUT_H 18.0    /* pixels above the top row for the answer's plate */
 #define MAX_SX 1.6        /* a small graph is not blown up beyond this */
 #define MIN_TEXT_SX 0.45  /* below this horizontal scale boxes are too narrow for their text: none */
 #define FONT_PT 9.0       /* node text at scale 1 (Graphviz sized the boxes for 10 pt Helvetica) */
@@ -59,7 +60,7 @@ static View view_of(LmwbGraphCanvas *c) {
   v.sx = fit * c->zoom;
   v.ox = GUTTER + MARGIN + (fit < MAX_SX ? 0 : (avail - lw * fit) / 2) + c->pan_x;
   v.box_h = MAX(MIN_BOX_H, c->node_h * MIN(v.sx, 1.4));
-  double top = MARGIN + v.box_h / 2, bottom = H - MARGIN - TOKEN_LINE - v.box_h / 2;
+  double top = MARGIN + CALLOUT_H + v.box_h / 2, bottom = H - MARGIN - TOKEN_LINE - v.box_h / 2;
   double gap = c->n_rows > 1 ? MIN((bottom - top) / (c->n_rows - 1), MAX_ROW_GAP) : 0;
   gap = MAX(gap, v.box_h * 1.6);
   double start = (top + bottom) / 2 - gap * (c->n_rows - 1) / 2;
@@ -120,7 +121,14 @@ gboolean lmwb_graph_canvas_node_point(LmwbGraphCanvas *c, int node, double *px, 
 
 /* ---- what nodes say ---------------------------------------------------------------------------- */
 
-char *lmwb_graph_canvas_node_text(const LmwbGraph *g, int node) { return lmwb_graph_node_caption(g, node); }
+char *lmwb_graph_canvas_node_text(const LmwbGraph *g, int node) {
+  const LmwbGraphNode *n = &g->nodes[node];
+  /* a row says the layer and the order says the position: a token its text, an error "error" */
+  if (n->kind == LMWB_GRAPH_TOKEN && g->prompt_tokens && n->pos >= 0 && n->pos < g->n_prompt)
+    return lmwb_token_display(g->prompt_tokens[n->pos]);
+  if (n->kind == LMWB_GRAPH_ERROR) return g_strdup("error");
+  return lmwb_graph_node_caption(g, node);
+}
 
 static char *row_name(const LmwbGraph *g, int rank) {
   if (rank == 0) return g_strdup("Emb");
@@ -212,7 +220,8 @@ static void set_font_px(PangoLayout *pl, double px) {
   pango_font_description_free(fd);
 }
 
-static void draw_node(LmwbGraphCanvas *c, cairo_t *cr, PangoLayout *pl, const View *v, int i) {
+/* Returns TRUE when the box has no room for all of its text. */
+static gboolean draw_node(LmwbGraphCanvas *c, cairo_t *cr, PangoLayout *pl, const View *v, int i) {
   const LmwbGraphNode *n = &c->g->nodes[i];
   double x, y, w, h, rgb[3];
   node_box(c, v, i, &x, &y, &w, &h);
@@ -233,15 +242,16 @@ static void draw_node(LmwbGraphCanvas *c, cairo_t *cr, PangoLayout *pl, const Vi
     cairo_set_line_width(cr, 2.0);
     cairo_stroke(cr);
   }
-  if (v->sx < MIN_TEXT_SX) return;
+  if (v->sx < MIN_TEXT_SX) return TRUE;
   g_autofree char *text = lmwb_graph_canvas_node_text(c->g, i);
   cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
   set_font_px(pl, CLAMP(FONT_PT * v->sx, MIN_FONT_PX, FONT_PT * 1.4));
   draw_text(cr, pl, text, x + w / 2, y + h / 2, w - 6 * MIN(v->sx, 1), PANGO_ALIGN_CENTER);
+  return pango_layout_is_ellipsized(pl);
 }
 
-/* Zoomed out, boxes carry no text: the nodes that matter most get theirs beside them, on a plate
- * (the answer, the selected node, pinned nodes). */
+/* Zoomed out, boxes carry no text or cut it short: the nodes that matter most get theirs beside
+ * them, on a plate (the answer, the selected node, pinned nodes). */
 static void draw_callout(LmwbGraphCanvas *c, cairo_t *cr, PangoLayout *pl, const View *v, int i) {
   double x, y, w, h;
   node_box(c, v, i, &x, &y, &w, &h);
@@ -344,13 +354,13 @@ static void draw(GtkDrawingArea *da, cairo_t *cr, int W, int H, gpointer user) {
       gboolean hot = has_sel && touches(e, c->selected);
       if (pass == (hot ? 1 : 0)) draw_edge(c, cr, &v, e, has_sel && !hot);
     }
-  for (int i = 0; i < c->g->n_nodes; i++) draw_node(c, cr, pl, &v, i);
-  if (v.sx < MIN_TEXT_SX) {
-    pango_layout_set_ellipsize(pl, PANGO_ELLIPSIZE_NONE);
-    for (int i = 0; i < c->g->n_nodes; i++)
-      if (c->g->nodes[i].target_logit || c->g->nodes[i].pinned || i == c->selected) draw_callout(c, cr, pl, &v, i);
-    pango_layout_set_ellipsize(pl, PANGO_ELLIPSIZE_END);
-  }
+  g_autofree guint8 *cut = g_new0(guint8, c->g->n_nodes);
+  for (int i = 0; i < c->g->n_nodes; i++) cut[i] = draw_node(c, cr, pl, &v, i);
+  pango_layout_set_ellipsize(pl, PANGO_ELLIPSIZE_NONE);
+  for (int i = 0; i < c->g->n_nodes; i++)
+    if (cut[i] && (c->g->nodes[i].target_logit || c->g->nodes[i].pinned || i == c->selected))
+      draw_callout(c, cr, pl, &v, i);
+  pango_layout_set_ellipsize(pl, PANGO_ELLIPSIZE_END);
   if (v.sx < MIN_TEXT_SX) draw_tokens(c, cr, pl, &v, &fg);
   cairo_restore(cr);
   draw_rows(c, cr, pl, &v, &fg);

@@ -26,5 +26,6 @@ void lmwb_graph_canvas_fit(LmwbGraphCanvas *c);
 int lmwb_graph_canvas_node_at(LmwbGraphCanvas *c, double x, double y);
 /* The widget point at a node's centre (FALSE for a bad index): tests click there. */
 gboolean lmwb_graph_canvas_node_point(LmwbGraphCanvas *c, int node, double *x, double *y);
-/* What a node shows: its caption (lmwb_graph_node_caption), as the exports show it. */
+/* What a node's box shows: a token's text, "error" for an error (the row and the order say the
+ * layer and position), else its caption (lmwb_graph_node_caption) as the exports show it. */
 char *lmwb_graph_canvas_node_text(const LmwbGraph *g, int node);
