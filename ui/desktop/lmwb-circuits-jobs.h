@@ -76,7 +76,7 @@ gpointer circuits_run_reprune(gpointer data, LmwbReporter *rep, GError **error);
 /* ---- a feature's contexts and output tokens ------------------------------------------------- */
 
 #define CIRCUITS_FEATURE_TOKENS 10
-#define CIRCUITS_CONTEXT_TOKENS 200000 /* tokens of the text read for contexts (the first ones) */
+#define CIRCUITS_CONTEXT_TOKENS 32768 /* tokens of the text read for contexts (the first ones): a click answers in seconds */
 
 typedef struct CircuitsFeatureIn {
   LmwbModel *model;
