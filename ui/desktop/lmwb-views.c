@@ -12,7 +12,8 @@
 #define LMWB_VIEWS(X) \
   X(model)            \
   X(lens)             \
-  X(neuron)
+  X(neuron)           \
+  X(circuits)
 
 #define DECLARE(name) GType lmwb_##name##_view_get_type(void);
 LMWB_VIEWS(DECLARE)
