@@ -6,6 +6,9 @@ screen and the window show. Exit 77 (skip) without xvfb-run/import/PIL.
   test_gui.py main        views, logit-lens heatmap cells, neuron search, clamp, sweep, responsiveness, cancel,
                           the shortcuts window, quitting during a job
   test_gui.py badinput    not-a-model folder, corrupt weights, bad tokenizer: banner, model kept
+  test_gui.py circuits    the Circuits view on the built-in model's transcoders: trace a prompt, the drawn graph,
+                          click a feature (contexts, output tokens), pin it through re-pruning, export,
+                          a bad set and an empty prompt (banners), a short training run with live plots
   test_gui.py editing     a ROME edit of a world fact, a 3-edit sequence with the alarm, undo, save, bad input
   test_gui.py cli         --help, no display -> exit 2 with a hint
 Screenshots go to $LMWB_GUI_SHOTS (default: a temp folder)."""
@@ -175,7 +178,7 @@ def test_main():
     d = dumps(out)
     assert len(d) == 9, f"expected 9 dumps, got {len(d)}"
     # The views and their Alt+N keys come from the registry, in its order.
-    assert d[0]["views"].startswith("model:<Alt>1 lens:<Alt>2 neurons:<Alt>3"), d[0]["views"]
+    assert d[0]["views"] == "model:<Alt>1 lens:<Alt>2 neurons:<Alt>3 circuits:<Alt>4 editing:<Alt>5", d[0]["views"]
     assert [x["view"] for x in d] == ["model", "lens"] + ["neurons"] * 7, [x["view"] for x in d]
     base = os.path.basename(os.path.normpath(model))
     assert base in d[0]["title"] and "LM Workbench" in d[0]["title"], d[0]["title"]
@@ -248,6 +251,143 @@ def test_badinput():
     assert "tokenizer" in d[3]["banner"], d[3]["banner"]
     # The window still works on the kept model.
     assert sum(1 for l in d[4]["lines"] if l.startswith("token ")) > 3
+    shutil.rmtree(tmp)
+
+
+def circuits_lines(d):
+    return [l[len("circuits "):] for l in d["lines"] if l.startswith("circuits ")]
+
+
+def circuits_field(d, key):
+    for l in circuits_lines(d):
+        if l.startswith(key):
+            return l[len(key):]
+    return None
+
+
+def circuits_nodes(d):
+    """(id, kind, pinned, x, y, text) of every node line of a dump."""
+    out = []
+    for l in circuits_lines(d):
+        m = re.match(r"node (\S+) (\S+) pinned=(\d) at=(-?\d+),(-?\d+) text=(.*)", l)
+        if m:
+            out.append((m.group(1), m.group(2), m.group(3) == "1", int(m.group(4)), int(m.group(5)), m.group(6)))
+    return out
+
+
+def graph_counts(d):
+    m = re.search(r"graph nodes=(\d+) edges=(\d+) features=(\d+) active=(\d+) pinned=(\d+)", "\n".join(d["lines"]))
+    assert m, "no graph in the dump"
+    return [int(x) for x in m.groups()]
+
+
+def count_colour(png, box, pred):
+    from PIL import Image
+    im = Image.open(png).convert("RGB")
+    px = im.load()
+    x0, y0, x1, y1 = box
+    return sum(1 for x in range(x0, x1, 2) for y in range(y0, y1, 2) if pred(px[x, y]))
+
+
+def test_circuits():
+    """The Circuits view on the built-in model (it ships transcoders for every layer)."""
+    model = os.path.abspath(BUILTIN)
+    tcs = os.path.join(model, "transcoders")
+    if not os.path.exists(os.path.join(tcs, "layer_0", "cfg.json")):
+        skip("the built-in model's transcoders are not there")
+    shots = shots_dir()
+    tmp = tempfile.mkdtemp(prefix="lmwb-circuits-")
+    prompt = "When Mary and John went to the store, John gave a drink to"
+    # First run: trace and read where the nodes are drawn.
+    out = run_script([
+        "wait-ready", "action win.view 'circuits'", f"action circuits.set-prompt '{prompt}'",
+        "action circuits.trace", "wait-ready", "dump", f"shot {shots}/circuits.png", "quit"], model)
+    d = dumps(out)[0]
+    assert d["view"] == "circuits" and d["banner"] == "", d["banner"]
+    assert circuits_field(d, "set=").startswith(tcs) and circuits_field(d, "set=").endswith("loaded=1")
+    n_nodes, n_edges, n_feat, n_active, _ = graph_counts(d)
+    nodes = circuits_nodes(d)
+    assert len(nodes) == n_nodes and n_feat > 0 and n_edges > 0 and n_active >= n_feat
+    kinds = {k for _, k, *_ in nodes}
+    assert {"feature", "token", "logit"} <= kinds, kinds
+    # Rows bottom to top: tokens below every feature, logits above; every node inside the window.
+    ys = {k: [y for _, kk, _, _, y, _ in nodes if kk == k] for k in kinds}
+    assert min(ys["token"]) > max(ys["feature"]) > min(ys["feature"]) > max(ys["logit"]) >= 0, ys
+    layer_y = {}
+    for nid, k, _, _, y, _ in nodes:
+        if k == "feature":
+            layer_y.setdefault(int(nid.split("_")[0]), set()).add(y)
+    ls = sorted(layer_y)
+    assert all(len(layer_y[l]) == 1 for l in ls), "a layer's features are not on one row"
+    assert all(min(layer_y[a]) > min(layer_y[b]) for a, b in zip(ls, ls[1:])), "layers are not drawn bottom to top"
+    # Positions left to right within the token row.
+    toks = sorted((int(nid.split("_")[2]), x) for nid, k, _, x, _, _ in nodes if k == "token")
+    assert [x for _, x in toks] == sorted(x for _, x in toks), "tokens are not left to right by position"
+    # The screen shows it: positive (blue) edges and node fills in the canvas.
+    blue = count_colour(f"{shots}/circuits.png", (60, 220, 840, 780), lambda p: p[2] > 150 and p[0] < 120)
+    fills = count_colour(f"{shots}/circuits.png", (60, 220, 840, 780), lambda p: p == (254, 232, 200))
+    assert blue > 50 and fills > 20, f"the graph is not on the screen (blue {blue}, feature fills {fills})"
+    # The strongest-looking feature: the one nearest the answer row's centre.
+    feats = [n for n in nodes if n[1] == "feature"]
+    fid, _, _, fx, fy, _ = feats[len(feats) // 2]
+    bad = os.path.join(tmp, "bad-set")
+    shutil.copytree(tcs, bad, ignore=shutil.ignore_patterns("*.csv", "*.txt"))
+    with open(os.path.join(bad, "layer_2", "sae_weights.safetensors"), "r+b") as f:
+        f.truncate(5000)
+    sample = os.path.join(tcs, "sample.txt")
+    exports = [os.path.join(tmp, "graph." + e) for e in ("json", "dot", "svg", "png")]
+    out = run_script([
+        "wait-ready", "action win.view 'circuits'", f"action circuits.set-prompt '{prompt}'",
+        f"action circuits.set-text '{sample}'", "action circuits.trace", "wait-ready",
+        f"action circuits.click '{fx},{fy}'", "wait-ready", "dump", f"shot {shots}/circuits-feature.png",
+        "action circuits.pin-selected", "action circuits.node-threshold 0.3", "action circuits.edge-threshold 0.5",
+        "wait-ready", "dump", f"shot {shots}/circuits-pinned.png",
+        *[f"action circuits.export '{p}'" for p in exports], "dump",
+        "action circuits.node-threshold 0.8", "action circuits.edge-threshold 0.98", "wait-ready", "dump",
+        f"action circuits.set-train 'layer=1 features=512 k=8 tokens=8192 out={tmp}/trained'",
+        "action circuits.train", "wait-ready", "dump", f"shot {shots}/circuits-train.png",
+        f"action circuits.set-transcoders '{bad}'", "action circuits.trace", "wait-ready", "dump",
+        f"shot {shots}/circuits-badset.png",
+        f"action circuits.set-transcoders '{tcs}'", "action circuits.set-prompt '  '", "action circuits.trace",
+        "wait-ready", "dump",
+        # quitting while a trace runs stops it cleanly (run_script checks the exit status)
+        f"action circuits.set-prompt '{prompt}'", "action circuits.trace", "quit"], model, timeout=280)
+    d = dumps(out)
+    assert len(d) == 7, f"expected 7 dumps, got {len(d)}"
+    # The click selected that feature: its output tokens and its top contexts on the text.
+    assert circuits_field(d[0], "selected=") == fid, (circuits_field(d[0], "selected="), fid)
+    assert circuits_field(d[0], "tokens="), "no decoded output tokens"
+    m = re.search(r"contexts=(\d+) tokens_read=(\d+)", "\n".join(d[0]["lines"]))
+    assert m and int(m.group(1)) > 0 and int(m.group(2)) > 1000, m and m.groups()
+    acts = [float(x) for x in re.findall(r"context \d+ act=([0-9.]+)", "\n".join(d[0]["lines"]))]
+    assert acts == sorted(acts, reverse=True) and acts[0] > 0
+    # Pinned through re-pruning: the lower thresholds keep fewer nodes, the pin stays.
+    n1 = graph_counts(d[1])
+    assert n1[0] < n_nodes and n1[4] == 1, (n1, n_nodes)
+    assert any(nid == fid and pinned for nid, _, pinned, *_ in circuits_nodes(d[1])), "the pinned feature was pruned away"
+    assert circuits_field(d[1], "selected=") == fid
+    # Exports, with the pin in the graph JSON.
+    for p in exports:
+        assert os.path.getsize(p) > 100, p
+    import json
+    with open(exports[0]) as f:
+        g = json.load(f)
+    assert fid in g["qParams"]["pinnedIds"], g["qParams"]["pinnedIds"]
+    assert len(g["nodes"]) == n1[0]
+    assert open(exports[2]).read().lstrip().startswith(("<?xml", "<svg"))
+    assert open(exports[3], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert circuits_field(d[2], "exported=") == exports[-1]
+    # Back to the default thresholds: as many nodes as at first, plus the pin if it was not kept.
+    assert graph_counts(d[3])[0] in (n_nodes, n_nodes + 1)
+    # Training: the live plot got a point per step, the transcoder was saved.
+    pts = int(circuits_field(d[4], "train_points="))
+    assert pts >= 4, f"{pts} training points"
+    assert "Saved to" in circuits_field(d[4], "train_status="), circuits_field(d[4], "train_status=")
+    assert os.path.exists(os.path.join(tmp, "trained", "layer_1", "sae_weights.safetensors"))
+    # Bad input: banners naming the file, the graph kept; an empty prompt.
+    assert "layer_2" in d[5]["banner"] and "safetensors" in d[5]["banner"], d[5]["banner"]
+    assert graph_counts(d[5])[0] > 0, "a failed trace dropped the graph"
+    assert "prompt is empty" in d[6]["banner"], d[6]["banner"]
     shutil.rmtree(tmp)
 
 
@@ -387,5 +527,6 @@ if __name__ == "__main__":
             import PIL  # noqa: F401
         except ImportError:
             skip("python3-pil is not installed")
-    {"main": test_main, "badinput": test_badinput, "editing": test_editing, "cli": test_cli}[which]()
+    {"main": test_main, "badinput": test_badinput, "circuits": test_circuits, "editing": test_editing,
+     "cli": test_cli}[which]()
     print("ok")

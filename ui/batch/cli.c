@@ -369,3 +369,8 @@ char *lmwb_cli_default_brown(GError **error) {
   g_free(brown);
   return NULL;
 }
+
+gboolean lmwb_cli_plot_path_ok(const char *path) {
+  const char *dot = strrchr(path, '.');
+  return dot && (!g_ascii_strcasecmp(dot, ".png") || !g_ascii_strcasecmp(dot, ".svg") || !g_ascii_strcasecmp(dot, ".pdf"));
+}

@@ -81,6 +81,8 @@ void lmwb_json_member_double(JsonBuilder *b, const char *key, double v);
 void lmwb_json_member_double_or_null(JsonBuilder *b, const char *key, double v);
 void lmwb_json_member_int(JsonBuilder *b, const char *key, gint64 v);
 void lmwb_json_member_string(JsonBuilder *b, const char *key, const char *v);
+/* TRUE when a --plot path ends in .png, .svg or .pdf (any case), what ui/plot can write. */
+gboolean lmwb_cli_plot_path_ok(const char *path);
 /* Array helpers for JsonBuilder. */
 void lmwb_json_add_ids(JsonBuilder *b, const int32_t *ids, size_t n);
 void lmwb_json_add_tokens(JsonBuilder *b, const LmwbModel *m, const int32_t *ids, size_t n);

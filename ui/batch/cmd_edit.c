@@ -5,8 +5,10 @@
 #include "ui/batch/commands.h"
 #include "app/core/atomic_file.h"
 #include "app/core/inputs.h"
+#include "app/formats/json_input.h"
 #include "app/formats/json_text.h"
 #include "editors/edit_sequence.h"
+#include "ui/plot/plot.h"
 #include <glib/gstdio.h>
 #include <math.h>
 #include <stdio.h>
@@ -388,9 +390,100 @@ static void show_step(const LmwbEditStep *st, void *user) {
           st->subject ? st->subject : "", st->ppl, st->alarm ? "  ALARM" : "");
 }
 
+/* Monitor perplexity against the edit number for each log (log y), and the alarm line of the first. */
+static gboolean plot_logs(char **names, LmwbEditStep **steps, const int *n_steps, int n_logs, double alarm,
+                          const char *path, GError **error) {
+  LmwbPlot *p = lmwb_plot_new(LMWB_PLOT_LINE, "Monitor perplexity after each edit", "edits", "mean per-sentence perplexity");
+  lmwb_plot_set_log_y(p, TRUE);
+  int last = 0;
+  for (int k = 0; k < n_logs; k++) {
+    int s = lmwb_plot_add_series(p, names[k]);
+    for (int i = 0; i < n_steps[k]; i++) {
+      if (isfinite(steps[k][i].ppl)) lmwb_plot_append(p, s, steps[k][i].edit, steps[k][i].ppl);
+      last = MAX(last, steps[k][i].edit);
+    }
+  }
+  if (n_logs > 0 && n_steps[0] > 0 && alarm > 0) {
+    g_autofree char *name = g_strdup_printf("alarm (%gx unedited)", alarm);
+    int s = lmwb_plot_add_series(p, name);
+    lmwb_plot_append(p, s, 0, alarm * steps[0][0].ppl);
+    lmwb_plot_append(p, s, MAX(last, 1), alarm * steps[0][0].ppl);
+  }
+  gboolean ok = lmwb_plot_save(p, path, 900, 520, error);
+  lmwb_plot_free(p);
+  return ok;
+}
+
+/* A log written by `edit sequential` (JSON Lines). */
+static LmwbEditStep *read_log(const char *path, int *n, GError **error) {
+  g_autofree char *text = lmwb_cli_read_text(path, error);
+  if (!text) return NULL;
+  GArray *a = g_array_new(FALSE, TRUE, sizeof(LmwbEditStep));
+  g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+  for (int i = 0; lines[i]; i++) {
+    if (!*g_strstrip(lines[i])) continue;
+    g_autofree char *where = g_strdup_printf("%s: line %d", path, i + 1);
+    JsonNode *node = lmwb_json_parse(lines[i], strlen(lines[i]), where, error);
+    JsonObject *o = node && JSON_NODE_HOLDS_OBJECT(node) ? json_node_get_object(node) : NULL;
+    JsonNode *e = o ? json_object_get_member(o, "edit") : NULL, *pp = o ? json_object_get_member(o, "ppl") : NULL;
+    if (!e || !pp || !JSON_NODE_HOLDS_VALUE(e) || (!JSON_NODE_HOLDS_VALUE(pp) && !JSON_NODE_HOLDS_NULL(pp))) {
+      if (node && !(error && *error)) lmwb_input_error(error, "%s: not a step of `edit sequential` (\"edit\", \"ppl\")", where);
+      if (node) json_node_unref(node);
+      g_array_free(a, TRUE);
+      return NULL;
+    }
+    LmwbEditStep st = {.edit = (int)json_node_get_int(e), .ppl = JSON_NODE_HOLDS_NULL(pp) ? INFINITY : json_node_get_double(pp)};
+    g_array_append_val(a, st);
+    json_node_unref(node);
+  }
+  if (a->len == 0) {
+    lmwb_input_error(error, "%s: no steps", path);
+    g_array_free(a, TRUE);
+    return NULL;
+  }
+  *n = (int)a->len;
+  return (LmwbEditStep *)g_array_free(a, FALSE);
+}
+
+int lmwb_cmd_edit_plot(int argc, char **argv) {
+  char **logs = NULL;
+  double alarm = LMWB_EDIT_ALARM_FACTOR;
+  GOptionEntry e[] = {
+    {"log", 0, 0, G_OPTION_ARG_STRING_ARRAY, &logs, "NAME=FILE: a log of `edit sequential` and its name in the legend (repeatable)", "NAME=FILE"},
+    {"alarm", 0, 0, G_OPTION_ARG_DOUBLE, &alarm, "Draw the alarm line at this factor of the first log's unedited perplexity (default 2; 0: none)", "X"},
+    {NULL}};
+  if (!lmwb_cli_parse(&argc, &argv, "- plot logs of edit sequences together",
+                      "Draws each log's monitor perplexity against the edit number (log scale) into --out (.png, .svg\n"
+                      "or .pdf). Example:\n"
+                      "  lmwb-batch edit plot --log rome=paper.jsonl --log memit=memit.jsonl --out collapse.png",
+                      EDIT_HELP, e, LMWB_CLI_OUT))
+    return 2;
+  if (!logs || !logs[0]) return lmwb_cli_usage_error("give at least one --log NAME=FILE");
+  if (!lmwb_cli.out || !lmwb_cli_plot_path_ok(lmwb_cli.out)) return lmwb_cli_usage_error("--out must be a .png, .svg or .pdf file");
+  if (!(alarm >= 0) || !isfinite(alarm)) return lmwb_cli_usage_error("--alarm must be a number >= 0");
+  int n = (int)g_strv_length(logs);
+  g_autofree char **names = g_new0(char *, n);
+  g_autofree LmwbEditStep **steps = g_new0(LmwbEditStep *, n);
+  g_autofree int *counts = g_new0(int, n);
+  GError *err = NULL;
+  gboolean ok = TRUE;
+  for (int i = 0; ok && i < n; i++) {
+    char *eq = strchr(logs[i], '=');
+    if (!eq || eq == logs[i] || !eq[1]) ok = (lmwb_input_error(&err, "--log \"%s\": expected NAME=FILE", logs[i]), FALSE);
+    else {
+      *eq = 0;
+      names[i] = logs[i];
+      ok = (steps[i] = read_log(eq + 1, &counts[i], &err)) != NULL;
+    }
+  }
+  if (ok) ok = plot_logs(names, steps, counts, n, alarm, lmwb_cli.out, &err);
+  for (int i = 0; i < n; i++) g_free(steps[i]);
+  return ok ? 0 : lmwb_cli_fail(err);
+}
+
 int lmwb_cmd_edit_sequential(int argc, char **argv) {
   char *method = NULL, *requests = NULL, *monitor = NULL, *stats = NULL, *stats_file = NULL, *layers_text = NULL,
-       *save = NULL, *dtype = NULL, *keys = NULL;
+       *save = NULL, *dtype = NULL, *keys = NULL, *plot = NULL;
   int layer = -1, steps = 0;
   gint64 seed = 1, stats_tokens = 100000;
   double alarm = LMWB_EDIT_ALARM_FACTOR;
@@ -410,6 +503,7 @@ int lmwb_cmd_edit_sequential(int argc, char **argv) {
     {"stop-on-alarm", 0, 0, G_OPTION_ARG_NONE, &stop, "Stop the sequence at the first alarm", NULL},
     {"rollback-on-alarm", 0, 0, G_OPTION_ARG_NONE, &rollback, "Undo an edit that raises the alarm and go on", NULL},
     {"save", 0, 0, G_OPTION_ARG_FILENAME, &save, "Save the model after the last edit kept as a Hugging Face folder", "DIR"},
+    {"plot", 0, 0, G_OPTION_ARG_FILENAME, &plot, "Also draw the monitor perplexity per edit with the alarm line (.png, .svg or .pdf)", "F"},
     {"dtype", 0, 0, G_OPTION_ARG_STRING, &dtype, "Save as F32, F16 or BF16 (default: the source's)", "T"},
     {NULL}};
   if (!lmwb_cli_parse(&argc, &argv, "- edit facts one after another, watching for collapse",
@@ -428,6 +522,7 @@ int lmwb_cmd_edit_sequential(int argc, char **argv) {
   if (!lmwb_cli.out) return lmwb_cli_usage_error("--out log.jsonl is required");
   if (stop && rollback) return lmwb_cli_usage_error("give --stop-on-alarm or --rollback-on-alarm, not both");
   if (!(alarm > 1) || !isfinite(alarm)) return lmwb_cli_usage_error("--alarm %g must be a number above 1", alarm);
+  if (plot && !lmwb_cli_plot_path_ok(plot)) return lmwb_cli_usage_error("--plot \"%s\": expected a .png, .svg or .pdf file", plot);
   if (no_stats && (stats || stats_file)) return lmwb_cli_usage_error("--no-stats goes with neither --stats nor --stats-file");
   if (steps < 0 || seed < 0 || stats_tokens < 1) return lmwb_cli_usage_error("--steps and --seed must not be negative, --stats-tokens positive");
   if (dtype && strcmp(dtype, "F32") && strcmp(dtype, "F16") && strcmp(dtype, "BF16"))
@@ -481,6 +576,10 @@ int lmwb_cmd_edit_sequential(int argc, char **argv) {
     }
     ok = lmwb_file_write_atomic(lmwb_cli.out, log->str, log->len, &err);
     g_string_free(log, TRUE);
+    if (ok && plot) {
+      char *name = (char *)(so.method == LMWB_EDIT_MEMIT ? "MEMIT" : so.rome.keys == LMWB_ROME_KEYS_CONSISTENT ? "ROME, consistent keys" : "ROME");
+      ok = plot_logs(&name, &seq->steps, &seq->n_steps, 1, alarm, plot, &err);
+    }
     if (ok && save)
       ok = lmwb_model_save(seq->versions[seq->n_steps - 1], save, dtype ? dtype : m->source_dtype, m->dir, &err);
     if (ok) {

@@ -286,7 +286,7 @@ int lmwb_cmd_neurons_sweep(int argc, char **argv) {
   if (layer == G_MININT || neuron == G_MININT) return lmwb_cli_usage_error("--layer L and --neuron N are required");
   if (!target || !prompt) return lmwb_cli_usage_error("--target TOKEN and --prompt STR are required");
   if (site && strcmp(site, "post") && strcmp(site, "pre")) return lmwb_cli_usage_error("--clamp-site \"%s\": expected post or pre", site);
-  if (plot && !has_suffix_ci(plot, ".png") && !has_suffix_ci(plot, ".svg") && !has_suffix_ci(plot, ".pdf"))
+  if (plot && !lmwb_cli_plot_path_ok(plot))
     return lmwb_cli_usage_error("--plot \"%s\": expected a .png, .svg or .pdf file", plot);
   GError *err = NULL;
   LmwbModel *m = lmwb_cli_load_model(&err);

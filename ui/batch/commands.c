@@ -28,5 +28,6 @@ const LmwbCommand lmwb_commands[] = {
   {"edit rome", "Rewrite one fact with ROME (a rank-one change of one layer)", lmwb_cmd_edit_rome},
   {"edit memit", "Rewrite many facts with MEMIT (a change spread over layers)", lmwb_cmd_edit_memit},
   {"edit sequential", "Edit facts one after another, watching the monitor perplexity for collapse", lmwb_cmd_edit_sequential},
+  {"edit plot", "Plot logs of edit sequences together (monitor perplexity per edit)", lmwb_cmd_edit_plot},
   {"graph", "The attribution graph of a prompt through transcoders, as graph JSON, DOT, SVG or PNG", lmwb_cmd_graph},
   {NULL, NULL, NULL}};

@@ -23,3 +23,4 @@ int lmwb_cmd_edit_requests(int argc, char **argv);
 int lmwb_cmd_edit_rome(int argc, char **argv);
 int lmwb_cmd_edit_memit(int argc, char **argv);
 int lmwb_cmd_edit_sequential(int argc, char **argv);
+int lmwb_cmd_edit_plot(int argc, char **argv);

@@ -13,6 +13,7 @@
   X(model)            \
   X(lens)             \
   X(neuron)           \
+  X(circuits)         \
   X(editing)
 
 #define DECLARE(name) GType lmwb_##name##_view_get_type(void);

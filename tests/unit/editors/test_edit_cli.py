@@ -5,7 +5,8 @@
     here with numpy, equal the source's except the edited layer's c_proj, changed by a rank-one
     matrix; the source folder is untouched.
 (c) `edit sequential` writes one line per step; line 0's monitor perplexity equals
-    `perplexity --per-line`'s mean_line_perplexity on the same file; --save writes the last model.
+    `perplexity --per-line`'s mean_line_perplexity on the same file; --save writes the last model;
+    --plot and `edit plot` draw the logs.
 (d) bad input -> exit 2 naming the problem, nothing written.
 Usage: test_edit_cli.py LMWB_BATCH MODEL_DIR MONITOR
 """
@@ -103,7 +104,7 @@ def main():
         log = os.path.join(tmp, "log.jsonl")
         saved = os.path.join(tmp, "seq")
         rc, so, se = run("edit", "sequential", "--model", MODEL, "--requests", reqs, "--monitor", MONITOR, "--layer", "1",
-                         "--no-stats", "--steps", "10", "--save", saved, "--out", log)
+                         "--no-stats", "--steps", "10", "--save", saved, "--plot", os.path.join(tmp, "seq.png"), "--out", log)
         check(rc == 0, f"edit sequential (exit {rc}) {se.strip()[-300:]}")
         if rc == 0:
             steps = [json.loads(x) for x in open(log).read().splitlines()]
@@ -112,6 +113,14 @@ def main():
             rc3, so3, _ = run("perplexity", "--model", MODEL, "--file", MONITOR, "--per-line")
             ref = json.loads(so3)["mean_line_perplexity"]
             check(abs(steps[0]["ppl"] - ref) < 1e-9 * ref, f"monitor perplexity {steps[0]['ppl']:.6g} = perplexity --per-line {ref:.6g}")
+            with open(os.path.join(tmp, "seq.png"), "rb") as f:
+                check(f.read(8) == b"\x89PNG\r\n\x1a\n", "--plot draws a PNG")
+            both = os.path.join(tmp, "both.svg")
+            rc5, _, se5 = run("edit", "plot", "--log", f"a={log}", "--log", f"b={log}", "--out", both)
+            check(rc5 == 0 and open(both).read().count("<svg") == 1, f"edit plot draws two logs (exit {rc5}) {se5.strip()[-200:]}")
+            rc6, _, se6 = run("edit", "plot", "--log", f"a={reqs}", "--out", os.path.join(tmp, "x.png"))
+            check(rc6 == 2 and "not a step" in se6 and not os.path.exists(os.path.join(tmp, "x.png")),
+                  f"edit plot refuses a file that is not a log (exit {rc6}) {se6.strip()[-200:]}")
             rc4, so4, _ = run("perplexity", "--model", saved, "--file", MONITOR, "--per-line")
             got = json.loads(so4)["mean_line_perplexity"] if rc4 == 0 else float("nan")
             check(abs(got - steps[2]["ppl"]) < 2e-2 * got, f"--save writes the last model (its perplexity {got:.5g} vs {steps[2]['ppl']:.5g}, F16)")
