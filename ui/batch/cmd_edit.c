@@ -383,11 +383,10 @@ static char *step_line(const LmwbEditStep *st) {
   return lmwb_json_generate(root, FALSE, NULL);
 }
 
-/* Each step as it arrives, to stderr when it is a terminal (the log itself is written at the end). */
+/* Each step as it arrives, on stderr (the log itself is written, atomically, at the end). */
 static void show_step(const LmwbEditStep *st, void *user) {
-  if (!isatty(2)) return;
-  fprintf(stderr, "\nedit %d%s%s: monitor perplexity %.3g%s\n", st->edit, st->subject ? " " : "",
-          st->subject ? st->subject : "", st->ppl, st->alarm ? "  ALARM" : "");
+  fprintf(stderr, "%sedit %d%s%s: monitor perplexity %.6g, efficacy %g%s\n", isatty(2) ? "\n" : "", st->edit,
+          st->subject ? " " : "", st->subject ? st->subject : "", st->ppl, st->efficacy, st->alarm ? "  ALARM" : "");
 }
 
 /* Monitor perplexity against the edit number for each log (log y), and the alarm line of the first. */
