@@ -485,7 +485,7 @@ int lmwb_cmd_edit_sequential(int argc, char **argv) {
        *save = NULL, *dtype = NULL, *keys = NULL, *plot = NULL;
   int layer = -1, steps = 0;
   gint64 seed = 1, stats_tokens = 100000;
-  double alarm = LMWB_EDIT_ALARM_FACTOR;
+  double alarm = LMWB_EDIT_ALARM_FACTOR, lambda = 0;
   gboolean stop = FALSE, rollback = FALSE, no_stats = FALSE;
   GOptionEntry e[] = {
     {"method", 0, 0, G_OPTION_ARG_STRING, &method, "rome (default) or memit", "M"},
@@ -497,6 +497,7 @@ int lmwb_cmd_edit_sequential(int argc, char **argv) {
     {"stats", 0, 0, G_OPTION_ARG_FILENAME, &stats, "Covariance file (ROME) or folder of C{L}.safetensors (MEMIT) (default: computed and cached)", "C"},
     STATS_OPTIONS,
     {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "Adam steps per value (default 25)", "N"},
+    {"lambda", 0, 0, G_OPTION_ARG_DOUBLE, &lambda, "MEMIT's weight of the covariance (default 15000)", "X"},
     {"seed", 's', 0, G_OPTION_ARG_INT64, &seed, "Seed of the sampled context prefixes (default 1)", "S"},
     {"alarm", 0, 0, G_OPTION_ARG_DOUBLE, &alarm, "Alarm when the monitor perplexity exceeds this factor of the unedited one (default 2)", "X"},
     {"stop-on-alarm", 0, 0, G_OPTION_ARG_NONE, &stop, "Stop the sequence at the first alarm", NULL},
@@ -532,6 +533,8 @@ int lmwb_cmd_edit_sequential(int argc, char **argv) {
   else if (method && strcmp(method, "rome")) return lmwb_cli_usage_error("--method %s: expected rome or memit", method);
   lmwb_edit_method_options_init(&so.rome, so.method);
   if (steps) so.rome.steps = steps;
+  if (!(lambda >= 0) || !isfinite(lambda)) return lmwb_cli_usage_error("--lambda must be a number >= 0");
+  if (lambda > 0) so.rome.lambda = lambda;
   so.rome.seed = (guint64)seed;
   GError *err = NULL;
   if (keys && !lmwb_rome_keys_parse(keys, &so.rome.keys, &err)) return lmwb_cli_fail(err);
