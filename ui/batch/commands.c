@@ -23,4 +23,7 @@ const LmwbCommand lmwb_commands[] = {
   {"neurons compare", "Share of neurons with the same top token in two models; most-changed neurons", lmwb_cmd_neurons_compare},
   {"transcoder train", "Train a transcoder for an MLP layer (or an SAE on a hook site) into a SAELens folder", lmwb_cmd_transcoder_train},
   {"transcoder eval", "FVU, L0, dead features and loss recovered of a transcoder set spliced into the model", lmwb_cmd_transcoder_eval},
+  {"circuit eap", "Edge attribution patching (EAP, EAP-IG) scores of a task's edges, top-N circuit", lmwb_cmd_circuit_eap},
+  {"circuit prune", "Learn a task's circuit by edge pruning (hard-concrete masks, target sparsity)", lmwb_cmd_circuit_prune},
+  {"circuit eval", "KL, logit difference, accuracy and exact match of a circuit (interchange ablation)", lmwb_cmd_circuit_eval},
   {NULL, NULL, NULL}};
