@@ -26,8 +26,8 @@ except ImportError:
     print("numpy/torch are not available: skipping")
     sys.exit(77)
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "reference"))
-import hf_models  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from edge_reference import hf_models, layout, masked_run  # noqa: E402
 
 TOL = 1e-3
 FIXTURES = ["gpt2", "llama_gqa", "neox"]
@@ -43,92 +43,6 @@ def report(ok, label, detail):
 def rel_err(got, want):
     scale = max(float(np.abs(want).max()), 1e-30)
     return float(np.abs(np.asarray(got, np.float64) - want).max()) / scale
-
-
-def shape_of(ref):
-    H = getattr(ref, "H", None) or ref.Hq
-    K = getattr(ref, "Hkv", H)
-    parallel = ref.model_type == "gpt_neox" and ref.parallel
-    return ref.n_layer, H, K, parallel
-
-
-def o_bias(ref, L):
-    """b_O of layer L (None when the model has none)."""
-    names = {"gpt2": f"h.{L}.attn.c_proj.bias", "gpt_neox": f"gpt_neox.layers.{L}.attention.dense.bias",
-             "llama": f"model.layers.{L}.self_attn.o_proj.bias"}
-    n = names[ref.model_type]
-    return ref.p(n) if ref.has(n) else None
-
-
-def layout(ref):
-    """Readers in order with their kind, layer, head and number of writers read (a prefix)."""
-    nl, H, K, parallel = shape_of(ref)
-    readers = []
-    for L in range(nl):
-        below = 1 + L * (H + 1)
-        readers += [("q", L, h, below) for h in range(H)]
-        readers += [("k", L, h, below) for h in range(K)]
-        readers += [("v", L, h, below) for h in range(K)]
-        readers.append(("mlp", L, 0, below if parallel else below + H))
-    readers.append(("logits", nl, 0, 1 + nl * (H + 1)))
-    offsets = np.cumsum([0] + [r[3] for r in readers])
-    return readers, offsets
-
-
-def writers_of(ref, hooks):
-    """Writer outputs in order: input, then per layer the heads (result + b_O/H) and the MLP."""
-    nl, H, _, _ = shape_of(ref)
-    out = [hooks["blocks.0.hook_resid_pre"]]
-    for L in range(nl):
-        res = hooks[f"blocks.{L}.attn.hook_result"]
-        b = o_bias(ref, L)
-        for h in range(H):
-            out.append(res[:, :, h] + (0 if b is None else b / H))
-        out.append(hooks[f"blocks.{L}.hook_mlp_out"])
-    return out
-
-
-def masked_run(ref, clean, corrupt, z):
-    """Logits with reader inputs rebuilt from the writers under masks z (a float64 tensor)."""
-    ref.split = True
-    ref.run(corrupt)
-    tilde = [t.detach() for t in writers_of(ref, ref.hooks)]
-    readers, offsets = layout(ref)
-    nl, H, K, _ = shape_of(ref)
-
-    def mix(v):
-        _, _, _, n = readers[v]
-        cur = writers_of_partial(ref, n)
-        zz = z[offsets[v]:offsets[v] + n]
-        return sum(zz[w] * cur[w] + (1 - zz[w]) * tilde[w] for w in range(n))
-
-    def writers_of_partial(ref, n):
-        hooks = ref.hooks
-        out = [hooks["blocks.0.hook_resid_pre"]]
-        for L in range(nl):
-            if len(out) >= n:
-                break
-            res = hooks[f"blocks.{L}.attn.hook_result"]
-            b = o_bias(ref, L)
-            for h in range(H):
-                out.append(res[:, :, h] + (0 if b is None else b / H))
-            if len(out) < n:
-                out.append(hooks[f"blocks.{L}.hook_mlp_out"])
-        return out[:n]
-
-    def per_head(kind, L, heads):
-        first = [i for i, r in enumerate(readers) if r[0] == kind and r[1] == L][0]
-        return lambda x: torch.stack([mix(first + h) for h in range(heads)], dim=2)
-
-    edits = {}
-    for L in range(nl):
-        edits[f"blocks.{L}.hook_q_input"] = per_head("q", L, H)
-        edits[f"blocks.{L}.hook_k_input"] = per_head("k", L, K)
-        edits[f"blocks.{L}.hook_v_input"] = per_head("v", L, K)
-        v_mlp = [i for i, r in enumerate(readers) if r[0] == "mlp" and r[1] == L][0]
-        edits[f"blocks.{L}.hook_mlp_in"] = (lambda v: (lambda x: mix(v)))(v_mlp)
-    edits[f"blocks.{nl - 1}.hook_resid_post"] = lambda x: mix(len(readers) - 1)
-    return ref.run(clean, edits=edits)
 
 
 def check(driver, fixtures, name, tmp):
