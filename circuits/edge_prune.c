@@ -134,6 +134,10 @@ static float *reference_logprobs(LmwbRunner *r, const LmwbEdgeTask *t, int bs, G
   return ref;
 }
 
+/* The corrupted runs' writer outputs of every batch, kept when they fit in this much memory:
+ * then a step is one masked run and its backward. */
+#define CORRUPT_CACHE_BYTES ((uint64_t)1 << 30)
+
 /* The examples of step `step`: batches cycle through the task. */
 static int step_first(const LmwbEdgeTask *t, int step, int bs) {
   int nb = (t->n + bs - 1) / bs;
@@ -176,6 +180,9 @@ LmwbEdgePruneResult *lmwb_edge_prune(LmwbModel *m, const LmwbEdgeTask *t, const 
   gboolean ok = (!opt->checkpoint || load_state(&st, opt->checkpoint, error)) &&
                 (ref = reference_logprobs(r, t, bs, error)) != NULL;
   double kl = 0, sparsity = 0;
+  int nb = (t->n + bs - 1) / bs;
+  uint64_t per_batch = (uint64_t)g->n_writers * bs * lmwb_edge_task_max_len(t) * m->cfg.d_model * sizeof(float);
+  float **cache = per_batch * nb <= CORRUPT_CACHE_BYTES ? g_new0(float *, nb) : NULL;
   while (ok && st.step < steps) {
     if (lmwb_reporter_cancelled(rep, error)) {
       GError *e2 = NULL;
@@ -202,8 +209,15 @@ LmwbEdgePruneResult *lmwb_edge_prune(LmwbModel *m, const LmwbEdgeTask *t, const 
     for (int i = 0; i < b.B; i++) pos[i] = b.lens[i] - 1;
     LmwbForwardOptions fo = {.lens = b.lens};
     LmwbLoss loss = {.kind = LMWB_LOSS_KL, .ref_logprobs = ref + (size_t)first * V, .positions = pos};
-    ok = edge_batch_corrupt(s, &b, error) && lmwb_runner_forward(r, b.clean, b.B, b.T, &fo, error) &&
-         lmwb_runner_backward(r, &loss, 1, NULL, &kl, error);
+    int bi = first / bs, cB = 0, cT = 0;
+    if (cache && cache[bi]) {
+      lmwb_edge_stream_set_corrupted(s, cache[bi], b.B, b.T);
+    } else {
+      ok = edge_batch_corrupt(s, &b, error);
+      const float *c = ok ? lmwb_edge_stream_corrupted(s, &cB, &cT) : NULL;
+      if (c && cache) cache[bi] = g_memdup2(c, (size_t)g->n_writers * b.B * b.T * m->cfg.d_model * sizeof(float));
+    }
+    ok = ok && lmwb_runner_forward(r, b.clean, b.B, b.T, &fo, error) && lmwb_runner_backward(r, &loss, 1, NULL, &kl, error);
     edge_batch_clear(&b);
     if (!ok) break;
     /* the Lagrangian: expected sparsity and its gradient */
@@ -251,6 +265,8 @@ LmwbEdgePruneResult *lmwb_edge_prune(LmwbModel *m, const LmwbEdgeTask *t, const 
     for (int64_t e = 0; e < E; e++) open += p_open(st.la[e]);
     res->final_sparsity = 1 - open / E;
   }
+  for (int i = 0; cache && i < nb; i++) g_free(cache[i]);
+  g_free(cache);
   g_free(st.la);
   lmwb_adamw_free(st.opt);
   lmwb_edge_stream_free(s);

@@ -6,6 +6,8 @@
 /* One hook: the site, and which writers or readers its block holds. */
 typedef struct {
   LmwbEdgeStream *s;
+  LmwbSite site;
+  bool writer;
   int first;  /* first writer / reader of the block */
   int count;  /* heads in the block (1 for single-row sites) */
   int id;     /* the runner's hook id */
@@ -18,7 +20,6 @@ struct LmwbEdgeStream {
   float *z, *dz;           /* [n_edges] masks and their gradients */
   bool all_ones;
   bool hold;               /* delta held at the last run's values */
-  bool active;             /* FALSE during the corrupted run */
   int B, T;                /* shape of the corrupted run (0: none yet; ã = 0) */
   float *corrupt, *delta, *gdelta; /* [n_writers, N, C] */
   size_t cap;              /* floats per writer block allocated (N * C) */
@@ -48,7 +49,6 @@ static void ensure(LmwbEdgeStream *s, size_t NC) {
 
 /* Whether the block belongs to a run the stream can act on. */
 static bool usable(LmwbEdgeStream *s, const LmwbHookCtx *ctx) {
-  if (!s->active) return false;
   size_t NC = (size_t)ctx->B * ctx->T * s->C;
   if (s->B && (ctx->B != s->B || ctx->T != s->T)) return false;
   ensure(s, NC);
@@ -142,14 +142,18 @@ static void reader_bwd(float *block, const LmwbHookCtx *ctx, void *user) {
 
 /* ---- setup --------------------------------------------------------------------------------- */
 
+static gboolean install(Site *site, GError **error) {
+  LmwbHook h = {.site = site->site, .op = LMWB_HOOK_CALL, .fn = site->writer ? writer_fwd : reader_fwd,
+                .bwd_fn = site->writer ? writer_bwd : reader_bwd, .user = site};
+  site->id = lmwb_runner_add_hook(site->s->r, &h, error);
+  return site->id != 0;
+}
+
 static gboolean add_site(LmwbEdgeStream *s, LmwbSiteKind kind, int layer, int first, int count, bool writer,
                          GError **error) {
   Site *site = &s->sites[s->n_sites];
-  *site = (Site){.s = s, .first = first, .count = count};
-  LmwbHook h = {.site = {kind, layer}, .op = LMWB_HOOK_CALL, .fn = writer ? writer_fwd : reader_fwd,
-                .bwd_fn = writer ? writer_bwd : reader_bwd, .user = site};
-  site->id = lmwb_runner_add_hook(s->r, &h, error);
-  if (!site->id) return FALSE;
+  *site = (Site){.s = s, .site = {kind, layer}, .writer = writer, .first = first, .count = count};
+  if (!install(site, error)) return FALSE;
   s->n_sites++;
   return TRUE;
 }
@@ -167,7 +171,6 @@ LmwbEdgeStream *lmwb_edge_stream_new(LmwbRunner *r, GError **error) {
   lmwb_edge_stream_set_masks(s, NULL);
   s->m = g_new(float, (size_t)(MAX(c->n_head, c->n_kv_head) + 1) * g->n_writers);
   s->sites = g_new0(Site, 3 + 6 * c->n_layer);
-  s->active = true;
   /* Sites is a fixed array: the hooks keep pointers into it. Writers before readers within a layer
    * does not matter to the runner (it applies each site's hooks where the site is computed). */
   gboolean ok = add_site(s, LMWB_SITE_RESID_PRE, 0, 0, 1, true, error);
@@ -219,11 +222,14 @@ static gboolean keep_writers(LmwbEdgeStream *s, LmwbSite site, int first, int co
 
 gboolean lmwb_edge_stream_corrupt(LmwbEdgeStream *s, const int32_t *ids, int B, int T, const int *lens,
                                   GError **error) {
-  LmwbForwardOptions fo = {.lens = lens, .last_logits_only = true};
-  s->active = false;
+  /* The corrupted run needs only the writers' outputs: without the stream's hooks it runs without
+   * the per-head copies of the residual (the costly part of a masked run). */
+  LmwbForwardOptions fo = {.lens = lens, .last_logits_only = true, .sites = LMWB_RUN_ATTN_RESULT};
+  for (int i = 0; i < s->n_sites; i++) lmwb_runner_remove_hook(s->r, s->sites[i].id);
   gboolean ok = lmwb_runner_forward(s->r, ids, B, T, &fo, error);
-  s->active = true;
-  if (!ok) return FALSE;
+  gboolean back = TRUE;
+  for (int i = 0; i < s->n_sites; i++) back &= install(&s->sites[i], ok && back ? error : NULL);
+  if (!ok || !back) return FALSE;
   size_t N = (size_t)B * T;
   ensure(s, N * s->C);
   const LmwbEdgeGraph *g = s->g;
@@ -235,6 +241,20 @@ gboolean lmwb_edge_stream_corrupt(LmwbEdgeStream *s, const int32_t *ids, int B, 
   s->B = B;
   s->T = T;
   return TRUE;
+}
+
+const float *lmwb_edge_stream_corrupted(const LmwbEdgeStream *s, int *B, int *T) {
+  *B = s->B;
+  *T = s->T;
+  return s->B ? s->corrupt : NULL;
+}
+
+void lmwb_edge_stream_set_corrupted(LmwbEdgeStream *s, const float *outputs, int B, int T) {
+  size_t NC = (size_t)B * T * s->C;
+  ensure(s, NC);
+  memcpy(s->corrupt, outputs, (size_t)s->g->n_writers * NC * sizeof(float));
+  s->B = B;
+  s->T = T;
 }
 
 void lmwb_edge_stream_set_masks(LmwbEdgeStream *s, const float *z) {

@@ -84,6 +84,10 @@ const LmwbEdgeGraph *lmwb_edge_stream_graph(const LmwbEdgeStream *s);
  * ablation. */
 gboolean lmwb_edge_stream_corrupt(LmwbEdgeStream *s, const int32_t *ids, int B, int T, const int *lens,
                                   GError **error);
+/* The corrupted run's writer outputs, [n_writers, B, T, d_model] (NULL before any), to keep and
+ * set again later instead of running the corrupted batch once more. */
+const float *lmwb_edge_stream_corrupted(const LmwbEdgeStream *s, int *B, int *T);
+void lmwb_edge_stream_set_corrupted(LmwbEdgeStream *s, const float *outputs, int B, int T);
 /* The masks, [n_edges] values in [0,1] (copied). NULL: all 1. */
 void lmwb_edge_stream_set_masks(LmwbEdgeStream *s, const float *z);
 /* The mask gradients summed over the backwards since the last reset: [n_edges]. */
