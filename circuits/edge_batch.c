@@ -35,3 +35,15 @@ int edge_batch_size(int batch) { return batch > 0 ? batch : LMWB_EDGE_DEFAULT_BA
 gboolean edge_batch_corrupt(LmwbEdgeStream *s, const EdgeBatch *b, GError **error) {
   return lmwb_edge_stream_corrupt(s, b->corrupt, b->B, b->T, b->lens, error);
 }
+
+LmwbEdgeStream *edge_stream_open(LmwbModel *m, LmwbRunner **r, GError **error) {
+  *r = lmwb_runner_new(m);
+  LmwbEdgeStream *s = lmwb_edge_stream_new(*r, error);
+  if (!s) g_clear_pointer(r, lmwb_runner_free);
+  return s;
+}
+
+void edge_stream_close(LmwbEdgeStream *s, LmwbRunner *r) {
+  lmwb_edge_stream_free(s);
+  lmwb_runner_free(r);
+}

@@ -55,12 +55,9 @@ float *lmwb_edge_eap(LmwbModel *m, const LmwbEdgeTask *t, const LmwbEapOptions *
     lmwb_input_error(error, "eap: ig_steps %d is not in 0..1000", opt->ig_steps);
     return NULL;
   }
-  LmwbRunner *r = lmwb_runner_new(m);
-  LmwbEdgeStream *s = lmwb_edge_stream_new(r, error);
-  if (!s) {
-    lmwb_runner_free(r);
-    return NULL;
-  }
+  LmwbRunner *r = NULL;
+  LmwbEdgeStream *s = edge_stream_open(m, &r, error);
+  if (!s) return NULL;
   const LmwbEdgeGraph *g = lmwb_edge_stream_graph(s);
   int bs = edge_batch_size(opt->batch), V = m->cfg.vocab_size;
   g_autofree float *dl = g_new(float, (size_t)bs * lmwb_edge_task_max_len(t) * V);
@@ -81,7 +78,6 @@ float *lmwb_edge_eap(LmwbModel *m, const LmwbEdgeTask *t, const LmwbEapOptions *
     score = g_new(float, g->n_edges);
     for (int64_t e = 0; e < g->n_edges; e++) score[e] = (float)(dz[e] * k);
   }
-  lmwb_edge_stream_free(s);
-  lmwb_runner_free(r);
+  edge_stream_close(s, r);
   return score;
 }

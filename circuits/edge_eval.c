@@ -16,12 +16,9 @@ static gboolean masked_logits(LmwbRunner *r, LmwbEdgeStream *s, const EdgeBatch 
 gboolean lmwb_edge_eval(LmwbModel *m, const LmwbEdgeTask *t, const uint8_t *keep, int batch, LmwbEdgeEval *out,
                         LmwbReporter *rep, GError **error) {
   memset(out, 0, sizeof *out);
-  LmwbRunner *r = lmwb_runner_new(m);
-  LmwbEdgeStream *s = lmwb_edge_stream_new(r, error);
-  if (!s) {
-    lmwb_runner_free(r);
-    return FALSE;
-  }
+  LmwbRunner *r = NULL;
+  LmwbEdgeStream *s = edge_stream_open(m, &r, error);
+  if (!s) return FALSE;
   const LmwbEdgeGraph *g = lmwb_edge_stream_graph(s);
   int bs = edge_batch_size(batch), V = m->cfg.vocab_size;
   g_autofree float *z = g_new(float, g->n_edges), *zero = g_new0(float, g->n_edges);
@@ -48,7 +45,6 @@ gboolean lmwb_edge_eval(LmwbModel *m, const LmwbEdgeTask *t, const uint8_t *keep
   lmwb_edge_metrics_finish(&out->corrupted);
   out->edges = lmwb_edge_count(g, keep);
   out->total_edges = g->n_edges;
-  lmwb_edge_stream_free(s);
-  lmwb_runner_free(r);
+  edge_stream_close(s, r);
   return ok;
 }

@@ -77,6 +77,16 @@ gboolean lmwb_edge_circuit_read(const LmwbEdgeGraph *g, const char *path, uint8_
   return ok;
 }
 
+/* The edge's writer and reader names as JSON strings, `between` between them. */
+static void append_names(GString *out, const LmwbEdgeGraph *g, int64_t e, const char *between) {
+  int w = 0, v = 0;
+  lmwb_edge_ends(g, e, &w, &v);
+  g_autofree char *a = lmwb_edge_writer_name(g, w), *b = lmwb_edge_reader_name(g, v);
+  lmwb_json_append_string(out, a);
+  g_string_append(out, between);
+  lmwb_json_append_string(out, b);
+}
+
 static gboolean write_text(const char *path, char *text, size_t len, GError **error) {
   gboolean ok = lmwb_file_write_atomic(path, text, len, error);
   g_free(text);
@@ -111,13 +121,8 @@ char *lmwb_edge_scores_json(const LmwbEdgeGraph *g, const float *score, const ui
                          g->n_edges, lmwb_edge_count(g, keep));
   char num[G_ASCII_DTOSTR_BUF_SIZE];
   for (int64_t e = 0; e < g->n_edges; e++) {
-    int w = 0, v = 0;
-    lmwb_edge_ends(g, e, &w, &v);
-    g_autofree char *a = lmwb_edge_writer_name(g, w), *b = lmwb_edge_reader_name(g, v);
     g_string_append(out, e ? ",{\"source\":" : "{\"source\":");
-    lmwb_json_append_string(out, a);
-    g_string_append(out, ",\"target\":");
-    lmwb_json_append_string(out, b);
+    append_names(out, g, e, ",\"target\":");
     g_ascii_formatd(num, sizeof num, "%.9g", score ? score[e] : 1.0);
     g_string_append_printf(out, ",\"score\":%s,\"in_circuit\":%s}", num, !keep || keep[e] ? "true" : "false");
   }
@@ -138,13 +143,8 @@ gboolean lmwb_edge_list_write(const LmwbEdgeGraph *g, const uint8_t *keep, const
   gboolean first = TRUE;
   for (int64_t e = 0; e < g->n_edges; e++) {
     if (keep && !keep[e]) continue;
-    int w = 0, v = 0;
-    lmwb_edge_ends(g, e, &w, &v);
-    g_autofree char *a = lmwb_edge_writer_name(g, w), *b = lmwb_edge_reader_name(g, v);
     g_string_append(out, first ? "[" : ",[");
-    lmwb_json_append_string(out, a);
-    g_string_append_c(out, ',');
-    lmwb_json_append_string(out, b);
+    append_names(out, g, e, ",");
     g_string_append_c(out, ']');
     first = FALSE;
   }

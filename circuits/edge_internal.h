@@ -14,5 +14,8 @@ void edge_batch_make(const LmwbEdgeTask *t, int first, int B, EdgeBatch *b);
 void edge_batch_clear(EdgeBatch *b);
 /* The batch size of options (0: the default), and the number of batches of the task. */
 int edge_batch_size(int batch);
+/* A runner of the model with the edge stream on it (NULL with the error), and both freed. */
+LmwbEdgeStream *edge_stream_open(LmwbModel *m, LmwbRunner **r, GError **error);
+void edge_stream_close(LmwbEdgeStream *s, LmwbRunner *r);
 /* Runs the corrupted batch into the stream. */
 gboolean edge_batch_corrupt(LmwbEdgeStream *s, const EdgeBatch *b, GError **error);

@@ -159,12 +159,9 @@ LmwbEdgePruneResult *lmwb_edge_prune(LmwbModel *m, const LmwbEdgeTask *t, const 
     lmwb_input_error(error, "edge pruning: warm-up %d is longer than the %d steps", warmup, steps);
     return NULL;
   }
-  LmwbRunner *r = lmwb_runner_new(m);
-  LmwbEdgeStream *s = lmwb_edge_stream_new(r, error);
-  if (!s) {
-    lmwb_runner_free(r);
-    return NULL;
-  }
+  LmwbRunner *r = NULL;
+  LmwbEdgeStream *s = edge_stream_open(m, &r, error);
+  if (!s) return NULL;
   const LmwbEdgeGraph *g = lmwb_edge_stream_graph(s);
   int64_t E = g->n_edges;
   State st = {.E = E, .la = g_new(float, E), .opt = lmwb_adamw_new((size_t)E, 0.9f, 0.999f, 1e-8f, 0.f, NULL),
@@ -269,8 +266,7 @@ LmwbEdgePruneResult *lmwb_edge_prune(LmwbModel *m, const LmwbEdgeTask *t, const 
   g_free(cache);
   g_free(st.la);
   lmwb_adamw_free(st.opt);
-  lmwb_edge_stream_free(s);
-  lmwb_runner_free(r);
+  edge_stream_close(s, r);
   return res;
 }
 

@@ -338,3 +338,18 @@ LmwbReporter *lmwb_cli_reporter(void) {
   g_atomic_int_set(&reporter_active, 1);
   return &cli_rep.r;
 }
+
+void lmwb_json_set_num(JsonBuilder *b, const char *name, double v) {
+  json_builder_set_member_name(b, name);
+  json_builder_add_double_value(b, v);
+}
+
+void lmwb_json_set_int(JsonBuilder *b, const char *name, gint64 v) {
+  json_builder_set_member_name(b, name);
+  json_builder_add_int_value(b, v);
+}
+
+void lmwb_json_set_str(JsonBuilder *b, const char *name, const char *v) {
+  json_builder_set_member_name(b, name);
+  json_builder_add_string_value(b, v);
+}

@@ -70,6 +70,10 @@ void lmwb_cli_install_signal_handlers(void);
 /* A reporter that draws a progress bar on stderr (when it is a terminal) and cancels on Ctrl-C. */
 LmwbReporter *lmwb_cli_reporter(void);
 
+/* A member of the object being built: name and a number, an integer or a string. */
+void lmwb_json_set_num(JsonBuilder *b, const char *name, double v);
+void lmwb_json_set_int(JsonBuilder *b, const char *name, gint64 v);
+void lmwb_json_set_str(JsonBuilder *b, const char *name, const char *v);
 /* Array helpers for JsonBuilder. */
 void lmwb_json_add_ids(JsonBuilder *b, const int32_t *ids, size_t n);
 void lmwb_json_add_tokens(JsonBuilder *b, const LmwbModel *m, const int32_t *ids, size_t n);

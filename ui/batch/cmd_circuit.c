@@ -35,21 +35,6 @@ static Common co;
   {"dot", 0, 0, G_OPTION_ARG_FILENAME, &co.dot, "Also write the circuit as Graphviz DOT", "FILE"},                    \
   {"svg", 0, 0, G_OPTION_ARG_FILENAME, &co.svg, "Also draw the circuit as SVG (Graphviz layout)", "FILE"}
 
-static void json_num(JsonBuilder *b, const char *k, double v) {
-  json_builder_set_member_name(b, k);
-  json_builder_add_double_value(b, v);
-}
-
-static void json_int(JsonBuilder *b, const char *k, gint64 v) {
-  json_builder_set_member_name(b, k);
-  json_builder_add_int_value(b, v);
-}
-
-static void json_str(JsonBuilder *b, const char *k, const char *v) {
-  json_builder_set_member_name(b, k);
-  json_builder_add_string_value(b, v);
-}
-
 /* The model and the task; NULL with the error. */
 static LmwbEdgeTask *open_task(LmwbModel **m, GError **error) {
   if (!co.task) {
@@ -111,8 +96,8 @@ static gboolean emit_scores(const LmwbEdgeGraph *g, const float *score, const ui
 }
 
 static void add_task_fields(JsonBuilder *b, const LmwbEdgeTask *t) {
-  json_str(b, "task", co.task);
-  json_int(b, "examples", t->n);
+  lmwb_json_set_str(b, "task", co.task);
+  lmwb_json_set_int(b, "examples", t->n);
 }
 
 static int finish(int rc, LmwbModel *m, LmwbEdgeTask *t) {
@@ -157,10 +142,10 @@ int lmwb_cmd_circuit_eap(int argc, char **argv) {
   if (top >= 0) lmwb_edge_select_top(g, score, top, keep);
   g_autoptr(JsonBuilder) b = json_builder_new();
   json_builder_begin_object(b);
-  json_str(b, "method", ig ? "eap-ig" : "eap");
+  lmwb_json_set_str(b, "method", ig ? "eap-ig" : "eap");
   add_task_fields(b, t);
-  json_int(b, "ig_steps", ig);
-  if (top >= 0) json_int(b, "top", top);
+  lmwb_json_set_int(b, "ig_steps", ig);
+  if (top >= 0) lmwb_json_set_int(b, "top", top);
   json_builder_end_object(b);
   JsonNode *fields = json_builder_get_root(b);
   gboolean ok = emit_scores(g, score, keep, fields, &err) &&
@@ -173,11 +158,11 @@ int lmwb_cmd_circuit_eap(int argc, char **argv) {
 /* ---- eval --------------------------------------------------------------------------------------- */
 
 static void add_metrics(JsonBuilder *b, const LmwbEdgeTask *t, const LmwbEdgeMetrics *x) {
-  json_num(b, "kl", x->kl);
-  json_num(b, "accuracy", x->accuracy);
-  json_num(b, "exact_match", x->exact_match);
-  if (t->kind == LMWB_EDGE_TASK_GT) json_num(b, "prob_diff", x->prob_diff);
-  else json_num(b, "logit_diff", x->logit_diff);
+  lmwb_json_set_num(b, "kl", x->kl);
+  lmwb_json_set_num(b, "accuracy", x->accuracy);
+  lmwb_json_set_num(b, "exact_match", x->exact_match);
+  if (t->kind == LMWB_EDGE_TASK_GT) lmwb_json_set_num(b, "prob_diff", x->prob_diff);
+  else lmwb_json_set_num(b, "logit_diff", x->logit_diff);
 }
 
 /* a / b, or 0 when b is 0 (a share of nothing). */
@@ -217,13 +202,13 @@ int lmwb_cmd_circuit_eval(int argc, char **argv) {
   g_autoptr(JsonBuilder) b = json_builder_new();
   json_builder_begin_object(b);
   add_metrics(b, t, &ev.circuit);
-  json_int(b, "edges", ev.edges);
-  json_int(b, "total_edges", ev.total_edges);
+  lmwb_json_set_int(b, "edges", ev.edges);
+  lmwb_json_set_int(b, "total_edges", ev.total_edges);
   add_task_fields(b, t);
-  json_str(b, "circuit", circuit);
-  if (t->kind == LMWB_EDGE_TASK_GT) json_num(b, "prob_diff_share", share(ev.circuit.prob_diff, ev.full.prob_diff));
-  else json_num(b, "logit_diff_share", share(ev.circuit.logit_diff, ev.full.logit_diff));
-  json_num(b, "accuracy_share", share(ev.circuit.accuracy, ev.full.accuracy));
+  lmwb_json_set_str(b, "circuit", circuit);
+  if (t->kind == LMWB_EDGE_TASK_GT) lmwb_json_set_num(b, "prob_diff_share", share(ev.circuit.prob_diff, ev.full.prob_diff));
+  else lmwb_json_set_num(b, "logit_diff_share", share(ev.circuit.logit_diff, ev.full.logit_diff));
+  lmwb_json_set_num(b, "accuracy_share", share(ev.circuit.accuracy, ev.full.accuracy));
   json_builder_set_member_name(b, "full");
   json_builder_begin_object(b);
   add_metrics(b, t, &ev.full);
@@ -280,13 +265,13 @@ int lmwb_cmd_circuit_prune(int argc, char **argv) {
   for (int64_t i = 0; i < g->n_edges; i++) soft[i] = (float)(1.0 / (1.0 + exp(-res->log_alpha[i])));
   g_autoptr(JsonBuilder) b = json_builder_new();
   json_builder_begin_object(b);
-  json_str(b, "method", "edge-pruning");
+  lmwb_json_set_str(b, "method", "edge-pruning");
   add_task_fields(b, t);
-  json_num(b, "target_sparsity", sparsity);
-  json_int(b, "steps", res->steps_done);
-  json_num(b, "final_kl", res->final_kl);
-  json_num(b, "final_sparsity", res->final_sparsity);
-  json_int(b, "edges", res->edges);
+  lmwb_json_set_num(b, "target_sparsity", sparsity);
+  lmwb_json_set_int(b, "steps", res->steps_done);
+  lmwb_json_set_num(b, "final_kl", res->final_kl);
+  lmwb_json_set_num(b, "final_sparsity", res->final_sparsity);
+  lmwb_json_set_int(b, "edges", res->edges);
   json_builder_end_object(b);
   JsonNode *fields = json_builder_get_root(b);
   gboolean ok = emit_scores(g, soft, res->keep, fields, &err) &&

@@ -52,21 +52,6 @@ static int32_t *read_token_files(LmwbModel *m, char **files, size_t *n, GError *
   return (int32_t *)g_array_free(all, FALSE);
 }
 
-static void json_num(JsonBuilder *b, const char *k, double v) {
-  json_builder_set_member_name(b, k);
-  json_builder_add_double_value(b, v);
-}
-
-static void json_int(JsonBuilder *b, const char *k, gint64 v) {
-  json_builder_set_member_name(b, k);
-  json_builder_add_int_value(b, v);
-}
-
-static void json_str(JsonBuilder *b, const char *k, const char *v) {
-  json_builder_set_member_name(b, k);
-  json_builder_add_string_value(b, v);
-}
-
 /* Removes a finished run's checkpoint folder (its one file, then the folder). */
 static void remove_checkpoint(const char *dir) {
   g_autofree char *f = g_build_filename(dir, "state.safetensors", NULL);
@@ -80,28 +65,28 @@ static gboolean write_train_json(const LmwbTcTrainResult *res, const LmwbTcTrain
                                  size_t n, GError **err) {
   g_autoptr(JsonBuilder) b = json_builder_new();
   json_builder_begin_object(b);
-  json_str(b, "out", out);
+  lmwb_json_set_str(b, "out", out);
   g_autofree char *hin = lmwb_site_name(res->tc->in), *hout = lmwb_site_name(res->tc->out);
-  json_str(b, "hook_in", hin);
-  json_str(b, "hook_out", hout);
-  if (transcoder) json_int(b, "layer", layer);
-  json_int(b, "features", res->tc->d_sae);
-  json_str(b, "activation", lmwb_tc_activation_name(res->tc->act));
-  if (o->act == LMWB_TC_TOPK) json_int(b, "k", o->k);
-  else json_num(b, o->act == LMWB_TC_JUMPRELU ? "l0_coefficient" : "l1", o->sparsity);
-  json_str(b, "dtype", lmwb_dtype_name(store));
-  json_int(b, "seed", seed);
-  json_int(b, "steps", res->steps);
-  json_int(b, "tokens", res->tokens);
-  json_int(b, "text_tokens", (gint64)n);
-  json_num(b, "fvu", res->fvu);
-  json_num(b, "mse", res->mse);
-  json_num(b, "l0", res->l0);
-  json_num(b, "dead_fraction", res->dead_fraction);
-  json_int(b, "resampled", res->resampled);
-  json_num(b, "seconds", res->seconds);
-  json_num(b, "tokens_per_s", res->tokens_per_s);
-  json_num(b, "step_tokens_per_s", res->step_tokens_per_s);
+  lmwb_json_set_str(b, "hook_in", hin);
+  lmwb_json_set_str(b, "hook_out", hout);
+  if (transcoder) lmwb_json_set_int(b, "layer", layer);
+  lmwb_json_set_int(b, "features", res->tc->d_sae);
+  lmwb_json_set_str(b, "activation", lmwb_tc_activation_name(res->tc->act));
+  if (o->act == LMWB_TC_TOPK) lmwb_json_set_int(b, "k", o->k);
+  else lmwb_json_set_num(b, o->act == LMWB_TC_JUMPRELU ? "l0_coefficient" : "l1", o->sparsity);
+  lmwb_json_set_str(b, "dtype", lmwb_dtype_name(store));
+  lmwb_json_set_int(b, "seed", seed);
+  lmwb_json_set_int(b, "steps", res->steps);
+  lmwb_json_set_int(b, "tokens", res->tokens);
+  lmwb_json_set_int(b, "text_tokens", (gint64)n);
+  lmwb_json_set_num(b, "fvu", res->fvu);
+  lmwb_json_set_num(b, "mse", res->mse);
+  lmwb_json_set_num(b, "l0", res->l0);
+  lmwb_json_set_num(b, "dead_fraction", res->dead_fraction);
+  lmwb_json_set_int(b, "resampled", res->resampled);
+  lmwb_json_set_num(b, "seconds", res->seconds);
+  lmwb_json_set_num(b, "tokens_per_s", res->tokens_per_s);
+  lmwb_json_set_num(b, "step_tokens_per_s", res->step_tokens_per_s);
   json_builder_end_object(b);
   g_autoptr(JsonNode) root = json_builder_get_root(b);
   g_autoptr(JsonGenerator) gen = json_generator_new();
@@ -302,26 +287,26 @@ int lmwb_cmd_transcoder_eval(int argc, char **argv) {
   if (isatty(2)) fputc('\n', stderr);
   g_autoptr(JsonBuilder) b = json_builder_new();
   json_builder_begin_object(b);
-  json_str(b, "transcoders", set_dir);
-  json_str(b, "file", file);
-  json_int(b, "tokens", ev->tokens);
-  json_int(b, "context", context ? context : MIN(128, m->cfg.n_ctx));
-  json_num(b, "ce_clean", ev->ce_clean);
-  json_num(b, "ce_all_spliced", ev->ce_all_spliced);
-  json_num(b, "ce_all_ablated", ev->ce_all_ablated);
-  json_num(b, "ce_all_recovered", ev->ce_all_recovered);
+  lmwb_json_set_str(b, "transcoders", set_dir);
+  lmwb_json_set_str(b, "file", file);
+  lmwb_json_set_int(b, "tokens", ev->tokens);
+  lmwb_json_set_int(b, "context", context ? context : MIN(128, m->cfg.n_ctx));
+  lmwb_json_set_num(b, "ce_clean", ev->ce_clean);
+  lmwb_json_set_num(b, "ce_all_spliced", ev->ce_all_spliced);
+  lmwb_json_set_num(b, "ce_all_ablated", ev->ce_all_ablated);
+  lmwb_json_set_num(b, "ce_all_recovered", ev->ce_all_recovered);
   json_builder_set_member_name(b, "layers");
   json_builder_begin_array(b);
   for (int L = 0; L < ev->n_layers; L++) {
     const LmwbTcLayerEval *le = &ev->layers[L];
     json_builder_begin_object(b);
-    json_int(b, "layer", L);
-    json_num(b, "fvu", le->fvu);
-    json_num(b, "l0", le->l0);
-    json_num(b, "dead_fraction", le->dead_fraction);
-    json_num(b, "ce_spliced", le->ce_spliced);
-    json_num(b, "ce_ablated", le->ce_ablated);
-    json_num(b, "ce_recovered", le->ce_recovered);
+    lmwb_json_set_int(b, "layer", L);
+    lmwb_json_set_num(b, "fvu", le->fvu);
+    lmwb_json_set_num(b, "l0", le->l0);
+    lmwb_json_set_num(b, "dead_fraction", le->dead_fraction);
+    lmwb_json_set_num(b, "ce_spliced", le->ce_spliced);
+    lmwb_json_set_num(b, "ce_ablated", le->ce_ablated);
+    lmwb_json_set_num(b, "ce_recovered", le->ce_recovered);
     json_builder_end_object(b);
   }
   json_builder_end_array(b);
