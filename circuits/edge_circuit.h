@@ -64,6 +64,12 @@ gboolean lmwb_edge_eval(LmwbModel *m, const LmwbEdgeTask *t, const uint8_t *keep
 #define LMWB_EDGE_HC_R 1.1
 #define LMWB_EDGE_LOG_ALPHA_INIT 10.0
 
+/* The paper's GPT-2 settings (Bhaskar et al. 2024, appendix): 3000 steps, 2500 of them ramping the
+ * target, lr 0.8 for masks and lambdas. */
+#define LMWB_EDGE_PAPER_STEPS 3000
+#define LMWB_EDGE_PAPER_WARMUP 2500
+#define LMWB_EDGE_PAPER_LR 0.8
+
 typedef struct LmwbEdgePruneOptions {
   double target_sparsity; /* share of edges removed, in [0, 1) */
   int steps;              /* 0: 600 (paper: 3000) */

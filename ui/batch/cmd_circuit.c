@@ -1,5 +1,6 @@
 /* lmwb-batch circuit eap / prune / eval: edge circuits of a task (circuits/edge_circuit.h). */
 #include "circuits/edge_circuit.h"
+#include "app/core/atomic_file.h"
 #include "app/core/inputs.h"
 #include "ui/batch/cli.h"
 #include "ui/batch/commands.h"
@@ -17,7 +18,7 @@
   "Edge names follow Edge-Pruning: writers input, a{L}.h{H}, m{L}; readers a{L}.h{H}<q|k|v>, m{L}, logits."
 
 typedef struct {
-  char *task, *dot, *svg, *edges;
+  char *task, *dot, *svg, *edges, *graph, *metrics;
   int examples, batch;
   gint64 seed;
 } Common;
@@ -33,7 +34,8 @@ static Common co;
 #define EXPORT_ENTRIES                                                                                                  \
   {"edges", 0, 0, G_OPTION_ARG_FILENAME, &co.edges, "Also write Edge-Pruning's edges.json of the circuit", "FILE"},   \
   {"dot", 0, 0, G_OPTION_ARG_FILENAME, &co.dot, "Also write the circuit as Graphviz DOT", "FILE"},                    \
-  {"svg", 0, 0, G_OPTION_ARG_FILENAME, &co.svg, "Also draw the circuit as SVG (Graphviz layout)", "FILE"}
+  {"svg", 0, 0, G_OPTION_ARG_FILENAME, &co.svg, "Also draw the circuit as SVG (Graphviz layout)", "FILE"},          \
+  {"graph", 0, 0, G_OPTION_ARG_FILENAME, &co.graph, "Also write the circuit as graph JSON (the desktop's graph files)", "FILE"}
 
 /* The model and the task; NULL with the error. */
 static LmwbEdgeTask *open_task(LmwbModel **m, GError **error) {
@@ -59,7 +61,7 @@ static LmwbEdgeTask *open_task(LmwbModel **m, GError **error) {
 
 /* Every output may be written (not an input of this process) before any work. */
 static gboolean check_outputs(GError **error) {
-  const char *outs[] = {lmwb_cli.out, co.edges, co.dot, co.svg};
+  const char *outs[] = {lmwb_cli.out, co.edges, co.dot, co.svg, co.graph, co.metrics};
   for (size_t i = 0; i < G_N_ELEMENTS(outs); i++)
     if (outs[i] && !lmwb_input_guard_check_output(outs[i], error)) return FALSE;
   return TRUE;
@@ -68,7 +70,7 @@ static gboolean check_outputs(GError **error) {
 /* The extra exports of a circuit. */
 static gboolean write_exports(const LmwbEdgeGraph *g, const float *score, const uint8_t *keep, GError **error) {
   if (co.edges && !lmwb_edge_list_write(g, keep, co.edges, error)) return FALSE;
-  if (!co.dot && !co.svg) return TRUE;
+  if (!co.dot && !co.svg && !co.graph) return TRUE;
   g_autoptr(LmwbGraph) gr = lmwb_edge_graph_export(g, score, keep, NULL, error);
   if (!gr) return FALSE;
   g_autoptr(LmwbGraph) sub = NULL;
@@ -78,6 +80,7 @@ static gboolean write_exports(const LmwbEdgeGraph *g, const float *score, const 
     for (int e = 0; e < gr->n_edges; e++) used[gr->edges[e].source] = used[gr->edges[e].target] = 1;
     sub = lmwb_graph_subgraph(gr, used, NULL, NULL);
   }
+  if (co.graph && !lmwb_graph_write_json(sub, co.graph, error)) return FALSE;
   if (co.dot && !lmwb_graph_write_dot(sub, NULL, co.dot, error)) return FALSE;
   return !co.svg || lmwb_graph_write_image(sub, NULL, LMWB_GRAPH_SVG, co.svg, error);
 }
@@ -223,17 +226,30 @@ int lmwb_cmd_circuit_eval(int argc, char **argv) {
 
 /* ---- prune -------------------------------------------------------------------------------------- */
 
+/* The pruning curves as CSV rows: step,loss,kl,sparsity,target,lambda1 (the job reports them in this
+ * order, lambda1 last). */
+static GString *curves;
+
+static void collect_metric(LmwbReporter *r, const char *series, double x, double y) {
+  if (!strcmp(series, "loss")) g_string_append_printf(curves, "%.0f", x);
+  g_string_append_printf(curves, ",%.9g", y);
+  if (!strcmp(series, "lambda1")) g_string_append_c(curves, '\n');
+}
+
 int lmwb_cmd_circuit_prune(int argc, char **argv) {
   double sparsity = -1, lr = 0;
   int steps = 0, warmup = 0, every = 0;
   char *checkpoint = NULL;
+  gboolean paper = FALSE;
   GOptionEntry e[] = {COMMON_ENTRIES,
+                      {"paper", 0, 0, G_OPTION_ARG_NONE, &paper, "The paper's GPT-2 schedule: 3000 steps, 2500 of warm-up, lr 0.8", NULL},
                       {"target-sparsity", 's', 0, G_OPTION_ARG_DOUBLE, &sparsity, "Share of edges to remove, in [0, 1) (required)", "S"},
                       {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "Optimisation steps (default 600; the paper: 3000)", "N"},
                       {"warmup", 0, 0, G_OPTION_ARG_INT, &warmup, "Steps of the sparsity ramp (default 5/6 of the steps)", "N"},
                       {"lr", 0, 0, G_OPTION_ARG_DOUBLE, &lr, "Learning rate of masks and lambdas (default 0.1)", "X"},
                       {"checkpoint", 0, 0, G_OPTION_ARG_FILENAME, &checkpoint, "Save the state here as it runs and on Ctrl-C; resume from it", "FILE"},
                       {"checkpoint-every", 0, 0, G_OPTION_ARG_INT, &every, "Steps between checkpoints (default 50)", "N"},
+                      {"metrics", 0, 0, G_OPTION_ARG_FILENAME, &co.metrics, "Write the curves as CSV: step,loss,kl,sparsity,target,lambda1", "FILE"},
                       EXPORT_ENTRIES,
                       {NULL}};
   if (!lmwb_cli_parse(&argc, &argv, "- learn a circuit by edge pruning",
@@ -248,6 +264,11 @@ int lmwb_cmd_circuit_prune(int argc, char **argv) {
   if (!(sparsity >= 0 && sparsity < 1)) return lmwb_cli_usage_error("--target-sparsity S is required, in [0, 1)");
   if (steps < 0 || warmup < 0 || every < 0 || !(lr >= 0 && isfinite(lr)))
     return lmwb_cli_usage_error("--steps, --warmup, --checkpoint-every and --lr must not be negative");
+  if (paper) {
+    steps = steps ? steps : LMWB_EDGE_PAPER_STEPS;
+    warmup = warmup ? warmup : LMWB_EDGE_PAPER_WARMUP;
+    lr = lr > 0 ? lr : LMWB_EDGE_PAPER_LR;
+  }
   if (steps && warmup > steps) return lmwb_cli_usage_error("--warmup %d is more than --steps %d", warmup, steps);
   GError *err = NULL;
   LmwbModel *m = NULL;
@@ -257,7 +278,19 @@ int lmwb_cmd_circuit_prune(int argc, char **argv) {
   LmwbEdgePruneOptions o = {.target_sparsity = sparsity, .steps = steps, .warmup = warmup, .lr = lr,
                             .batch = co.batch, .seed = (guint64)co.seed, .checkpoint = checkpoint,
                             .checkpoint_every = every};
-  LmwbEdgePruneResult *res = lmwb_edge_prune(m, t, &o, lmwb_cli_reporter(), &err);
+  LmwbReporter *rep = lmwb_cli_reporter();
+  curves = g_string_new("step,loss,kl,sparsity,target,lambda1\n");
+  if (co.metrics) rep->metric = collect_metric;
+  LmwbEdgePruneResult *res = lmwb_edge_prune(m, t, &o, rep, &err);
+  GError *merr = NULL; /* the curves so far, also after a cancel */
+  if (co.metrics && !lmwb_file_write_atomic(co.metrics, curves->str, curves->len, &merr) && res) {
+    lmwb_edge_prune_result_free(res);
+    res = NULL;
+    err = merr;
+  } else {
+    g_clear_error(&merr);
+  }
+  g_string_free(curves, TRUE);
   if (!res) return finish(lmwb_cli_fail(err), m, t);
   if (isatty(2)) fputc('\n', stderr);
   LmwbEdgeGraph *g = lmwb_edge_graph_new(&m->cfg, &err);

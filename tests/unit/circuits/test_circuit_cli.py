@@ -183,16 +183,22 @@ def check_top_and_prune(lmwb, folder, ref, task, tmp, name):
     n_in = len(got)
     p = run([lmwb, "circuit", "eval", "--model", folder, "--task", task, "--circuit", scores])
     report(p.returncode == 0 and json.loads(p.stdout)["edges"] == n_in, f"{name} eval of a scores JSON", p.stderr.strip())
-    out, edges, dot, svg = (os.path.join(tmp, f) for f in ("prune.json", "prune_edges.json", "p.dot", "p.svg"))
+    out, edges, dot, svg, graph, csv = (os.path.join(tmp, f) for f in ("prune.json", "prune_edges.json", "p.dot", "p.svg",
+                                                                        "p_graph.json", "p.csv"))
     p = run([lmwb, "circuit", "prune", "--model", folder, "--task", task, "--target-sparsity", "0.6", "--steps", "30",
-             "--out", out, "--edges", edges, "--dot", dot, "--svg", svg])
+             "--out", out, "--edges", edges, "--dot", dot, "--svg", svg, "--graph", graph, "--metrics", csv])
     if p.returncode != 0:
         report(False, f"{name} prune", p.stderr.strip())
         return
     doc, lst = json.load(open(out)), json.load(open(edges))
     kept = [[e["source"], e["target"]] for e in doc["edges"] if e["in_circuit"]]
+    gdoc = json.load(open(graph))
+    drawn = {(lk["source"], lk["target"]) for lk in gdoc["links"] if lk.get("in_circuit", True)}
+    rows = open(csv).read().splitlines()
     report(kept == lst and doc["edges"] and doc["steps"] == 30 and os.path.getsize(dot) > 0 and
-           open(svg).read().lstrip().startswith(("<?xml", "<svg")), f"{name} prune outputs agree", f"{len(lst)} edges")
+           open(svg).read().lstrip().startswith(("<?xml", "<svg")) and drawn == {tuple(x) for x in lst} and
+           rows[0] == "step,loss,kl,sparsity,target,lambda1" and len(rows) == 31 and rows[-1].startswith("30,"),
+           f"{name} prune outputs agree", f"{len(lst)} edges, {len(rows) - 1} curve rows")
 
 
 def expect_bad(lmwb, args, needles, tmp, label):
