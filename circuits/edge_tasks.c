@@ -312,6 +312,17 @@ static LmwbEdgeTask *generate(LmwbEdgeTaskKind kind, const char *name, const Lmw
                 : kind == LMWB_EDGE_TASK_GT ? gen_gt(&g, t, error)
                                             : gen_gp(&g, t, error);
   gen_clear(&g);
+  int V = m->cfg.vocab_size;
+  for (int i = 0; ok && i < t->n; i++) /* a tokenizer larger than the model's vocabulary */
+    if (t->ex[i].answer >= V || t->ex[i].wrong >= V) {
+      lmwb_input_error(error, "%s: an answer token is beyond the model's vocabulary of %d", name, V);
+      ok = FALSE;
+    }
+  for (int y = 0; ok && y < t->n_years; y++)
+    if (t->year_tok[y] >= V) {
+      lmwb_input_error(error, "%s: a year token is beyond the model's vocabulary of %d", name, V);
+      ok = FALSE;
+    }
   if (!ok) g_clear_pointer(&t, lmwb_edge_task_free);
   return t;
 }

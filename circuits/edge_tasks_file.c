@@ -29,7 +29,7 @@ static int32_t *encode_field(const LmwbTokenizer *tok, const char *s, size_t *n,
 }
 
 /* One line into e. */
-static gboolean parse_line(const LmwbTokenizer *tok, const char *text, size_t len, const char *origin, int line,
+static gboolean parse_line(const LmwbTokenizer *tok, int V, const char *text, size_t len, const char *origin, int line,
                            LmwbEdgeExample *e, GError **error) {
   g_autofree char *where = g_strdup_printf("%s:%d", origin, line);
   JsonNode *root = lmwb_json_parse(text, len, where, error);
@@ -59,6 +59,9 @@ static gboolean parse_line(const LmwbTokenizer *tok, const char *text, size_t le
   } else if (na != 1 || nw != 1) {
     const char *key = na != 1 ? "answer" : "wrong";
     lmwb_input_error(error, "%s: field \"%s\" is %zu tokens, not one", where, key, na != 1 ? na : nw);
+  } else if (a[0] >= V || w[0] >= V) {
+    lmwb_input_error(error, "%s: field \"%s\" is token %d, beyond the model's vocabulary of %d", where,
+                     a[0] >= V ? "answer" : "wrong", a[0] >= V ? a[0] : w[0], V);
   } else {
     e->len = (int)n1;
     e->answer = a[0];
@@ -97,7 +100,7 @@ LmwbEdgeTask *lmwb_edge_task_parse_jsonl(const char *text, size_t len, const cha
         break;
       }
       LmwbEdgeExample e = {0};
-      ok = parse_line(m->tokenizer, text + pos, end - pos, origin, line, &e, error);
+      ok = parse_line(m->tokenizer, m->cfg.vocab_size, text + pos, end - pos, origin, line, &e, error);
       if (ok) g_array_append_val(ex, e);
       else {
         g_free(e.clean);
