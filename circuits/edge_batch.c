@@ -1,5 +1,6 @@
 /* Batches of a task's examples (circuits/edge_internal.h). */
 #include "circuits/edge_internal.h"
+#include "app/engine/backend.h"
 #include <string.h>
 
 void edge_batch_make(const LmwbEdgeTask *t, int first, int B, EdgeBatch *b) {
@@ -46,4 +47,15 @@ LmwbEdgeStream *edge_stream_open(LmwbModel *m, LmwbRunner **r, GError **error) {
 void edge_stream_close(LmwbEdgeStream *s, LmwbRunner *r) {
   lmwb_edge_stream_free(s);
   lmwb_runner_free(r);
+}
+
+gboolean edge_backward_last(LmwbRunner *r, const EdgeBatch *b, const float *dlast, GError **error) {
+  const LmwbModel *m = lmwb_runner_model(r);
+  int C = m->cfg.d_model, V = m->cfg.vocab_size;
+  g_autofree float *seed = g_new0(float, (size_t)b->B * b->T * C), *rows = g_new(float, (size_t)b->B * C);
+  /* d ln_final = dlogits W_U (head [V, C]) */
+  lmwb_backend_cpu()->sgemm(false, false, b->B, C, V, 1.f, dlast, V, m->w.head, C, 0.f, rows, C);
+  for (int i = 0; i < b->B; i++) memcpy(seed + (size_t)b->last[i] * C, rows + (size_t)i * C, C * sizeof(float));
+  LmwbGradSeed s = {.site = {LMWB_SITE_LN_FINAL, -1}, .grad = seed};
+  return lmwb_runner_backward_from(r, &s, 1, NULL, error);
 }

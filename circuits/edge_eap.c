@@ -3,23 +3,15 @@
 #include "circuits/edge_internal.h"
 #include <string.h>
 
-/* dM/dlogits at each example's last token ([B*T, V], zero elsewhere); returns the sum of M. */
-static double metric_grads(const LmwbEdgeTask *t, const EdgeBatch *b, const float *logits, int V, float *dl) {
-  double sum = 0;
-  memset(dl, 0, (size_t)b->B * b->T * V * sizeof(float));
-  for (int i = 0; i < b->B; i++)
-    sum += lmwb_edge_metric_grad(t, b->first + i, logits + (size_t)b->last[i] * V, V, dl + (size_t)b->last[i] * V);
-  return sum;
-}
-
-/* One forward (with all logits) and the backward of the metric; mask gradients accumulate. */
+/* One forward and the backward of the metric at the last tokens; mask gradients accumulate. */
 static gboolean grad_run(LmwbRunner *r, const LmwbEdgeTask *t, const EdgeBatch *b, float *dl, GError **error) {
-  LmwbForwardOptions fo = {.lens = b->lens};
+  LmwbForwardOptions fo = {.lens = b->lens, .last_logits_only = true};
   if (!lmwb_runner_forward(r, b->clean, b->B, b->T, &fo, error)) return FALSE;
   int V = lmwb_runner_model(r)->cfg.vocab_size;
-  metric_grads(t, b, lmwb_runner_logits(r, NULL), V, dl);
-  LmwbLoss loss = {.kind = LMWB_LOSS_DLOGITS, .dlogits = dl};
-  return lmwb_runner_backward(r, &loss, 1, NULL, NULL, error);
+  const float *logits = lmwb_runner_logits(r, NULL);
+  for (int i = 0; i < b->B; i++)
+    lmwb_edge_metric_grad(t, b->first + i, logits + (size_t)i * V, V, dl + (size_t)i * V);
+  return edge_backward_last(r, b, dl, error);
 }
 
 /* EAP-IG: the clean run fixes delta, then the runs on inputs interpolated from the corrupted one. */
@@ -60,7 +52,7 @@ float *lmwb_edge_eap(LmwbModel *m, const LmwbEdgeTask *t, const LmwbEapOptions *
   if (!s) return NULL;
   const LmwbEdgeGraph *g = lmwb_edge_stream_graph(s);
   int bs = edge_batch_size(opt->batch), V = m->cfg.vocab_size;
-  g_autofree float *dl = g_new(float, (size_t)bs * lmwb_edge_task_max_len(t) * V);
+  g_autofree float *dl = g_new(float, (size_t)bs * V);
   gboolean ok = TRUE;
   for (int first = 0; ok && first < t->n; first += bs) {
     EdgeBatch b;

@@ -17,5 +17,9 @@ int edge_batch_size(int batch);
 /* A runner of the model with the edge stream on it (NULL with the error), and both freed. */
 LmwbEdgeStream *edge_stream_open(LmwbModel *m, LmwbRunner **r, GError **error);
 void edge_stream_close(LmwbEdgeStream *s, LmwbRunner *r);
+/* The backward of a loss whose gradient is given at each example's last logits (dlast [B, V]),
+ * after a forward that kept only those: the gradient enters at ln_final through the unembedding,
+ * so neither pass computes the logits of the other positions. */
+gboolean edge_backward_last(LmwbRunner *r, const EdgeBatch *b, const float *dlast, GError **error);
 /* Runs the corrupted batch into the stream. */
 gboolean edge_batch_corrupt(LmwbEdgeStream *s, const EdgeBatch *b, GError **error);

@@ -138,6 +138,25 @@ static float *reference_logprobs(LmwbRunner *r, const LmwbEdgeTask *t, int bs, G
  * then a step is one masked run and its backward. */
 #define CORRUPT_CACHE_BYTES ((uint64_t)1 << 30)
 
+/* Mean over rows of KL(p_ref || softmax(logits)) and its gradient (softmax - p_ref) / B. */
+static double kl_grad(const float *logits, const float *ref, int B, int V, float *grad) {
+  double kl = 0;
+  for (int i = 0; i < B; i++) {
+    const float *x = logits + (size_t)i * V, *lr = ref + (size_t)i * V;
+    float *g = grad + (size_t)i * V;
+    double mx = x[0], s = 0;
+    for (int j = 1; j < V; j++) mx = fmax(mx, x[j]);
+    for (int j = 0; j < V; j++) s += exp(x[j] - mx);
+    double lse = mx + log(s);
+    for (int j = 0; j < V; j++) {
+      double lp = x[j] - lse, pr = exp(lr[j]);
+      kl += pr * (lr[j] - lp);
+      g[j] = (float)((exp(lp) - pr) / B);
+    }
+  }
+  return kl / B;
+}
+
 /* The examples of step `step`: batches cycle through the task. */
 static int step_first(const LmwbEdgeTask *t, int step, int bs) {
   int nb = (t->n + bs - 1) / bs;
@@ -172,7 +191,7 @@ LmwbEdgePruneResult *lmwb_edge_prune(LmwbModel *m, const LmwbEdgeTask *t, const 
     st.la[e] = (float)(LMWB_EDGE_LOG_ALPHA_INIT + 0.01 * sqrt(-2 * log(u1)) * cos(2 * G_PI * u2));
   }
   g_autofree float *ref = NULL, *z = g_new(float, E), *dla = g_new(float, E), *s_of = g_new(float, E);
-  g_autofree float *dl_scratch = NULL;
+  g_autofree float *dlast = g_new(float, (size_t)bs * V);
   LmwbEdgePruneResult *res = NULL;
   gboolean ok = (!opt->checkpoint || load_state(&st, opt->checkpoint, error)) &&
                 (ref = reference_logprobs(r, t, bs, error)) != NULL;
@@ -202,10 +221,7 @@ LmwbEdgePruneResult *lmwb_edge_prune(LmwbModel *m, const LmwbEdgeTask *t, const 
     }
     lmwb_edge_stream_set_masks(s, z);
     lmwb_edge_stream_reset_grads(s);
-    g_autofree int *pos = g_new(int, b.B);
-    for (int i = 0; i < b.B; i++) pos[i] = b.lens[i] - 1;
-    LmwbForwardOptions fo = {.lens = b.lens};
-    LmwbLoss loss = {.kind = LMWB_LOSS_KL, .ref_logprobs = ref + (size_t)first * V, .positions = pos};
+    LmwbForwardOptions fo = {.lens = b.lens, .last_logits_only = true};
     int bi = first / bs, cB = 0, cT = 0;
     if (cache && cache[bi]) {
       lmwb_edge_stream_set_corrupted(s, cache[bi], b.B, b.T);
@@ -214,7 +230,11 @@ LmwbEdgePruneResult *lmwb_edge_prune(LmwbModel *m, const LmwbEdgeTask *t, const 
       const float *c = ok ? lmwb_edge_stream_corrupted(s, &cB, &cT) : NULL;
       if (c && cache) cache[bi] = g_memdup2(c, (size_t)g->n_writers * b.B * b.T * m->cfg.d_model * sizeof(float));
     }
-    ok = ok && lmwb_runner_forward(r, b.clean, b.B, b.T, &fo, error) && lmwb_runner_backward(r, &loss, 1, NULL, &kl, error);
+    ok = ok && lmwb_runner_forward(r, b.clean, b.B, b.T, &fo, error);
+    if (ok) {
+      kl = kl_grad(lmwb_runner_logits(r, NULL), ref + (size_t)first * V, b.B, V, dlast);
+      ok = edge_backward_last(r, &b, dlast, error);
+    }
     edge_batch_clear(&b);
     if (!ok) break;
     /* the Lagrangian: expected sparsity and its gradient */
