@@ -44,7 +44,8 @@ def main(argv):
             run([lmwb, "circuit", "eap"] + train + ["--ig-steps", ig, "--top", str(mid), "--out", path])
             kept = json.load(open(path))["in_circuit"]
             if kept >= n_ep:
-                best, hi = (mid, path), mid - 1
+                best, hi = (mid, os.path.join(out, f"eap{ig}_best.json")), mid - 1
+                os.replace(path, best[1])
             else:
                 lo = mid + 1
         rows[label] = json.loads(run([lmwb, "circuit", "eval"] + held + ["--circuit", best[1]]))
