@@ -172,7 +172,7 @@ static void add_metrics(JsonBuilder *b, const LmwbEdgeTask *t, const LmwbEdgeMet
 static double share(double a, double b) { return b != 0 ? a / b : 0; }
 
 int lmwb_cmd_circuit_eval(int argc, char **argv) {
-  char *circuit = NULL;
+  g_autofree char *circuit = NULL;
   GOptionEntry e[] = {COMMON_ENTRIES,
                       {"circuit", 'c', 0, G_OPTION_ARG_FILENAME, &circuit, "edges.json or a scores JSON (required)", "FILE"},
                       {NULL}};
@@ -239,7 +239,7 @@ static void collect_metric(LmwbReporter *r, const char *series, double x, double
 int lmwb_cmd_circuit_prune(int argc, char **argv) {
   double sparsity = -1, lr = 0;
   int steps = 0, warmup = 0, every = 0;
-  char *checkpoint = NULL;
+  g_autofree char *checkpoint = NULL;
   gboolean paper = FALSE;
   GOptionEntry e[] = {COMMON_ENTRIES,
                       {"paper", 0, 0, G_OPTION_ARG_NONE, &paper, "The paper's GPT-2 schedule: 3000 steps, 2500 of warm-up, lr 0.8", NULL},
