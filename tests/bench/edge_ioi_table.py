@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The IOI table of the README: edge pruning against EAP and EAP-IG on the built-in model.
 
-Usage: edge_ioi_table.py LMWB_BATCH OUTDIR [TARGET_SPARSITY] [STEPS]
+Usage: edge_ioi_table.py LMWB_BATCH OUTDIR [TARGET_SPARSITY] [STEPS] [LR]
 
 Prunes on 64 generated IOI examples (seed 0), or reuses OUTDIR/ep_edges.json when it is there;
 scores EAP and EAP-IG (5 steps) on the same examples and takes, for each, the smallest top-N whose
@@ -24,12 +24,13 @@ def main(argv):
     lmwb, out = argv[1], argv[2]
     target = argv[3] if len(argv) > 3 else "0.96"
     steps = argv[4] if len(argv) > 4 else "600"
+    lr = argv[5] if len(argv) > 5 else "0.1"
     os.makedirs(out, exist_ok=True)
     train = ["--task", "ioi", "-n", "64", "--seed", "0"]
     held = ["--task", "ioi", "-n", "128", "--seed", "1"]
     ep_edges = os.path.join(out, "ep_edges.json")
     if not os.path.exists(ep_edges):
-        run([lmwb, "circuit", "prune"] + train + ["--target-sparsity", target, "--steps", steps,
+        run([lmwb, "circuit", "prune"] + train + ["--target-sparsity", target, "--steps", steps, "--lr", lr,
                                                   "--out", os.path.join(out, "ep.json"), "--edges", ep_edges])
     rows = {"edge pruning": json.loads(run([lmwb, "circuit", "eval"] + held + ["--circuit", ep_edges]))}
     n_ep = rows["edge pruning"]["edges"]
