@@ -30,4 +30,7 @@ const LmwbCommand lmwb_commands[] = {
   {"edit sequential", "Edit facts one after another, watching the monitor perplexity for collapse", lmwb_cmd_edit_sequential},
   {"edit plot", "Plot logs of edit sequences together (monitor perplexity per edit)", lmwb_cmd_edit_plot},
   {"graph", "The attribution graph of a prompt through transcoders, as graph JSON, DOT, SVG or PNG", lmwb_cmd_graph},
+  {"circuit eap", "Edge attribution patching (EAP, EAP-IG) scores of a task's edges, top-N circuit", lmwb_cmd_circuit_eap},
+  {"circuit prune", "Learn a task's circuit by edge pruning (hard-concrete masks, target sparsity)", lmwb_cmd_circuit_prune},
+  {"circuit eval", "KL, logit difference, accuracy and exact match of a circuit (interchange ablation)", lmwb_cmd_circuit_eval},
   {NULL, NULL, NULL}};

@@ -24,3 +24,6 @@ int lmwb_cmd_edit_rome(int argc, char **argv);
 int lmwb_cmd_edit_memit(int argc, char **argv);
 int lmwb_cmd_edit_sequential(int argc, char **argv);
 int lmwb_cmd_edit_plot(int argc, char **argv);
+int lmwb_cmd_circuit_eap(int argc, char **argv);
+int lmwb_cmd_circuit_prune(int argc, char **argv);
+int lmwb_cmd_circuit_eval(int argc, char **argv);
