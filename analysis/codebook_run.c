@@ -19,6 +19,9 @@ typedef struct {
   float *chat;    /* unit codes [groups, C, width] */
   float *grads;   /* training: [groups, C, width] */
   int64_t *used;  /* training: [groups * C] */
+  float *inputs;  /* keep_inputs: the site's rows before replacement [B*T, groups * width] */
+  size_t in_cap;
+  int in_rows;
 } BookState;
 
 struct LmwbCodebookRun {
@@ -34,7 +37,7 @@ struct LmwbCodebookRun {
   size_t scratch_n;
   int32_t *gids;  /* one group's ids [N, k] */
   size_t gids_n;
-  bool training;
+  bool training, keep_inputs, passthrough;
   float mse_weight;
   double mse_sum;
   int64_t mse_forwards;
@@ -131,6 +134,12 @@ static void codebook_fwd(float *block, const LmwbHookCtx *ctx, void *user) {
   BookState *st = &run->st[bh->book];
   int k = run->cb->k, C = run->cb->num_codes, W = b->width, G = b->groups;
   int n = ctx->B * ctx->T;
+  if (run->keep_inputs) {
+    grow(&st->inputs, &st->in_cap, (size_t)n * ctx->R);
+    memcpy(st->inputs, block, sizeof(float) * (size_t)n * ctx->R);
+    st->in_rows = n;
+  }
+  if (run->passthrough) return;
   if (run->chat_stale) refresh_chat(run);
   size_t need = (size_t)n * G * k;
   if (need > st->cap) {
@@ -167,7 +176,7 @@ static void codebook_fwd(float *block, const LmwbHookCtx *ctx, void *user) {
 static void codebook_bwd(float *block, const LmwbHookCtx *ctx, void *user) {
   BookHook *bh = user;
   LmwbCodebookRun *run = bh->run;
-  if (!run->training) return;
+  if (!run->training || run->passthrough) return;
   const LmwbCodebook *b = &run->cb->books[bh->book];
   BookState *st = &run->st[bh->book];
   int k = run->cb->k, C = run->cb->num_codes, W = b->width, G = b->groups, n = ctx->B * ctx->T;
@@ -222,6 +231,7 @@ void lmwb_codebooks_detach(LmwbRunner *r, LmwbCodebookRun *run) {
     g_free(run->st[i].chat);
     g_free(run->st[i].grads);
     g_free(run->st[i].used);
+    g_free(run->st[i].inputs);
   }
   lmwb_codebook_run_clear_clamps(run);
   g_array_free(run->clamps, TRUE);
@@ -351,4 +361,14 @@ const int64_t *lmwb_codebook_run_used(LmwbCodebookRun *run, int book) { return r
 double lmwb_codebook_run_mse(LmwbCodebookRun *run, int64_t *forwards) {
   if (forwards) *forwards = run->mse_forwards;
   return run->mse_sum;
+}
+
+void lmwb_codebook_run_set_inputs(LmwbCodebookRun *run, bool keep, bool passthrough) {
+  run->keep_inputs = keep;
+  run->passthrough = passthrough;
+}
+
+const float *lmwb_codebook_run_inputs(LmwbCodebookRun *run, int book, int *rows) {
+  *rows = run->keep_inputs ? run->st[book].in_rows : 0;
+  return *rows ? run->st[book].inputs : NULL;
 }

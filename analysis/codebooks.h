@@ -140,3 +140,8 @@ const int64_t *lmwb_codebook_run_used(LmwbCodebookRun *run, int book);
 /* Sum over books of the mean squared reconstruction error per row (‖out - x‖² averaged over valid
  * rows, and over heads for attn) of the forwards since the last zero_grads, and their count. */
 double lmwb_codebook_run_mse(LmwbCodebookRun *run, int64_t *forwards);
+/* keep: every forward keeps each site's input rows (before replacement) for
+ * lmwb_codebook_run_inputs ([rows, groups * width], rows = B*T of the last forward); passthrough:
+ * the codebooks replace nothing and choose nothing (inputs of the plain model, for k-means). */
+void lmwb_codebook_run_set_inputs(LmwbCodebookRun *run, bool keep, bool passthrough);
+const float *lmwb_codebook_run_inputs(LmwbCodebookRun *run, int book, int *rows);

@@ -1,0 +1,230 @@
+/* lmwb-batch codebook train: train codebooks for chosen sites of a frozen model into a codebook
+ * set folder (analysis/codebook_train.h), with before/after figures as JSON. */
+#include "ui/batch/cli.h"
+#include "ui/batch/commands.h"
+#include "analysis/codebook_train.h"
+#include "app/core/atomic_file.h"
+#include "app/core/inputs.h"
+#include "app/formats/tokenizer.h"
+#include <glib/gstdio.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CB_HELP \
+  "Codebook features (Tamkin, Taufeeque & Goodman 2023): at each chosen site (attn: every head's\n" \
+  "blocks.L.attn.hook_z; mlp: blocks.L.hook_mlp_out) the activation is replaced by the mean of the k codes\n" \
+  "scoring highest by LN(x)·c/‖c‖. Sets are folders with codebooks.json + codebooks.safetensors; any\n" \
+  "command that runs the model takes --codebooks DIR (and --clamp-code). Exit status: 0 ok, 2 bad input\n" \
+  "(the message names the option or file), 1 other failure."
+
+/* Every --file, tokenised and joined. */
+static int32_t *read_tokens(LmwbModel *m, char **files, size_t *n, GError **error) {
+  GArray *all = g_array_new(FALSE, FALSE, sizeof(int32_t));
+  for (char **f = files; *f; f++) {
+    g_autofree char *text = lmwb_cli_read_text(*f, error);
+    size_t k = 0;
+    g_autofree int32_t *ids = text && *text ? lmwb_tokenizer_encode(m->tokenizer, text, strlen(text), FALSE, &k, error)
+                                            : NULL;
+    if (!text || (*text && !ids)) {
+      if (text) g_prefix_error(error, "%s: ", *f);
+      g_array_free(all, TRUE);
+      return NULL;
+    }
+    g_array_append_vals(all, ids, (guint)k);
+  }
+  *n = all->len;
+  return (int32_t *)g_array_free(all, FALSE);
+}
+
+/* --sites attn,mlp and --layers 0-3 / 0,2 (default: every layer) -> site specs. */
+static LmwbCodebookSiteSpec *parse_sites(const LmwbConfig *cfg, const char *sites, const char *layers, int *n,
+                                         GError **error) {
+  gboolean want[2] = {FALSE, FALSE};
+  g_auto(GStrv) sp = g_strsplit(sites ? sites : "attn", ",", -1);
+  for (char **s = sp; *s; s++) {
+    LmwbCodebookSite k;
+    if (!lmwb_codebook_site_parse(g_strstrip(*s), &k)) {
+      lmwb_input_error(error, "--sites: \"%s\" is not attn or mlp", *s);
+      return NULL;
+    }
+    want[k] = TRUE;
+  }
+  g_autofree gboolean *lay = g_new0(gboolean, cfg->n_layer);
+  if (!layers) {
+    for (int l = 0; l < cfg->n_layer; l++) lay[l] = TRUE;
+  } else {
+    g_auto(GStrv) lp = g_strsplit(layers, ",", -1);
+    for (char **s = lp; *s; s++) {
+      char *dash = strchr(*s, '-'), *e1 = NULL, *e2 = NULL;
+      long a = strtol(*s, &e1, 10), b = dash ? strtol(dash + 1, &e2, 10) : a;
+      gboolean ok = e1 != *s && (dash ? (e1 == dash && e2 != dash + 1 && !*e2) : !*e1);
+      if (!ok || a < 0 || b < a || b >= cfg->n_layer) {
+        lmwb_input_error(error, "--layers: \"%s\" is not a layer or range within 0..%d", *s, cfg->n_layer - 1);
+        return NULL;
+      }
+      for (long l = a; l <= b; l++) lay[l] = TRUE;
+    }
+  }
+  LmwbCodebookSiteSpec *out = g_new(LmwbCodebookSiteSpec, 2 * cfg->n_layer);
+  *n = 0;
+  for (int l = 0; l < cfg->n_layer; l++)
+    for (int k = 0; k < 2; k++)
+      if (lay[l] && want[k]) out[(*n)++] = (LmwbCodebookSiteSpec){l, (LmwbCodebookSite)k};
+  return out;
+}
+
+static void add_eval(JsonBuilder *b, const char *name, const LmwbCodebookEval *e) {
+  json_builder_set_member_name(b, name);
+  json_builder_begin_object(b);
+  json_builder_set_member_name(b, "loss");
+  json_builder_add_double_value(b, e->loss);
+  json_builder_set_member_name(b, "accuracy");
+  json_builder_add_double_value(b, e->accuracy);
+  json_builder_set_member_name(b, "mse");
+  json_builder_add_double_value(b, e->mse);
+  json_builder_end_object(b);
+}
+
+/* train.json (when the run finished; its checkpoint removed) and the same on stdout. */
+static gboolean emit_result(const LmwbCodebookTrainResult *res, const char *out, gboolean stopped, gboolean evaluated,
+                            const char *json_path, const char *ckpt, GError **err) {
+  g_autoptr(JsonBuilder) b = json_builder_new();
+  json_builder_begin_object(b);
+  json_builder_set_member_name(b, "out");
+  json_builder_add_string_value(b, out);
+  json_builder_set_member_name(b, "steps");
+  json_builder_add_int_value(b, res->steps);
+  json_builder_set_member_name(b, "stopped");
+  json_builder_add_boolean_value(b, stopped);
+  json_builder_set_member_name(b, "k");
+  json_builder_add_int_value(b, res->cb->k);
+  json_builder_set_member_name(b, "num_codes");
+  json_builder_add_int_value(b, res->cb->num_codes);
+  json_builder_set_member_name(b, "sites");
+  json_builder_begin_array(b);
+  for (int i = 0; i < res->cb->n; i++) {
+    g_autofree char *s = g_strdup_printf("%d:%s", res->cb->books[i].layer, lmwb_codebook_site_name(res->cb->books[i].site));
+    json_builder_add_string_value(b, s);
+  }
+  json_builder_end_array(b);
+  if (!stopped && evaluated) {
+    add_eval(b, "plain", &res->plain);
+    add_eval(b, "before", &res->before);
+    add_eval(b, "after", &res->after);
+    json_builder_set_member_name(b, "active_fraction");
+    json_builder_add_double_value(b, res->active_fraction);
+  }
+  json_builder_set_member_name(b, "dead_replaced");
+  json_builder_add_int_value(b, res->dead_replaced);
+  json_builder_set_member_name(b, "seconds");
+  json_builder_add_double_value(b, res->seconds);
+  json_builder_end_object(b);
+  g_autoptr(JsonNode) root = json_builder_get_root(b);
+  if (!stopped) {
+    g_autoptr(JsonGenerator) gen = json_generator_new();
+    json_generator_set_pretty(gen, TRUE);
+    json_generator_set_root(gen, root);
+    gsize len = 0;
+    g_autofree char *text = json_generator_to_data(gen, &len);
+    if (!lmwb_file_write_atomic(json_path, text, len, err)) return FALSE;
+    g_autofree char *state = g_build_filename(ckpt, "state.safetensors", NULL);
+    g_unlink(state);
+    g_rmdir(ckpt);
+  }
+  return lmwb_cli_emit_json(json_node_ref(root), NULL, err);
+}
+
+int lmwb_cmd_codebook_train(int argc, char **argv) {
+  char **files = NULL, *out = NULL, *sites = NULL, *layers = NULL, *init_dir = NULL;
+  int codes = 1024, k = 8, batch = 0, context = 0, eval_windows = 0, kmeans_iters = 0;
+  double lr = 0, lambda = 0, dead_noise = 0;
+  gint64 steps = 0, seed = 1, dead_every = 0, ckpt_every = 0, stop_after = 0;
+  gboolean kmeans = FALSE, resume = FALSE;
+  GOptionEntry e[] = {
+    {"sites", 0, 0, G_OPTION_ARG_STRING, &sites, "Sites: attn (per head, hook_z), mlp (hook_mlp_out) or both (default attn)", "attn,mlp"},
+    {"layers", 0, 0, G_OPTION_ARG_STRING, &layers, "Layers (default all), e.g. 0-3 or 0,2", "L"},
+    {"codes", 'C', 0, G_OPTION_ARG_INT, &codes, "Codes per codebook (default 1024)", "C"},
+    {"k", 'k', 0, G_OPTION_ARG_INT, &k, "Codes chosen per activation (default 8)", "K"},
+    {"init", 0, 0, G_OPTION_ARG_FILENAME, &init_dir, "Continue training this codebook set (its sites, k and codes)", "DIR"},
+    {"steps", 's', 0, G_OPTION_ARG_INT64, &steps, "Training steps (required)", "N"},
+    {"file", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &files, "Training text (repeatable; required)", "TEXT"},
+    {"batch", 'b', 0, G_OPTION_ARG_INT, &batch, "Windows per step (default 8)", "N"},
+    {"context", 'c', 0, G_OPTION_ARG_INT, &context, "Tokens per window (default min(64, the model's context))", "N"},
+    {"lr", 0, 0, G_OPTION_ARG_DOUBLE, &lr, "Adam learning rate (default 5e-4, the paper's, constant)", "X"},
+    {"lambda", 0, 0, G_OPTION_ARG_DOUBLE, &lambda, "Weight of the reconstruction MSE (default 1; negative: none)", "X"},
+    {"kmeans", 0, 0, G_OPTION_ARG_NONE, &kmeans, "Initialise the codes by k-means of the model's activations", NULL},
+    {"kmeans-iters", 0, 0, G_OPTION_ARG_INT, &kmeans_iters, "k-means iterations (default 10)", "N"},
+    {"dead-every", 0, 0, G_OPTION_ARG_INT64, &dead_every, "Re-seed codes unused for N steps from the batch's inputs (default: never)", "N"},
+    {"dead-noise", 0, 0, G_OPTION_ARG_DOUBLE, &dead_noise, "Noise of a re-seeded code, relative to the input's norm (default 0.01)", "X"},
+    {"eval-windows", 0, 0, G_OPTION_ARG_INT, &eval_windows, "Windows for the before/after figures (default 16; negative: none)", "N"},
+    {"seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Random seed (default 1)", "S"},
+    {"checkpoint-every", 0, 0, G_OPTION_ARG_INT64, &ckpt_every, "Steps between checkpoints (default 200)", "N"},
+    {"resume", 0, 0, G_OPTION_ARG_NONE, &resume, "Continue the run whose checkpoint is in OUT/checkpoint", NULL},
+    {"stop-after", 0, 0, G_OPTION_ARG_INT64, &stop_after, "Stop (with a checkpoint) after N steps of this run", "N"},
+    {NULL}};
+  if (!lmwb_cli_parse(&argc, &argv, "- train codebooks for a frozen model",
+                      "Trains with the LM loss plus lambda x the reconstruction MSE (straight-through gradient; only the\n"
+                      "chosen codes move; analysis/codebook_train.h) and writes OUT/codebooks.json,\n"
+                      "OUT/codebooks.safetensors and OUT/train.json, also printed:\n"
+                      "  {\"out\", \"steps\", \"k\", \"num_codes\", \"sites\", \"plain\", \"before\", \"after\" (each {loss, accuracy,\n"
+                      "   mse}: the model alone, with the initial codes, with the trained codes), \"active_fraction\",\n"
+                      "   \"dead_replaced\", \"seconds\"}\n"
+                      "Ctrl-C stops with a checkpoint in OUT/checkpoint; --resume continues it exactly.\n"
+                      "Example: lmwb-batch codebook train --sites attn,mlp --layers 0-3 --codes 512 --k 8 --steps 500 "
+                      "--file text.txt --out cb",
+                      CB_HELP, e, LMWB_CLI_MODEL | LMWB_CLI_OUT | LMWB_CLI_THREADS))
+    return 2;
+  out = lmwb_cli.out;
+  if (!out) return lmwb_cli_usage_error("--out DIR is required (the codebook set's folder)");
+  if (steps < 1) return lmwb_cli_usage_error("--steps N (at least 1) is required");
+  if (!files) return lmwb_cli_usage_error("--file TEXT is required");
+  if (seed < 0) return lmwb_cli_usage_error("--seed must not be negative");
+  /* the model check refuses --out inside the model folder; the folder itself is made here */
+  lmwb_cli.out = NULL;
+  GError *err = NULL;
+  LmwbModel *m = lmwb_cli_load_model(&err);
+  if (!m) return lmwb_cli_fail(err);
+  int status = 0, n_sites = 0;
+  LmwbCodebooks *init = NULL;
+  g_autofree LmwbCodebookSiteSpec *sp = NULL;
+  g_autofree int32_t *ids = NULL;
+  g_autofree char *ckpt = g_build_filename(out, "checkpoint", NULL);
+  g_autofree char *json_path = g_build_filename(out, "train.json", NULL);
+  g_autofree char *w_path = g_build_filename(out, "codebooks.safetensors", NULL);
+  g_autofree char *j_path = g_build_filename(out, "codebooks.json", NULL);
+  size_t n = 0;
+  LmwbCodebookTrainResult res = {0};
+  const char *outs[4] = {json_path, w_path, j_path, NULL};
+  for (int i = 0; outs[i]; i++)
+    if (!lmwb_input_guard_check_output(outs[i], &err)) goto fail;
+  if (!m->tokenizer) {
+    lmwb_input_error(&err, "%s has no tokenizer to read the text with", m->dir ? m->dir : "the model");
+    goto fail;
+  }
+  if (init_dir && !(init = lmwb_codebooks_load(init_dir, &m->cfg, &err))) {
+    g_prefix_error(&err, "--init: ");
+    goto fail;
+  }
+  if (!init && !(sp = parse_sites(&m->cfg, sites, layers, &n_sites, &err))) goto fail;
+  if (!(ids = read_tokens(m, files, &n, &err))) goto fail;
+  LmwbCodebookTrainOptions o = {.k = k, .num_codes = codes, .sites = sp, .n_sites = n_sites, .steps = steps,
+                                .batch = batch, .context = context, .lr = lr, .lambda = lambda, .kmeans = kmeans,
+                                .kmeans_iters = kmeans_iters, .dead_every = dead_every, .dead_noise = dead_noise,
+                                .eval_windows = eval_windows, .seed = (guint64)seed, .checkpoint_dir = ckpt,
+                                .checkpoint_every = ckpt_every, .resume = resume, .max_steps_this_run = stop_after};
+  if (!lmwb_codebook_train(m, ids, n, init, &o, lmwb_cli_reporter(), &res, &err)) goto fail;
+  if (isatty(2)) fputc('\n', stderr);
+  gboolean stopped = res.steps < steps;
+  if (!stopped && !lmwb_codebooks_save(res.cb, out, &err)) goto fail;
+  if (!emit_result(&res, out, stopped, eval_windows >= 0, json_path, ckpt, &err)) goto fail;
+  goto done;
+fail:
+  status = lmwb_cli_fail(err);
+done:
+  lmwb_codebook_train_result_clear(&res);
+  lmwb_codebooks_free(init);
+  g_strfreev(files);
+  lmwb_model_unref(m);
+  return status;
+}
