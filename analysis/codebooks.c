@@ -8,7 +8,7 @@
 #include <string.h>
 
 /* Rows scored per GEMM: bounds the score scratch to ROWS x C floats. */
-#define ROWS 128
+#define ROWS 256
 
 const char *lmwb_codebook_site_name(LmwbCodebookSite s) { return s == LMWB_CODEBOOK_ATTN ? "attn" : "mlp"; }
 
@@ -149,6 +149,23 @@ static inline void topk_push(float *bs, int32_t *bi, int k, float s, int32_t j) 
   bi[p] = j;
 }
 
+/* The k best of a row of C scores. Blocks of 16 whose maximum cannot enter are skipped: after the
+ * first few blocks almost all are, and the maximum vectorises. */
+static void topk_row(const float *s, int C, int k, float *bs, int32_t *bi) {
+  for (int j = 0; j < k; j++) {
+    bs[j] = -INFINITY;
+    bi[j] = j;
+  }
+  int j = 0;
+  for (; j + 16 <= C; j += 16) {
+    float mx = s[j];
+    for (int q = 1; q < 16; q++) mx = s[j + q] > mx ? s[j + q] : mx;
+    if (!(mx > bs[k - 1])) continue;
+    for (int q = 0; q < 16; q++) topk_push(bs, bi, k, s[j + q], j + q);
+  }
+  for (; j < C; j++) topk_push(bs, bi, k, s[j], j);
+}
+
 void lmwb_codebook_select(const float *chat, int C, int width, int k, const float *x, int ldx, int n, int32_t *ids,
                           float *scratch) {
   const LmwbBackend *cpu = lmwb_backend_cpu();
@@ -171,21 +188,12 @@ void lmwb_codebook_select(const float *chat, int C, int width, int k, const floa
 #pragma omp parallel for schedule(static) if ((size_t)m * C > 65536)
     for (int i = 0; i < m; i++) {
       float bs[64];
-      int32_t bi[64];
       int32_t *out = ids + (size_t)(r0 + i) * k;
       const float *s = S + (size_t)i * C;
-      if (k <= 64) {
-        for (int j = 0; j < k; j++) { bs[j] = -INFINITY; bi[j] = j; }
-        for (int j = 0; j < C; j++) topk_push(bs, bi, k, s[j], j);
-        memcpy(out, bi, sizeof(int32_t) * k);
-      } else {
-        /* Large k: a heap-free selection on a copy would need C floats per thread; k > 64 is rare,
-         * so sort ids by score with insertion on the output itself. */
-        float *ks = g_new(float, k);
-        for (int j = 0; j < k; j++) { ks[j] = -INFINITY; out[j] = j; }
-        for (int j = 0; j < C; j++) topk_push(ks, out, k, s[j], j);
-        g_free(ks);
-      }
+      /* k > 64 is rare: its scores go to the heap */
+      float *ks = k <= 64 ? bs : g_new(float, k);
+      topk_row(s, C, k, ks, out);
+      if (ks != bs) g_free(ks);
     }
   }
 }
