@@ -1,7 +1,9 @@
-/* lmwb-batch codebook train: train codebooks for chosen sites of a frozen model into a codebook
- * set folder (analysis/codebook_train.h), with before/after figures as JSON. */
+/* lmwb-batch codebook train | search: train codebooks for chosen sites of a frozen model into a
+ * codebook set folder (analysis/codebook_train.h), with before/after figures as JSON; find the codes
+ * that stand for a regex over a text, a code's contexts and topic codes (codebook_search.h). */
 #include "ui/batch/cli.h"
 #include "ui/batch/commands.h"
+#include "analysis/codebook_search.h"
 #include "analysis/codebook_train.h"
 #include "app/core/atomic_file.h"
 #include "app/core/inputs.h"
@@ -225,6 +227,200 @@ done:
   lmwb_codebook_train_result_clear(&res);
   lmwb_codebooks_free(init);
   g_strfreev(files);
+  lmwb_model_unref(m);
+  return status;
+}
+
+/* ---- search ------------------------------------------------------------------------------------ */
+
+/* The tokens around t in its window, the token itself in «». */
+static char *context_text(const LmwbCodeCache *c, int64_t t, int before, int after) {
+  const LmwbTokenizer *tok = c->model->tokenizer;
+  int64_t w0 = t / c->context * c->context, a = MAX(w0, t - before), b = MIN(w0 + c->context - 1, t + after);
+  GString *s = g_string_new(NULL);
+  for (int64_t i = a; i <= b; i++) {
+    g_autofree char *x = tok ? lmwb_tokenizer_token_text(tok, c->tokens[i]) : g_strdup_printf("[%d]", c->tokens[i]);
+    if (i == t) g_string_append(s, "\u00ab");
+    g_string_append(s, x ? x : "");
+    if (i == t) g_string_append(s, "\u00bb");
+  }
+  return g_string_free(s, FALSE);
+}
+
+static void add_hit(JsonBuilder *b, const LmwbCodeCache *c, const LmwbCodeHit *h, gboolean pr, int examples) {
+  json_builder_begin_object(b);
+  json_builder_set_member_name(b, "layer");
+  json_builder_add_int_value(b, h->layer);
+  json_builder_set_member_name(b, "site");
+  json_builder_add_string_value(b, lmwb_codebook_site_name(h->site));
+  if (h->head >= 0) {
+    json_builder_set_member_name(b, "head");
+    json_builder_add_int_value(b, h->head);
+  }
+  json_builder_set_member_name(b, "code");
+  json_builder_add_int_value(b, h->code);
+  if (pr) {
+    json_builder_set_member_name(b, "precision");
+    json_builder_add_double_value(b, h->precision);
+    json_builder_set_member_name(b, "recall");
+    json_builder_add_double_value(b, h->recall);
+    json_builder_set_member_name(b, "matched");
+    json_builder_add_int_value(b, h->matched);
+  }
+  json_builder_set_member_name(b, "activations");
+  json_builder_add_int_value(b, h->activations);
+  g_autofree char *clamp = h->head >= 0 ? g_strdup_printf("%d:%s:%d=%d", h->layer, lmwb_codebook_site_name(h->site), h->head, h->code)
+                                        : g_strdup_printf("%d:%s=%d", h->layer, lmwb_codebook_site_name(h->site), h->code);
+  json_builder_set_member_name(b, "clamp");
+  json_builder_add_string_value(b, clamp);
+  if (examples > 0) {
+    int n = 0;
+    g_autofree int64_t *occ = lmwb_code_cache_occurrences(c, h->book, MAX(h->head, 0), h->code, examples, &n);
+    json_builder_set_member_name(b, "contexts");
+    json_builder_begin_array(b);
+    for (int i = 0; i < n; i++) {
+      g_autofree char *t = context_text(c, occ[i], 8, 3);
+      json_builder_begin_object(b);
+      json_builder_set_member_name(b, "window");
+      json_builder_add_int_value(b, occ[i] / c->context);
+      json_builder_set_member_name(b, "position");
+      json_builder_add_int_value(b, occ[i] % c->context);
+      json_builder_set_member_name(b, "text");
+      json_builder_add_string_value(b, t);
+      json_builder_end_object(b);
+    }
+    json_builder_end_array(b);
+  }
+  json_builder_end_object(b);
+}
+
+int lmwb_cmd_codebook_search(int argc, char **argv) {
+  char *cb_dir = NULL, *file = NULL, *regex = NULL, *code = NULL;
+  int context = 0, top = 0, examples = 3;
+  double min_p = 0, min_r = 0;
+  gint64 tokens = 0;
+  gboolean topics = FALSE;
+  GOptionEntry e[] = {
+    {"codebooks", 0, 0, G_OPTION_ARG_FILENAME, &cb_dir, "The codebook set (required)", "DIR"},
+    {"file", 0, 0, G_OPTION_ARG_FILENAME, &file, "Text to search (required)", "TEXT"},
+    {"regex", 'r', 0, G_OPTION_ARG_STRING, &regex, "Pattern over each window's token text (group 1 if any marks the token)", "R"},
+    {"code", 0, 0, G_OPTION_ARG_STRING, &code, "Show this code's contexts instead", "L:SITE[:HEAD]=CODE"},
+    {"topics", 0, 0, G_OPTION_ARG_NONE, &topics, "Also list topic codes (active on > 50% of a window's tokens)", NULL},
+    {"context", 'c', 0, G_OPTION_ARG_INT, &context, "Window length in tokens (default min(64, the model's context))", "N"},
+    {"tokens", 't', 0, G_OPTION_ARG_INT64, &tokens, "At most N tokens of the text", "N"},
+    {"top", 0, 0, G_OPTION_ARG_INT, &top, "Codes kept per codebook (default 5)", "N"},
+    {"min-precision", 0, 0, G_OPTION_ARG_DOUBLE, &min_p, "Keep codes above this precision (default 0.5; negative: all)", "P"},
+    {"min-recall", 0, 0, G_OPTION_ARG_DOUBLE, &min_r, "Consider codes above this recall (default 0.01; negative: all)", "R"},
+    {"examples", 0, 0, G_OPTION_ARG_INT, &examples, "Contexts shown per code (default 3)", "N"},
+    {NULL}};
+  if (!lmwb_cli_parse(&argc, &argv, "- find the codes that stand for a pattern",
+                      "Caches every code of the set on the windows of --file, marks the tokens where --regex matches\n"
+                      "(analysis/codebook_search.h) and prints, sorted by precision:\n"
+                      "  {\"regex\", \"tokens\", \"windows\", \"matched_tokens\", \"codes\": [{\"layer\", \"site\", \"head\", \"code\",\n"
+                      "   \"precision\", \"recall\", \"matched\", \"activations\", \"clamp\", \"contexts\": [{\"window\", \"position\",\n"
+                      "   \"text\"}]}], \"topic_codes\": [...]}\n"
+                      "precision = marked tokens with the code / all tokens with it; recall = marked tokens with the code /\n"
+                      "marked tokens. --code L:SITE[:HEAD]=CODE lists one code's contexts instead.\n"
+                      "Example: lmwb-batch codebook search --codebooks cb --file text.txt --regex ' dragon'",
+                      CB_HELP, e, LMWB_CLI_MODEL | LMWB_CLI_OUT | LMWB_CLI_THREADS))
+    return 2;
+  if (!cb_dir) return lmwb_cli_usage_error("--codebooks DIR is required");
+  if (!file) return lmwb_cli_usage_error("--file TEXT is required");
+  if (!regex && !code && !topics) return lmwb_cli_usage_error("give --regex R, --code L:SITE[:HEAD]=CODE or --topics");
+  if (examples < 0 || top < 0) return lmwb_cli_usage_error("--examples and --top must not be negative");
+  GError *err = NULL;
+  LmwbModel *m = lmwb_cli_load_model(&err);
+  if (!m) return lmwb_cli_fail(err);
+  int status = 0;
+  LmwbCodebooks *cb = NULL;
+  LmwbCodeCache *cache = NULL;
+  g_autofree int32_t *ids = NULL;
+  g_autofree int64_t *marked = NULL;
+  g_autofree LmwbCodeHit *hits = NULL, *tops = NULL;
+  g_autofree int *tw = NULL;
+  int n_hits = 0, n_tops = 0;
+  int64_t n_marked = 0;
+  size_t n = 0;
+  char *files[2] = {file, NULL};
+  LmwbCodeClamp want = {0};
+  JsonBuilder *b = NULL;
+  if (!m->tokenizer) {
+    lmwb_input_error(&err, "%s has no tokenizer to read the text with", m->dir ? m->dir : "the model");
+    goto fail;
+  }
+  if (!(cb = lmwb_codebooks_load(cb_dir, &m->cfg, &err))) {
+    g_prefix_error(&err, "--codebooks: ");
+    goto fail;
+  }
+  if (code) {
+    if (!lmwb_code_clamp_parse(&m->cfg, code, &want, &err)) {
+      g_prefix_error(&err, "--code: ");
+      goto fail;
+    }
+    if (want.positions || want.slot >= 0 || (want.site == LMWB_CODEBOOK_ATTN && want.head < 0) ||
+        !lmwb_codebooks_find(cb, want.layer, want.site) || want.code >= cb->num_codes) {
+      lmwb_input_error(&err, "--code \"%s\": expected L:attn:HEAD=CODE or L:mlp=CODE of a site of the set, CODE < %d",
+                       code, cb->num_codes);
+      goto fail;
+    }
+  }
+  GError *re_err = NULL;
+  GRegex *probe = regex ? g_regex_new(regex, 0, 0, &re_err) : NULL;
+  if (regex && !probe) {
+    lmwb_input_error(&err, "--regex \"%s\" does not compile: %s", regex, re_err->message);
+    g_error_free(re_err);
+    goto fail;
+  }
+  if (probe) g_regex_unref(probe);
+  if (!(ids = read_tokens(m, files, &n, &err))) goto fail;
+  if (!(cache = lmwb_code_cache_build(m, cb, ids, n, context > 0 ? context : MIN(64, m->cfg.n_ctx), tokens,
+                                      lmwb_cli_reporter(), &err)))
+    goto fail;
+  if (isatty(2)) fputc('\n', stderr);
+  b = json_builder_new();
+  json_builder_begin_object(b);
+  json_builder_set_member_name(b, "tokens");
+  json_builder_add_int_value(b, cache->n_tokens);
+  json_builder_set_member_name(b, "windows");
+  json_builder_add_int_value(b, cache->n_windows);
+  if (regex) {
+    if (!(marked = lmwb_code_cache_match(cache, regex, &n_marked, &err))) goto fail;
+    LmwbCodeSearchOptions so = {.top = top, .min_precision = min_p, .min_recall = min_r};
+    hits = lmwb_code_search(cache, marked, n_marked, &so, &n_hits);
+    json_builder_set_member_name(b, "regex");
+    json_builder_add_string_value(b, regex);
+    json_builder_set_member_name(b, "matched_tokens");
+    json_builder_add_int_value(b, n_marked);
+    json_builder_set_member_name(b, "codes");
+    json_builder_begin_array(b);
+    for (int i = 0; i < n_hits; i++) add_hit(b, cache, &hits[i], TRUE, examples);
+    json_builder_end_array(b);
+  }
+  if (code) {
+    int book = (int)(lmwb_codebooks_find(cb, want.layer, want.site) - cb->books);
+    int g = want.site == LMWB_CODEBOOK_ATTN ? want.head : 0;
+    LmwbCodeHit h = {.book = book, .layer = want.layer, .site = want.site, .head = want.site == LMWB_CODEBOOK_ATTN ? g : -1,
+                     .code = want.code, .activations = cache->active[book][(size_t)g * cb->num_codes + want.code]};
+    json_builder_set_member_name(b, "code");
+    add_hit(b, cache, &h, FALSE, MAX(examples, 1) * (regex ? 1 : 10));
+  }
+  if (topics) {
+    tops = lmwb_code_cache_topics(cache, &tw, &n_tops);
+    json_builder_set_member_name(b, "topic_codes");
+    json_builder_begin_array(b);
+    for (int i = 0; i < n_tops; i++) add_hit(b, cache, &tops[i], FALSE, 0);
+    json_builder_end_array(b);
+  }
+  json_builder_end_object(b);
+  if (!lmwb_cli_emit_json(json_builder_get_root(b), lmwb_cli.out, &err)) goto fail;
+  goto done;
+fail:
+  status = lmwb_cli_fail(err);
+done:
+  g_clear_object(&b);
+  lmwb_code_clamp_clear(&want);
+  lmwb_code_cache_free(cache);
+  lmwb_codebooks_free(cb);
   lmwb_model_unref(m);
   return status;
 }

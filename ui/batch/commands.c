@@ -24,4 +24,5 @@ const LmwbCommand lmwb_commands[] = {
   {"transcoder train", "Train a transcoder for an MLP layer (or an SAE on a hook site) into a SAELens folder", lmwb_cmd_transcoder_train},
   {"transcoder eval", "FVU, L0, dead features and loss recovered of a transcoder set spliced into the model", lmwb_cmd_transcoder_eval},
   {"codebook train", "Train codebooks (discrete codes) for attention heads and MLP outputs of a frozen model", lmwb_cmd_codebook_train},
+  {"codebook search", "Codes that stand for a regex over a text (precision, recall, contexts); topic codes", lmwb_cmd_codebook_search},
   {NULL, NULL, NULL}};

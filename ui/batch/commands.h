@@ -18,3 +18,4 @@ int lmwb_cmd_neurons_compare(int argc, char **argv);
 int lmwb_cmd_transcoder_train(int argc, char **argv);
 int lmwb_cmd_transcoder_eval(int argc, char **argv);
 int lmwb_cmd_codebook_train(int argc, char **argv);
+int lmwb_cmd_codebook_search(int argc, char **argv);
