@@ -1,13 +1,16 @@
 /* lmwb-batch codebook train | search: train codebooks for chosen sites of a frozen model into a
  * codebook set folder (analysis/codebook_train.h), with before/after figures as JSON; find the codes
- * that stand for a regex over a text, a code's contexts and topic codes (codebook_search.h). */
+ * that stand for a regex over a text, a code's contexts and topic codes (codebook_search.h); steer
+ * generations with code clamps (codebook_steer.h). */
 #include "ui/batch/cli.h"
 #include "ui/batch/commands.h"
 #include "analysis/codebook_search.h"
+#include "analysis/codebook_steer.h"
 #include "analysis/codebook_train.h"
 #include "app/core/atomic_file.h"
 #include "app/core/inputs.h"
 #include "app/formats/tokenizer.h"
+#include "ui/plot/plot.h"
 #include <glib/gstdio.h>
 #include <stdio.h>
 #include <string.h>
@@ -420,6 +423,123 @@ done:
   g_clear_object(&b);
   lmwb_code_clamp_clear(&want);
   lmwb_code_cache_free(cache);
+  lmwb_codebooks_free(cb);
+  lmwb_model_unref(m);
+  return status;
+}
+
+/* ---- steer ------------------------------------------------------------------------------------- */
+
+int lmwb_cmd_codebook_steer(int argc, char **argv) {
+  char *cb_dir = NULL, *word = NULL, *plot = NULL, **prompts = NULL, **clamp_text = NULL;
+  int samples = 0, max_tokens = 32, top_k = 0;
+  double temperature = 1.0, top_p = 1.0;
+  gint64 seed = 1;
+  GOptionEntry e[] = {
+    {"codebooks", 0, 0, G_OPTION_ARG_FILENAME, &cb_dir, "The codebook set (required)", "DIR"},
+    {"clamp-code", 0, 0, G_OPTION_ARG_STRING_ARRAY, &clamp_text, "A code to turn on (repeatable; as --clamp-code of generate)", "L:SITE[:HEAD]=CODE[@P][#SLOT]"},
+    {"prompt", 'p', 0, G_OPTION_ARG_STRING_ARRAY, &prompts, "A prompt (repeatable; required)", "STR"},
+    {"word", 'w', 0, G_OPTION_ARG_STRING, &word, "The word counted in the continuations (case-insensitive; required)", "W"},
+    {"samples", 0, 0, G_OPTION_ARG_INT, &samples, "Samples per prompt, clamp off and on (default 10)", "N"},
+    {"max-tokens", 'n', 0, G_OPTION_ARG_INT, &max_tokens, "New tokens per sample (default 32)", "N"},
+    {"temperature", 0, 0, G_OPTION_ARG_DOUBLE, &temperature, "Sampling temperature (default 1)", "T"},
+    {"top-k", 0, 0, G_OPTION_ARG_INT, &top_k, "Sample only from the K most likely tokens (0 = off)", "K"},
+    {"top-p", 0, 0, G_OPTION_ARG_DOUBLE, &top_p, "Nucleus sampling mass (1 = off)", "P"},
+    {"seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Seed of the first sample (default 1)", "S"},
+    {"plot", 0, 0, G_OPTION_ARG_FILENAME, &plot, "Also draw the shares off/on to a .png, .svg or .pdf", "F"},
+    {NULL}};
+  if (!lmwb_cli_parse(&argc, &argv, "- share of generations containing a word, code clamps off vs on",
+                      "Samples --samples continuations of every --prompt with the codebooks spliced in, without and with the\n"
+                      "--clamp-code clamps (the same seeds), and prints\n"
+                      "  {\"word\", \"samples\", \"share_off\", \"share_on\", \"prompts\": [{\"prompt\", \"hits_off\", \"hits_on\",\n"
+                      "   \"example_off\", \"example_on\"}]}\n"
+                      "Example: lmwb-batch codebook steer --codebooks cb --clamp-code 2:attn=77 --prompt \"Once\" --word dragon",
+                      CB_HELP, e, LMWB_CLI_MODEL | LMWB_CLI_OUT | LMWB_CLI_THREADS))
+    return 2;
+  if (!cb_dir) return lmwb_cli_usage_error("--codebooks DIR is required");
+  if (!prompts) return lmwb_cli_usage_error("--prompt STR is required");
+  if (!word || !*word) return lmwb_cli_usage_error("--word W is required");
+  if (!clamp_text) return lmwb_cli_usage_error("--clamp-code is required (the codes to turn on)");
+  if (max_tokens < 1 || samples < 0 || seed < 0 || !(temperature >= 0) || !(top_p > 0 && top_p <= 1))
+    return lmwb_cli_usage_error("--max-tokens must be positive; --samples and --seed not negative; --temperature >= 0; "
+                                "--top-p in (0, 1]");
+  if (plot && !(g_str_has_suffix(plot, ".png") || g_str_has_suffix(plot, ".svg") || g_str_has_suffix(plot, ".pdf")))
+    return lmwb_cli_usage_error("--plot \"%s\": expected a .png, .svg or .pdf file", plot);
+  GError *err = NULL;
+  LmwbModel *m = lmwb_cli_load_model(&err);
+  if (!m) return lmwb_cli_fail(err);
+  int status = 0, nc = (int)g_strv_length(clamp_text);
+  LmwbCodebooks *cb = NULL;
+  LmwbCodeClamp *clamps = g_new0(LmwbCodeClamp, nc);
+  LmwbSteerResult res = {0};
+  JsonBuilder *b = NULL;
+  if (!(cb = lmwb_codebooks_load(cb_dir, &m->cfg, &err))) {
+    g_prefix_error(&err, "--codebooks: ");
+    goto fail;
+  }
+  for (int i = 0; i < nc; i++)
+    if (!lmwb_code_clamp_parse(&m->cfg, clamp_text[i], &clamps[i], &err)) {
+      g_prefix_error(&err, "--clamp-code: ");
+      goto fail;
+    }
+  LmwbSteerOptions so = {.prompts = (const char *const *)prompts, .word = word, .samples = samples};
+  lmwb_generate_options_init(&so.gen);
+  so.gen.max_tokens = max_tokens;
+  so.gen.temperature = (float)temperature;
+  so.gen.top_k = top_k;
+  so.gen.top_p = (float)top_p;
+  so.gen.seed = (guint64)seed;
+  so.gen.stop_at_eos = FALSE;
+  if (!lmwb_codebook_steer(m, cb, clamps, nc, &so, lmwb_cli_reporter(), &res, &err)) goto fail;
+  if (isatty(2)) fputc('\n', stderr);
+  b = json_builder_new();
+  json_builder_begin_object(b);
+  json_builder_set_member_name(b, "word");
+  json_builder_add_string_value(b, word);
+  json_builder_set_member_name(b, "samples");
+  json_builder_add_int_value(b, res.samples);
+  json_builder_set_member_name(b, "share_off");
+  json_builder_add_double_value(b, res.share_off);
+  json_builder_set_member_name(b, "share_on");
+  json_builder_add_double_value(b, res.share_on);
+  json_builder_set_member_name(b, "prompts");
+  json_builder_begin_array(b);
+  for (int p = 0; p < res.n_prompts; p++) {
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "prompt");
+    json_builder_add_string_value(b, prompts[p]);
+    json_builder_set_member_name(b, "hits_off");
+    json_builder_add_int_value(b, res.hits_off[p]);
+    json_builder_set_member_name(b, "hits_on");
+    json_builder_add_int_value(b, res.hits_on[p]);
+    json_builder_set_member_name(b, "example_off");
+    json_builder_add_string_value(b, res.examples_off[p]);
+    json_builder_set_member_name(b, "example_on");
+    json_builder_add_string_value(b, res.examples_on[p]);
+    json_builder_end_object(b);
+  }
+  json_builder_end_array(b);
+  json_builder_end_object(b);
+  if (plot) {
+    g_autofree char *title = g_strdup_printf("generations containing \"%s\"", word);
+    LmwbPlot *pl = lmwb_plot_new(LMWB_PLOT_BAR, title, NULL, "share of samples");
+    const char *labels[2] = {"code off", "code on"};
+    double values[2] = {res.share_off, res.share_on};
+    lmwb_plot_set_bars(pl, 2, labels, values);
+    lmwb_plot_set_y_range(pl, 0, 1);
+    gboolean ok = lmwb_plot_save(pl, plot, 600, 400, &err);
+    lmwb_plot_free(pl);
+    if (!ok) goto fail;
+  }
+  if (!lmwb_cli_emit_json(json_builder_get_root(b), lmwb_cli.out, &err)) goto fail;
+  goto done;
+fail:
+  status = lmwb_cli_fail(err);
+done:
+  g_clear_object(&b);
+  lmwb_steer_result_clear(&res);
+  for (int i = 0; i < nc; i++) lmwb_code_clamp_clear(&clamps[i]);
+  g_free(clamps);
   lmwb_codebooks_free(cb);
   lmwb_model_unref(m);
   return status;

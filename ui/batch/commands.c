@@ -25,4 +25,5 @@ const LmwbCommand lmwb_commands[] = {
   {"transcoder eval", "FVU, L0, dead features and loss recovered of a transcoder set spliced into the model", lmwb_cmd_transcoder_eval},
   {"codebook train", "Train codebooks (discrete codes) for attention heads and MLP outputs of a frozen model", lmwb_cmd_codebook_train},
   {"codebook search", "Codes that stand for a regex over a text (precision, recall, contexts); topic codes", lmwb_cmd_codebook_search},
+  {"codebook steer", "Share of sampled generations containing a word, code clamps off vs on (JSON + plot)", lmwb_cmd_codebook_steer},
   {NULL, NULL, NULL}};

@@ -19,3 +19,4 @@ int lmwb_cmd_transcoder_train(int argc, char **argv);
 int lmwb_cmd_transcoder_eval(int argc, char **argv);
 int lmwb_cmd_codebook_train(int argc, char **argv);
 int lmwb_cmd_codebook_search(int argc, char **argv);
+int lmwb_cmd_codebook_steer(int argc, char **argv);

@@ -1,9 +1,10 @@
-"""lmwb-batch codebook search against an independent computation on the GPT-2 fixture.
+"""lmwb-batch codebook search and steer against independent computations on the GPT-2 fixture.
 
 The code ids come from `activations --hook blocks.L.*.hook_codes` on the same windows, the marked
 tokens from Python's re over each window's token text (the tokens' bytes decoded), and precision,
 recall and topic codes are recomputed from the paper's definitions (codebook_search.h); every code
 the search reports (all of them, with the thresholds off) must agree, and none may be missing.
+codebook steer: its counts equal those of `generate` runs with the same seeds, clamps off and on.
 Bad input -> exit 2 naming the option.
 Usage: test_codebook_search_cli.py LMWB_BATCH FIXTURES_DIR
 """
@@ -134,6 +135,28 @@ def main():
             d = json.loads(out)
             check(all(h["precision"] > 0.5 and h["recall"] > 0.01 for h in d["codes"]), "default thresholds applied")
 
+        # steer == generate with the same seeds (sample s of prompt p: seed + p * 1000003 + s)
+        prompts, word, S = ["The cat", "A dog"], "a", 3
+        plot = os.path.join(tmp, "steer.svg")
+        rc, out, err = run("codebook", "steer", "--model", GPT2, "--codebooks", cb, "--clamp-code", "1:mlp=3",
+                           "--clamp-code", "0:attn:2=5#1", *[a for p in prompts for a in ("--prompt", p)], "--word", word,
+                           "--samples", str(S), "--max-tokens", "6", "--seed", "7", "--plot", plot)
+        check(rc == 0 and os.path.getsize(plot) > 0, f"steer runs and draws ({err.strip()[-200:]})")
+        if rc == 0:
+            d = json.loads(out)
+            for p, prompt in enumerate(prompts):
+                for on in (False, True):
+                    hits = 0
+                    for smp in range(S):
+                        extra = ["--clamp-code", "1:mlp=3", "--clamp-code", "0:attn:2=5#1"] if on else []
+                        rc, o, e = run("generate", "--model", GPT2, "--prompt", prompt, "--max-tokens", "6", "--no-stop",
+                                       "--temperature", "1", "--seed", str(7 + p * 1000003 + smp), "--codebooks", cb, *extra)
+                        hits += word in json.loads(o)["completion"].casefold()
+                    got = d["prompts"][p]["hits_on" if on else "hits_off"]
+                    check(got == hits, f"steer {prompt!r} clamp {'on' if on else 'off'}: {got} == generate's {hits}")
+            total = sum(x["hits_off"] for x in d["prompts"]) / (S * len(prompts))
+            check(abs(d["share_off"] - total) < 1e-12, "share_off is the mean over prompts and samples")
+
         def bad(args, field, what):
             rc, _, err = run("codebook", "search", "--model", GPT2, "--codebooks", cb, "--file", text, *args)
             check(rc == 2 and field in err, f"bad input: {what} -> exit 2 naming {field!r} (rc {rc}: {err.strip()[-160:]})")
@@ -141,6 +164,12 @@ def main():
         bad(["--code", "0:attn:0=8"], "--code", "a code >= C")
         bad(["--code", "1:attn:0=1"], "--code", "a site without a codebook")
         bad(["--regex", "x", "--context", "1000"], "context", "a context past the model's")
+        rc, _, err = run("codebook", "steer", "--model", GPT2, "--codebooks", cb, "--clamp-code", "1:mlp=9",
+                         "--prompt", "x", "--word", "a")
+        check(rc == 2 and "code 9" in err, f"bad input: steer with a code >= C -> exit 2 ({err.strip()[-160:]})")
+        rc, _, err = run("codebook", "steer", "--model", GPT2, "--codebooks", cb, "--clamp-code", "1:mlp=1",
+                         "--prompt", "x")
+        check(rc == 2 and "--word" in err, f"bad input: steer without --word -> exit 2 ({err.strip()[-160:]})")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if failures:
