@@ -206,7 +206,8 @@ static int hook_array_cmd(int argc, char **argv, gboolean grad) {
                                "          grad --ids ... --hook blocks.0.hook_resid_pre --from blocks.1.ln2.hook_normalized=row.npy --out g.npy"
                              : "Writes the activation at --hook as float32 .npy (shapes as TransformerLens: [B,T,d_model],\n"
                                "[B,T,heads,d_head], [B,heads,T,T] for attn.hook_pattern, [B,T,d_mlp] for mlp.hook_post,\n"
-                               "[B,T,heads,d_model] for attn.hook_result and hook_q_input).";
+                               "[B,T,heads,d_model] for attn.hook_result and hook_q_input). With --codebooks, the code ids\n"
+                               "blocks.L.attn.hook_codes [B,T,heads,k] and blocks.L.mlp.hook_codes [B,T,k] as int32 .npy.";
   if (!lmwb_cli_parse(&argc, &argv, grad ? "- gradient at a hook" : "- activations at a hook", summary, MODEL_HELP, all,
                       LMWB_CLI_MODEL | LMWB_CLI_OUT | LMWB_CLI_THREADS | LMWB_CLI_CLAMP))
     return 2;
