@@ -4,6 +4,7 @@
 #include "analysis/codebook_train.h"
 #include "app/core/errors.h"
 #include "app/core/inputs.h"
+#include "app/engine/optim.h"
 #include "app/formats/safetensors.h"
 #include <math.h>
 #include <string.h>
@@ -100,6 +101,7 @@ gboolean lmwb_codebook_evaluate(LmwbModel *m, const LmwbCodebooks *cb, const int
 
 void lmwb_codebook_train_result_clear(LmwbCodebookTrainResult *r) {
   lmwb_codebooks_free(r->cb);
+  if (r->model) lmwb_model_unref(r->model);
   memset(r, 0, sizeof *r);
 }
 
@@ -117,6 +119,8 @@ typedef struct {
   guint64 rng;
   int B, T;
   double lr, lambda, b1, b2, eps;
+  LmwbModel *fm;            /* finetune: the model being trained (m's copy) */
+  LmwbAdamW *model_adam;
 } Trainer;
 
 static size_t book_floats(const LmwbCodebooks *cb, int i) {
@@ -134,6 +138,7 @@ static void trainer_free(Trainer *t) {
   g_free(t->since);
   lmwb_codebooks_detach(t->r, t->run);
   lmwb_runner_free(t->r);
+  if (t->model_adam) lmwb_adamw_free(t->model_adam);
 }
 
 /* codes ~ N(0, s²), s the RMS per dimension of each group's inputs on one batch. */
@@ -266,10 +271,16 @@ static gboolean step(Trainer *t, const int32_t *ids, size_t n_ids, int32_t *win,
   int low = cb->books[0].layer;
   for (int i = 1; i < cb->n; i++) low = MIN(low, cb->books[i].layer);
   LmwbLoss loss = {.kind = LMWB_LOSS_NEXT_TOKEN};
-  LmwbBackwardOptions bo = {.stop_layer = low};
+  LmwbBackwardOptions bo = {.stop_layer = t->fm ? 0 : low, .param_grads = t->fm != NULL};
   if (!lmwb_runner_forward(t->r, win, t->B, t->T, NULL, error) ||
       !lmwb_runner_backward(t->r, &loss, 1, &bo, lm, error))
     return FALSE;
+  if (t->fm) {
+    float *pg = lmwb_runner_param_grads(t->r);
+    lmwb_clip_grad_norm(pg, t->fm->n_params, 1.0);
+    lmwb_adamw_step(t->model_adam, t->fm->params, pg, (float)(t->o->model_lr > 0 ? t->o->model_lr : t->lr));
+    lmwb_model_weights_changed(t->fm);
+  }
   int64_t fw = 0;
   *mse = lmwb_codebook_run_mse(t->run, &fw);
   t->adam_t++;
@@ -310,7 +321,7 @@ static char *sites_string(const LmwbCodebooks *cb) {
 
 static gboolean save_checkpoint(Trainer *t, GError **error) {
   const char *dir = t->o->checkpoint_dir;
-  if (!dir) return TRUE;
+  if (!dir || t->fm) return TRUE;
   if (g_mkdir_with_parents(dir, 0755) != 0) {
     lmwb_input_error(error, "cannot create the checkpoint folder %s", dir);
     return FALSE;
@@ -420,6 +431,14 @@ static gboolean check_options(const LmwbModel *m, size_t n_ids, const LmwbCodebo
     lmwb_input_error(error, "lr and dead-noise must be finite and not negative, lambda finite");
     return FALSE;
   }
+  if (o->finetune && (o->resume || o->max_steps_this_run > 0)) {
+    lmwb_input_error(error, "a run that fine-tunes the model cannot be stopped and resumed");
+    return FALSE;
+  }
+  if (!(o->model_lr >= 0) || !isfinite(o->model_lr)) {
+    lmwb_input_error(error, "the model's learning rate must be finite and not negative");
+    return FALSE;
+  }
   if ((o->resume || o->max_steps_this_run > 0) && !o->checkpoint_dir) {
     lmwb_input_error(error, "resume and a stop after some steps need a checkpoint folder");
     return FALSE;
@@ -454,7 +473,14 @@ gboolean lmwb_codebook_train(LmwbModel *m, const int32_t *ids, size_t n_ids, con
   if (!t.cb) return FALSE;
   LmwbCodebooks *cb = t.cb;
   int eval_w = o->eval_windows == 0 ? 16 : o->eval_windows;
-  t.r = lmwb_runner_new(m);
+  if (o->finetune) {
+    if (!(t.fm = lmwb_model_materialize(m, error))) {
+      lmwb_codebooks_free(t.cb);
+      return FALSE;
+    }
+    t.model_adam = lmwb_adamw_new(t.fm->n_params, (float)t.b1, (float)t.b2, (float)t.eps, 0.f, NULL);
+  }
+  t.r = lmwb_runner_new(t.fm ? t.fm : m);
   t.run = lmwb_codebooks_attach(t.r, cb, error);
   gboolean ok = t.run != NULL;
   t.adam_m = g_new0(float *, cb->n);
@@ -501,9 +527,11 @@ gboolean lmwb_codebook_train(LmwbModel *m, const int32_t *ids, size_t n_ids, con
   res->steps = t.step;
   if (ok && !stopped && eval_w > 0) {
     lmwb_report_progress(rep, 1, "evaluating after");
-    ok = lmwb_codebook_evaluate(m, cb, ids, n_ids, t.T, eval_w, &res->after, &res->active_fraction, error);
+    ok = lmwb_codebook_evaluate(t.fm ? t.fm : m, cb, ids, n_ids, t.T, eval_w, &res->after, &res->active_fraction, error);
   }
   trainer_free(&t);
+  if (ok) res->model = t.fm;
+  else if (t.fm) lmwb_model_unref(t.fm);
   res->seconds = (g_get_monotonic_time() - t0) / 1e6;
   if (!ok) {
     lmwb_codebooks_free(cb);

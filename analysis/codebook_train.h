@@ -5,9 +5,11 @@
  * codebook spliced in, plus lambda times, per codebook (per head for attn), the mean over tokens of
  * ‖codebook(x) - stopgrad(x)‖² (the paper's "aeloss", lambda 1). Gradients: straight-through to the
  * input (the model below a codebook sees the gradient of its output unchanged); each chosen code
- * gets 1/k of the output's gradient plus the reconstruction term's. The model is frozen: only the
- * codes are trained (the paper also fine-tunes the model; not done here). Only the codes chosen in
- * a step are updated (Adam on those rows: their moments move only when they are chosen).
+ * gets 1/k of the output's gradient plus the reconstruction term's. By default the model is frozen
+ * and only the codes are trained; with finetune the model's weights are trained with them, as in
+ * the paper (AdamW without weight decay, gradients clipped to norm 1, on a copy of the model).
+ * Only the codes chosen in a step are updated (Adam on those rows: their moments move only when
+ * they are chosen).
  *
  * Initialisation: codes ~ N(0, s²) with s the inputs' RMS per dimension on the first batch (the
  * paper's N(0, 1) suits unit-scale activations only), or, with kmeans, spherical k-means under the
@@ -24,7 +26,8 @@
  * Checkpoints: every checkpoint_every steps, on cancel and after max_steps_this_run steps, the
  * trainer writes checkpoint_dir/state.safetensors (codes, Adam moments, the dead-code counts, the
  * step and the random state); resume continues it and ends with the same codes as a run never
- * stopped (for a fixed thread count). */
+ * stopped (for a fixed thread count). A fine-tuning run writes no checkpoints (the model's Adam
+ * state would be as large as three models) and cannot be resumed. */
 #pragma once
 #include "analysis/codebooks.h"
 
@@ -52,6 +55,8 @@ typedef struct LmwbCodebookTrainOptions {
   int64_t checkpoint_every;          /* 0: 200 */
   bool resume;
   int64_t max_steps_this_run;        /* > 0: stop with a checkpoint after this many steps */
+  bool finetune;                     /* train the model's weights too */
+  double model_lr;                   /* their learning rate; 0: lr */
 } LmwbCodebookTrainOptions;
 
 typedef struct LmwbCodebookEval {
@@ -61,6 +66,7 @@ typedef struct LmwbCodebookEval {
 
 typedef struct LmwbCodebookTrainResult {
   LmwbCodebooks *cb;      /* the trained set (the caller frees it) */
+  LmwbModel *model;       /* finetune: the trained model (the caller unrefs it); else NULL */
   int64_t steps;          /* done in all (resumed runs included) */
   LmwbCodebookEval plain, before, after; /* the model alone, with the initial and the trained codes */
   int64_t dead_replaced;  /* codes re-seeded in this run */

@@ -145,7 +145,8 @@ int lmwb_cmd_codebook_train(int argc, char **argv) {
   int codes = 1024, k = 8, batch = 0, context = 0, eval_windows = 0, kmeans_iters = 0;
   double lr = 0, lambda = 0, dead_noise = 0;
   gint64 steps = 0, seed = 1, dead_every = 0, ckpt_every = 0, stop_after = 0;
-  gboolean kmeans = FALSE, resume = FALSE;
+  gboolean kmeans = FALSE, resume = FALSE, finetune = FALSE;
+  double model_lr = 0;
   GOptionEntry e[] = {
     {"sites", 0, 0, G_OPTION_ARG_STRING, &sites, "Sites: attn (per head, hook_z), mlp (hook_mlp_out) or both (default attn)", "attn,mlp"},
     {"layers", 0, 0, G_OPTION_ARG_STRING, &layers, "Layers (default all), e.g. 0-3 or 0,2", "L"},
@@ -167,11 +168,13 @@ int lmwb_cmd_codebook_train(int argc, char **argv) {
     {"checkpoint-every", 0, 0, G_OPTION_ARG_INT64, &ckpt_every, "Steps between checkpoints (default 200)", "N"},
     {"resume", 0, 0, G_OPTION_ARG_NONE, &resume, "Continue the run whose checkpoint is in OUT/checkpoint", NULL},
     {"stop-after", 0, 0, G_OPTION_ARG_INT64, &stop_after, "Stop (with a checkpoint) after N steps of this run", "N"},
+    {"finetune", 0, 0, G_OPTION_ARG_NONE, &finetune, "Train the model's weights with the codes (the paper's setting); writes OUT/model", NULL},
+    {"model-lr", 0, 0, G_OPTION_ARG_DOUBLE, &model_lr, "Learning rate of the model's weights with --finetune (default: --lr)", "X"},
     {NULL}};
-  if (!lmwb_cli_parse(&argc, &argv, "- train codebooks for a frozen model",
+  if (!lmwb_cli_parse(&argc, &argv, "- train codebooks for a model (frozen, or fine-tuned with them)",
                       "Trains with the LM loss plus lambda x the reconstruction MSE (straight-through gradient; only the\n"
                       "chosen codes move; analysis/codebook_train.h) and writes OUT/codebooks.json,\n"
-                      "OUT/codebooks.safetensors and OUT/train.json, also printed:\n"
+                      "OUT/codebooks.safetensors and OUT/train.json (with --finetune also the model in OUT/model), also printed:\n"
                       "  {\"out\", \"steps\", \"k\", \"num_codes\", \"sites\", \"plain\", \"before\", \"after\" (each {loss, accuracy,\n"
                       "   mse}: the model alone, with the initial codes, with the trained codes), \"active_fraction\",\n"
                       "   \"dead_replaced\", \"seconds\"}\n"
@@ -217,11 +220,16 @@ int lmwb_cmd_codebook_train(int argc, char **argv) {
                                 .batch = batch, .context = context, .lr = lr, .lambda = lambda, .kmeans = kmeans,
                                 .kmeans_iters = kmeans_iters, .dead_every = dead_every, .dead_noise = dead_noise,
                                 .eval_windows = eval_windows, .seed = (guint64)seed, .checkpoint_dir = ckpt,
-                                .checkpoint_every = ckpt_every, .resume = resume, .max_steps_this_run = stop_after};
+                                .checkpoint_every = ckpt_every, .resume = resume, .max_steps_this_run = stop_after,
+                                .finetune = finetune, .model_lr = model_lr};
   if (!lmwb_codebook_train(m, ids, n, init, &o, lmwb_cli_reporter(), &res, &err)) goto fail;
   if (isatty(2)) fputc('\n', stderr);
   gboolean stopped = res.steps < steps;
   if (!stopped && !lmwb_codebooks_save(res.cb, out, &err)) goto fail;
+  if (res.model) {
+    g_autofree char *mdir = g_build_filename(out, "model", NULL);
+    if (!lmwb_model_save(res.model, mdir, "F32", m->dir, &err)) goto fail;
+  }
   if (!emit_result(&res, out, stopped, eval_windows >= 0, json_path, ckpt, &err)) goto fail;
   goto done;
 fail:

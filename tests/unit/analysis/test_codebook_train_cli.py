@@ -2,7 +2,7 @@
 
 (a) training lowers the reconstruction error (and the codes it writes load with --codebooks: the
     logits of the trained set differ from the model's); k-means starts lower than a random start;
-    dead-code replacement re-seeds codes.
+    dead-code replacement re-seeds codes; --finetune trains the model too and writes it.
 (b) a run stopped by --stop-after leaves a checkpoint; --resume finishes it with the same bytes as a
     run never stopped.
 (c) bad input -> exit 2 naming the option.
@@ -74,6 +74,20 @@ def main():
                   f"k-means starts lower ({rk['before']['mse']:.2f} vs {r['before']['mse']:.2f})")
         rc, rd, err = train(os.path.join(tmp, "dead"), 60, "--dead-every", "20")
         check(rc == 0 and rd["dead_replaced"] > 0, f"dead codes are re-seeded ({rd and rd['dead_replaced']})")
+
+        # fine-tuning the model with the codes (the paper's setting) lowers the LM loss further and
+        # writes the model beside the set
+        ft = os.path.join(tmp, "ft")
+        rc, rf, err = train(ft, 100, "--finetune", "--model-lr", "3e-3")
+        check(rc == 0 and r is not None and rf["after"]["loss"] < r["after"]["loss"] - 0.5,
+              f"--finetune lowers the loss more ({rf and rf['after']['loss']} vs {r and r['after']['loss']}; "
+              f"{err.strip()[-200:]})")
+        ids = open(os.path.join(GPT2, "parity", "ids.txt")).read().strip()
+        rc, _, err = run("logits", "--model", os.path.join(ft, "model"), "--ids", ids, "--codebooks", ft,
+                         "--out", os.path.join(tmp, "ft.npy"))
+        check(rc == 0, f"the fine-tuned model runs with its set ({err.strip()[-200:]})")
+        rc, _, err = run("codebook", "train", *SMALL, "--steps", "5", "--finetune", "--stop-after", "2", "--out", ft)
+        check(rc == 2 and "fine-tunes" in err, f"a fine-tuning run cannot be stopped and resumed ({err.strip()[-160:]})")
 
         # (b) stop and resume == one run
         full, part = os.path.join(tmp, "full"), os.path.join(tmp, "part")
