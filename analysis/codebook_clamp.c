@@ -2,16 +2,10 @@
 #include "analysis/codebooks.h"
 #include "analysis/neurons.h"
 #include "app/core/errors.h"
-#include <stdlib.h>
 #include <string.h>
 
-static gboolean parse_int(const char *s, long lo, long hi, long *out) {
-  char *end = NULL;
-  if (!s || !*s) return FALSE;
-  long v = strtol(s, &end, 10);
-  if (*end || v < lo || v > hi) return FALSE;
-  *out = v;
-  return TRUE;
+static gboolean parse_int(const char *s, gint64 lo, gint64 hi, gint64 *out) {
+  return s && g_ascii_string_to_signed(s, 10, lo, hi, out, NULL);
 }
 
 void lmwb_code_clamp_clear(LmwbCodeClamp *c) {
@@ -36,7 +30,7 @@ gboolean lmwb_code_clamp_parse(const LmwbConfig *cfg, const char *text, LmwbCode
     lmwb_input_error(error, "clamp \"%s\": expected LAYER:SITE or LAYER:attn:HEAD before '='", text);
     return FALSE;
   }
-  long L, v;
+  gint64 L, v;
   if (!parse_int(parts[0], 0, cfg->n_layer - 1, &L)) {
     lmwb_input_error(error, "clamp \"%s\": layer \"%s\" is not in 0..%d", text, parts[0], cfg->n_layer - 1);
     return FALSE;

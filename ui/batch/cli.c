@@ -295,6 +295,33 @@ gboolean lmwb_cli_write_npy(const char *out, const char *what, const float *data
   return lmwb_npy_write_f32(out, data, shape, ndim, error);
 }
 
+/* Every --file, tokenised and joined; each must hold text. */
+int32_t *lmwb_cli_read_token_files(LmwbModel *m, char **files, size_t *n, GError **error) {
+  GArray *all = g_array_new(FALSE, FALSE, sizeof(int32_t));
+  for (char **f = files; *f; f++) {
+    g_autofree char *text = lmwb_cli_read_text(*f, error);
+    if (!text) {
+      g_array_free(all, TRUE);
+      return NULL;
+    }
+    size_t k = 0;
+    g_autofree int32_t *ids = *text ? lmwb_tokenizer_encode(m->tokenizer, text, strlen(text), FALSE, &k, error) : NULL;
+    if (*text && !ids) {
+      g_prefix_error(error, "%s: ", *f);
+      g_array_free(all, TRUE);
+      return NULL;
+    }
+    if (k == 0) {
+      lmwb_input_error(error, "%s holds no text", *f);
+      g_array_free(all, TRUE);
+      return NULL;
+    }
+    g_array_append_vals(all, ids, (guint)k);
+  }
+  *n = all->len;
+  return (int32_t *)g_array_free(all, FALSE);
+}
+
 char *lmwb_cli_read_text(const char *path, GError **error) {
   size_t len = 0;
   char *data = lmwb_file_read(path, LMWB_TEXT_MAX_BYTES, LMWB_READ_STREAM, &len, error);

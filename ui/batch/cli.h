@@ -72,6 +72,9 @@ gboolean lmwb_cli_write_npy(const char *out, const char *what, const float *data
 /* Read a whole UTF-8 text file, a regular file or a pipe, of at most LMWB_TEXT_MAX_BYTES (input
  * error naming it on failure). */
 char *lmwb_cli_read_text(const char *path, GError **error);
+/* Every file of a NULL-terminated list read as above, tokenised with the model's tokenizer and
+ * joined (g_free); a file without text is an input error naming it. */
+int32_t *lmwb_cli_read_token_files(LmwbModel *m, char **files, size_t *n, GError **error);
 
 /* SIGINT, SIGTERM, SIGHUP, SIGQUIT and SIGPIPE: temporary files are removed before the process
  * dies; while a reporter is active the first Ctrl-C only asks the job to cancel. */

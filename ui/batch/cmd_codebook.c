@@ -23,25 +23,6 @@
   "command that runs the model takes --codebooks DIR (and --clamp-code). Exit status: 0 ok, 2 bad input\n" \
   "(the message names the option or file), 1 other failure."
 
-/* Every --file, tokenised and joined. */
-static int32_t *read_tokens(LmwbModel *m, char **files, size_t *n, GError **error) {
-  GArray *all = g_array_new(FALSE, FALSE, sizeof(int32_t));
-  for (char **f = files; *f; f++) {
-    g_autofree char *text = lmwb_cli_read_text(*f, error);
-    size_t k = 0;
-    g_autofree int32_t *ids = text && *text ? lmwb_tokenizer_encode(m->tokenizer, text, strlen(text), FALSE, &k, error)
-                                            : NULL;
-    if (!text || (*text && !ids)) {
-      if (text) g_prefix_error(error, "%s: ", *f);
-      g_array_free(all, TRUE);
-      return NULL;
-    }
-    g_array_append_vals(all, ids, (guint)k);
-  }
-  *n = all->len;
-  return (int32_t *)g_array_free(all, FALSE);
-}
-
 /* --sites attn,mlp and --layers 0-3 / 0,2 (default: every layer) -> site specs. */
 static LmwbCodebookSiteSpec *parse_sites(const LmwbConfig *cfg, const char *sites, const char *layers, int *n,
                                          GError **error) {
@@ -215,7 +196,7 @@ int lmwb_cmd_codebook_train(int argc, char **argv) {
     goto fail;
   }
   if (!init && !(sp = parse_sites(&m->cfg, sites, layers, &n_sites, &err))) goto fail;
-  if (!(ids = read_tokens(m, files, &n, &err))) goto fail;
+  if (!(ids = lmwb_cli_read_token_files(m, files, &n, &err))) goto fail;
   LmwbCodebookTrainOptions o = {.k = k, .num_codes = codes, .sites = sp, .n_sites = n_sites, .steps = steps,
                                 .batch = batch, .context = context, .lr = lr, .lambda = lambda, .kmeans = kmeans,
                                 .kmeans_iters = kmeans_iters, .dead_every = dead_every, .dead_noise = dead_noise,
@@ -383,7 +364,7 @@ int lmwb_cmd_codebook_search(int argc, char **argv) {
     goto fail;
   }
   if (probe) g_regex_unref(probe);
-  if (!(ids = read_tokens(m, files, &n, &err))) goto fail;
+  if (!(ids = lmwb_cli_read_token_files(m, files, &n, &err))) goto fail;
   if (!(cache = lmwb_code_cache_build(m, cb, ids, n, context > 0 ? context : MIN(64, m->cfg.n_ctx), tokens,
                                       lmwb_cli_reporter(), &err)))
     goto fail;
