@@ -227,6 +227,37 @@ static void gradient_check(LmwbCodebookSite site, int layer) {
   lmwb_model_unref(m);
 }
 
+static void test_clamp_parse(void) {
+  LmwbModel *m = load_fixture();
+  GError *err = NULL;
+  LmwbCodeClamp c;
+  g_assert_true(lmwb_code_clamp_parse(&m->cfg, "1:attn:3=77@3,4#2", &c, &err));
+  g_assert_cmpint(c.layer, ==, 1);
+  g_assert_cmpint(c.site, ==, LMWB_CODEBOOK_ATTN);
+  g_assert_cmpint(c.head, ==, 3);
+  g_assert_cmpint(c.code, ==, 77);
+  g_assert_cmpint(c.slot, ==, 2);
+  g_assert_cmpint(c.n_positions, ==, 2);
+  g_assert_cmpint(c.positions[1], ==, 4);
+  lmwb_code_clamp_clear(&c);
+  g_assert_true(lmwb_code_clamp_parse(&m->cfg, "0:mlp=5", &c, &err));
+  g_assert_true(c.site == LMWB_CODEBOOK_MLP && c.head == -1 && c.slot == -1 && !c.positions && c.code == 5);
+  lmwb_code_clamp_clear(&c);
+  /* each names what is wrong */
+  const char *bad[][2] = {{"2:attn=1", "layer"}, {"0:mlp:1=3", "head"}, {"0:attn:4=3", "head"}, {"0:resid=3", "site"},
+                          {"0:attn=-1", "code"}, {"0:attn=x", "code"}, {"0:attn=3#x", "slot"}, {"0:attn=3@", "position"},
+                          {"0:attn=3@40", "position"}, {"0:attn=3#1@2", "positions"}, {"0:attn", "expected"},
+                          {"0=3", "expected"}};
+  for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+    g_assert_false(lmwb_code_clamp_parse(&m->cfg, bad[i][0], &c, &err));
+    g_assert_error(err, LMWB_ERROR, LMWB_ERROR_INPUT);
+    if (!strstr(err->message, bad[i][1])) g_error("%s: \"%s\" does not name %s", bad[i][0], err->message, bad[i][1]);
+    g_clear_error(&err);
+    lmwb_code_clamp_clear(&c);
+  }
+  lmwb_model_unref(m);
+}
+
 static void test_gradient_mlp(void) { gradient_check(LMWB_CODEBOOK_MLP, 1); }
 static void test_gradient_attn(void) { gradient_check(LMWB_CODEBOOK_ATTN, 0); }
 
@@ -234,6 +265,7 @@ int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/codebooks/select_brute_force", test_select_brute_force);
   g_test_add_func("/codebooks/save_load", test_save_load);
+  g_test_add_func("/codebooks/clamp_parse", test_clamp_parse);
   g_test_add_func("/codebooks/gradient_mlp", test_gradient_mlp);
   g_test_add_func("/codebooks/gradient_attn", test_gradient_attn);
   return g_test_run();
