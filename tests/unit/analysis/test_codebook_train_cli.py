@@ -51,13 +51,13 @@ def main():
     tmp = tempfile.mkdtemp(prefix="lmwb-cb-train-")
     try:
         a = os.path.join(tmp, "a")
-        rc, r, err = train(a, 200)
+        rc, r, err = train(a, 120)
         check(rc == 0, f"train runs ({err.strip()[-300:]})")
         if r:
             print(json.dumps(r))
-            check(r["after"]["mse"] < 0.6 * r["before"]["mse"],
+            check(r["after"]["mse"] < 0.7 * r["before"]["mse"],
                   f"training lowers the reconstruction error ({r['before']['mse']:.2f} -> {r['after']['mse']:.2f})")
-            check(r["steps"] == 200 and r["sites"] == ["0:attn", "0:mlp", "1:attn", "1:mlp"], "steps and sites reported")
+            check(r["steps"] == 120 and r["sites"] == ["0:attn", "0:mlp", "1:attn", "1:mlp"], "steps and sites reported")
             check(all(os.path.exists(os.path.join(a, f)) for f in ("codebooks.json", "codebooks.safetensors",
                                                                     "train.json")), "the set and train.json written")
             check(not os.path.exists(os.path.join(a, "checkpoint")), "no checkpoint left by a finished run")
@@ -78,7 +78,7 @@ def main():
         # fine-tuning the model with the codes (the paper's setting) lowers the LM loss further and
         # writes the model beside the set
         ft = os.path.join(tmp, "ft")
-        rc, rf, err = train(ft, 100, "--finetune", "--model-lr", "3e-3")
+        rc, rf, err = train(ft, 60, "--finetune", "--model-lr", "3e-3")
         check(rc == 0 and r is not None and rf["after"]["loss"] < r["after"]["loss"] - 0.5,
               f"--finetune lowers the loss more ({rf and rf['after']['loss']} vs {r and r['after']['loss']}; "
               f"{err.strip()[-200:]})")
