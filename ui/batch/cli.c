@@ -1,4 +1,5 @@
 #include "ui/batch/cli.h"
+#include "analysis/codebooks.h"
 #include "analysis/neurons.h"
 #include "app/core/atomic_file.h"
 #include "app/core/inputs.h"
@@ -29,7 +30,15 @@ static const GOptionEntry clamp_entries[] = {
    "Clamp MLP neuron N of layer L to VALUE (at every position, or only at the listed positions); repeatable", "L:N=VALUE[@P1,P2]"},
   {"clamp-site", 0, 0, G_OPTION_ARG_STRING, &lmwb_cli.clamp_site,
    "Where clamps act: post (after the activation function, default) or pre (before it)", "post|pre"},
+  {"codebooks", 0, 0, G_OPTION_ARG_FILENAME, &lmwb_cli.codebooks,
+   "Splice a codebook set (codebooks.json + codebooks.safetensors) into the model", "DIR"},
+  {"clamp-code", 0, 0, G_OPTION_ARG_STRING_ARRAY, &lmwb_cli.clamp_codes,
+   "Force code CODE on at a --codebooks site (every head without HEAD; all k slots, or slot #SLOT; every position "
+   "or the listed ones, generated ones included); repeatable", "L:SITE[:HEAD]=CODE[@P1,P2][#SLOT]"},
   {NULL}};
+
+static LmwbCodebooks *cli_codebooks;
+static LmwbCodebookRun *cli_codebook_run;
 
 gboolean lmwb_cli_parse(int *argc, char ***argv, const char *usage, const char *summary, const char *description,
                         const GOptionEntry *entries, unsigned common) {
@@ -108,7 +117,47 @@ gboolean lmwb_cli_apply_clamps(LmwbRunner *r, GError **error) {
     lmwb_neuron_clamp_clear(&s);
     if (!id) return FALSE;
   }
+  if (!lmwb_cli.codebooks) {
+    if (lmwb_cli.clamp_codes && *lmwb_cli.clamp_codes) {
+      lmwb_input_error(error, "--clamp-code \"%s\": needs --codebooks DIR (the set whose codes it forces)",
+                       *lmwb_cli.clamp_codes);
+      return FALSE;
+    }
+    return TRUE;
+  }
+  if (!(cli_codebooks = lmwb_codebooks_load(lmwb_cli.codebooks, c, error))) {
+    g_prefix_error(error, "--codebooks: ");
+    return FALSE;
+  }
+  if (!(cli_codebook_run = lmwb_codebooks_attach(r, cli_codebooks, error))) return FALSE;
+  for (char **p = lmwb_cli.clamp_codes; p && *p; p++) {
+    LmwbCodeClamp cc;
+    if (!lmwb_code_clamp_parse(c, *p, &cc, error)) {
+      g_prefix_error(error, "--clamp-code: ");
+      return FALSE;
+    }
+    gboolean ok = lmwb_codebook_run_clamp(cli_codebook_run, &cc, error);
+    lmwb_code_clamp_clear(&cc);
+    if (!ok) {
+      g_prefix_error(error, "--clamp-code \"%s\": ", *p);
+      return FALSE;
+    }
+  }
   return TRUE;
+}
+
+gboolean lmwb_cli_check_clamp_positions(int length, GError **error) {
+  if (!cli_codebook_run || lmwb_codebook_run_check_positions(cli_codebook_run, length, error)) return TRUE;
+  g_prefix_error(error, "--clamp-code: ");
+  return FALSE;
+}
+
+LmwbCodebookRun *lmwb_cli_codebook_run(void) { return cli_codebook_run; }
+
+void lmwb_cli_release_clamps(LmwbRunner *r) {
+  lmwb_codebooks_detach(r, cli_codebook_run);
+  cli_codebook_run = NULL;
+  g_clear_pointer(&cli_codebooks, lmwb_codebooks_free);
 }
 
 gboolean lmwb_cli_parse_ids(const char *text, int32_t **ids, int *B, int *T, GError **error) {
@@ -242,6 +291,33 @@ gboolean lmwb_cli_write_npy(const char *out, const char *what, const float *data
     return FALSE;
   }
   return lmwb_npy_write_f32(out, data, shape, ndim, error);
+}
+
+/* Every --file, tokenised and joined; each must hold text. */
+int32_t *lmwb_cli_read_token_files(LmwbModel *m, char **files, size_t *n, GError **error) {
+  GArray *all = g_array_new(FALSE, FALSE, sizeof(int32_t));
+  for (char **f = files; *f; f++) {
+    g_autofree char *text = lmwb_cli_read_text(*f, error);
+    if (!text) {
+      g_array_free(all, TRUE);
+      return NULL;
+    }
+    size_t k = 0;
+    g_autofree int32_t *ids = *text ? lmwb_tokenizer_encode(m->tokenizer, text, strlen(text), FALSE, &k, error) : NULL;
+    if (*text && !ids) {
+      g_prefix_error(error, "%s: ", *f);
+      g_array_free(all, TRUE);
+      return NULL;
+    }
+    if (k == 0) {
+      lmwb_input_error(error, "%s holds no text", *f);
+      g_array_free(all, TRUE);
+      return NULL;
+    }
+    g_array_append_vals(all, ids, (guint)k);
+  }
+  *n = all->len;
+  return (int32_t *)g_array_free(all, FALSE);
 }
 
 char *lmwb_cli_read_text(const char *path, GError **error) {

@@ -21,6 +21,8 @@ typedef struct LmwbCliCommon {
   int threads;    /* --threads N */
   char **clamps;  /* --clamp L:N=V[@P,...] (repeatable) */
   char *clamp_site; /* --clamp-site post|pre */
+  char *codebooks;  /* --codebooks DIR: a codebook set spliced into every run (analysis/codebooks.h) */
+  char **clamp_codes; /* --clamp-code L:SITE[:HEAD]=CODE[@P,...][#SLOT] (repeatable) */
 } LmwbCliCommon;
 
 extern LmwbCliCommon lmwb_cli;
@@ -48,8 +50,15 @@ const char *lmwb_cli_default_model_dir(void);
 char *lmwb_cli_default_brown(GError **error);
 /* Load --model (or the built-in model), set threads. */
 LmwbModel *lmwb_cli_load_model(GError **error);
-/* Add the --clamp hooks to a runner (validated against the model). */
+/* Add the --clamp hooks to a runner (validated against the model), and the --codebooks set with
+ * its --clamp-code clamps (a code clamp without --codebooks is an input error). */
 gboolean lmwb_cli_apply_clamps(LmwbRunner *r, GError **error);
+/* Every --clamp-code position is below `length` (the run's tokens, generated ones included). */
+gboolean lmwb_cli_check_clamp_positions(int length, GError **error);
+/* The attached codebook set of lmwb_cli_apply_clamps, or NULL. */
+struct LmwbCodebookRun *lmwb_cli_codebook_run(void);
+/* Detach the codebooks from r (before r is freed) and free them. */
+void lmwb_cli_release_clamps(LmwbRunner *r);
 
 /* "1,2,3;4,5,6" -> ids [B*T]; rows must be of equal length. */
 gboolean lmwb_cli_parse_ids(const char *text, int32_t **ids, int *B, int *T, GError **error);
@@ -67,6 +76,9 @@ gboolean lmwb_cli_write_npy(const char *out, const char *what, const float *data
 /* Read a whole UTF-8 text file, a regular file or a pipe, of at most LMWB_TEXT_MAX_BYTES (input
  * error naming it on failure). */
 char *lmwb_cli_read_text(const char *path, GError **error);
+/* Every file of a NULL-terminated list read as above, tokenised with the model's tokenizer and
+ * joined (g_free); a file without text is an input error naming it. */
+int32_t *lmwb_cli_read_token_files(LmwbModel *m, char **files, size_t *n, GError **error);
 
 /* SIGINT, SIGTERM, SIGHUP, SIGQUIT and SIGPIPE: temporary files are removed before the process
  * dies; while a reporter is active the first Ctrl-C only asks the job to cancel. */

@@ -3,6 +3,7 @@
 #include "ui/batch/cli.h"
 #include "ui/batch/commands.h"
 #include "ui/batch/run_options.h"
+#include "analysis/codebooks.h"
 #include "app/engine/bench.h"
 #include "app/engine/generate.h"
 #include "app/engine/perplexity.h"
@@ -131,6 +132,7 @@ static gboolean job_begin(Job *j, const char *ids_text, const char *text, GError
 
 static void job_end(Job *j) {
   lmwb_run_options_clear();
+  lmwb_cli_release_clamps(j->r);
   lmwb_runner_free(j->r);
   lmwb_model_unref(j->m);
   g_free(j->ids);
@@ -158,13 +160,35 @@ int lmwb_cmd_logits(int argc, char **argv) {
   GError *err = NULL;
   Job j;
   LmwbForwardOptions fo = {0};
-  gboolean ok = job_begin(&j, ids, text, &err) && lmwb_run_options_apply(j.r, j.B, j.T, &fo, &err) &&
-                lmwb_runner_forward(j.r, j.ids, j.B, j.T, &fo, &err);
+  gboolean ok = job_begin(&j, ids, text, &err) && lmwb_cli_check_clamp_positions(j.T, &err) &&
+                lmwb_run_options_apply(j.r, j.B, j.T, &fo, &err) && lmwb_runner_forward(j.r, j.ids, j.B, j.T, &fo, &err);
   if (ok) {
     int64_t shape[3] = {j.B, j.T, j.m->cfg.vocab_size};
     ok = lmwb_cli_write_npy(lmwb_cli.out, "logit", lmwb_runner_logits(j.r, NULL), shape, 3, &err);
   }
   job_end(&j);
+  return ok ? 0 : lmwb_cli_fail(err);
+}
+
+/* activations at blocks.L.attn.hook_codes / mlp.hook_codes: the code ids of the --codebooks set
+ * (int32 .npy; they are not runner sites: analysis/codebooks.h). */
+static int codes_cmd(Job *j, int layer, LmwbCodebookSite site) {
+  GError *err = NULL;
+  LmwbCodebookRun *run = lmwb_cli_codebook_run();
+  LmwbForwardOptions fo = {0};
+  int64_t shape[4];
+  int nd = 0;
+  const int32_t *ids = NULL;
+  gboolean ok = TRUE;
+  if (!run) {
+    lmwb_input_error(&err, "--hook blocks.%d.%s.hook_codes: the code ids need --codebooks DIR", layer,
+                     lmwb_codebook_site_name(site));
+    ok = FALSE;
+  }
+  ok = ok && lmwb_run_options_apply(j->r, j->B, j->T, &fo, &err) && lmwb_runner_forward(j->r, j->ids, j->B, j->T, &fo, &err) &&
+       (ids = lmwb_codebook_run_codes(run, layer, site, shape, &nd, &err)) != NULL &&
+       lmwb_npy_write_i32(lmwb_cli.out, ids, shape, nd, &err);
+  job_end(j);
   return ok ? 0 : lmwb_cli_fail(err);
 }
 
@@ -182,7 +206,8 @@ static int hook_array_cmd(int argc, char **argv, gboolean grad) {
                                "          grad --ids ... --hook blocks.0.hook_resid_pre --from blocks.1.ln2.hook_normalized=row.npy --out g.npy"
                              : "Writes the activation at --hook as float32 .npy (shapes as TransformerLens: [B,T,d_model],\n"
                                "[B,T,heads,d_head], [B,heads,T,T] for attn.hook_pattern, [B,T,d_mlp] for mlp.hook_post,\n"
-                               "[B,T,heads,d_model] for attn.hook_result and hook_q_input).";
+                               "[B,T,heads,d_model] for attn.hook_result and hook_q_input). With --codebooks, the code ids\n"
+                               "blocks.L.attn.hook_codes [B,T,heads,k] and blocks.L.mlp.hook_codes [B,T,k] as int32 .npy.";
   if (!lmwb_cli_parse(&argc, &argv, grad ? "- gradient at a hook" : "- activations at a hook", summary, MODEL_HELP, all,
                       LMWB_CLI_MODEL | LMWB_CLI_OUT | LMWB_CLI_THREADS | LMWB_CLI_CLAMP))
     return 2;
@@ -192,7 +217,12 @@ static int hook_array_cmd(int argc, char **argv, gboolean grad) {
   GError *err = NULL;
   Job j;
   LmwbSite site;
-  gboolean ok = job_begin(&j, ids, text, &err) && lmwb_site_parse(&j.m->cfg, hook, &site, &err);
+  int code_layer;
+  LmwbCodebookSite code_site;
+  gboolean codes = !grad && lmwb_codebook_codes_site_parse(hook, &code_layer, &code_site);
+  gboolean ok = job_begin(&j, ids, text, &err) && lmwb_cli_check_clamp_positions(j.T, &err);
+  if (ok && codes) return codes_cmd(&j, code_layer, code_site);
+  ok = ok && lmwb_site_parse(&j.m->cfg, hook, &site, &err);
   LmwbForwardOptions fo = {.sites = ok ? lmwb_site_info(site.kind)->run_flag : 0};
   ok = ok && lmwb_run_options_apply(j.r, j.B, j.T, &fo, &err) && lmwb_runner_forward(j.r, j.ids, j.B, j.T, &fo, &err);
   const float *data = NULL;
@@ -233,7 +263,7 @@ int lmwb_cmd_generate(int argc, char **argv) {
   if (!prompt) return lmwb_cli_usage_error("--prompt STR is required");
   GError *err = NULL;
   Job j;
-  if (!job_begin(&j, NULL, prompt, &err)) {
+  if (!job_begin(&j, NULL, prompt, &err) || !lmwb_cli_check_clamp_positions(j.T + MAX(max_tokens, 0), &err)) {
     job_end(&j);
     return lmwb_cli_fail(err);
   }

@@ -26,33 +26,6 @@
   "circuits/transcoder_train.h. Without --model the built-in model is used. Exit status: 0 ok, 2 bad\n" \
   "input (the message names the file or option), 1 other failure."
 
-/* Every --file, tokenised and joined; each must hold text. */
-static int32_t *read_token_files(LmwbModel *m, char **files, size_t *n, GError **error) {
-  GArray *all = g_array_new(FALSE, FALSE, sizeof(int32_t));
-  for (char **f = files; *f; f++) {
-    g_autofree char *text = lmwb_cli_read_text(*f, error);
-    if (!text) {
-      g_array_free(all, TRUE);
-      return NULL;
-    }
-    size_t k = 0;
-    g_autofree int32_t *ids = *text ? lmwb_tokenizer_encode(m->tokenizer, text, strlen(text), FALSE, &k, error) : NULL;
-    if (*text && !ids) {
-      g_prefix_error(error, "%s: ", *f);
-      g_array_free(all, TRUE);
-      return NULL;
-    }
-    if (k == 0) {
-      lmwb_input_error(error, "%s holds no text", *f);
-      g_array_free(all, TRUE);
-      return NULL;
-    }
-    g_array_append_vals(all, ids, (guint)k);
-  }
-  *n = all->len;
-  return (int32_t *)g_array_free(all, FALSE);
-}
-
 /* Removes a finished run's checkpoint folder (its one file, then the folder). */
 static void remove_checkpoint(const char *dir) {
   g_autofree char *f = g_build_filename(dir, "state.safetensors", NULL);
@@ -195,7 +168,7 @@ int lmwb_cmd_transcoder_train(int argc, char **argv) {
     files = g_new0(char *, 2);
     files[0] = g_strdup(brown);
   }
-  ids = read_token_files(m, files, &n, &err);
+  ids = lmwb_cli_read_token_files(m, files, &n, &err);
   if (!ids) goto fail;
   o.d_sae = features;
   if (k) o.act = LMWB_TC_TOPK, o.k = k;

@@ -33,4 +33,7 @@ const LmwbCommand lmwb_commands[] = {
   {"circuit eap", "Edge attribution patching (EAP, EAP-IG) scores of a task's edges, top-N circuit", lmwb_cmd_circuit_eap},
   {"circuit prune", "Learn a task's circuit by edge pruning (hard-concrete masks, target sparsity)", lmwb_cmd_circuit_prune},
   {"circuit eval", "KL, logit difference, accuracy and exact match of a circuit (interchange ablation)", lmwb_cmd_circuit_eval},
+  {"codebook train", "Train codebooks (discrete codes) for attention heads and MLP outputs of a frozen model", lmwb_cmd_codebook_train},
+  {"codebook search", "Codes that stand for a regex over a text (precision, recall, contexts); topic codes", lmwb_cmd_codebook_search},
+  {"codebook steer", "Share of sampled generations containing a word, code clamps off vs on (JSON + plot)", lmwb_cmd_codebook_steer},
   {NULL, NULL, NULL}};

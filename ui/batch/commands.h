@@ -27,3 +27,6 @@ int lmwb_cmd_edit_plot(int argc, char **argv);
 int lmwb_cmd_circuit_eap(int argc, char **argv);
 int lmwb_cmd_circuit_prune(int argc, char **argv);
 int lmwb_cmd_circuit_eval(int argc, char **argv);
+int lmwb_cmd_codebook_train(int argc, char **argv);
+int lmwb_cmd_codebook_search(int argc, char **argv);
+int lmwb_cmd_codebook_steer(int argc, char **argv);
