@@ -2,7 +2,7 @@
 #include "ui/batch/cli.h"
 #include "ui/batch/commands.h"
 #include "ui/batch/cmd_world.h"
-#include "ui/batch/cmd_world.h"
+#include "ui/batch/cmd_kfac.h"
 
 const LmwbCommand lmwb_commands[] = {
   {"info", "Describe a model: architecture, sizes, parameters, dtype, tokenizer", lmwb_cmd_info},
@@ -24,4 +24,9 @@ const LmwbCommand lmwb_commands[] = {
   {"transcoder train", "Train a transcoder for an MLP layer (or an SAE on a hook site) into a SAELens folder", lmwb_cmd_transcoder_train},
   {"transcoder eval", "FVU, L0, dead features and loss recovered of a transcoder set spliced into the model", lmwb_cmd_transcoder_eval},
   {"graph", "The attribution graph of a prompt through transcoders, as graph JSON, DOT, SVG or PNG", lmwb_cmd_graph},
+  {"kfac collect", "K-FAC factors (input and output-gradient second moments) of MLP matrices over a text", lmwb_cmd_kfac_collect},
+  {"kfac spectrum", "Eigenvalues of K-FAC factors and the curvature mass curve (JSON + plots)", lmwb_cmd_kfac_spectrum},
+  {"kfac edit", "Remove the low-curvature components of MLP matrices: an edited model folder", lmwb_cmd_kfac_edit},
+  {"kfac sweep", "Recitation, perplexity and facts against the K-FAC keep-mass; a recommended value", lmwb_cmd_kfac_sweep},
+  {"memorisation eval", "Recitation of a memorised set (strict, loose, Levenshtein), perplexity, world figures", lmwb_cmd_memorisation_eval},
   {NULL, NULL, NULL}};
