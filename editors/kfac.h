@@ -38,6 +38,7 @@
 #include "app/engine/runner.h"
 #include "app/jobs/reporter.h"
 #include <glib.h>
+#include <json-glib/json-glib.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -119,6 +120,9 @@ void lmwb_kfac_collect_options_init(LmwbKfacCollectOptions *o);
 LmwbKfacFactors *lmwb_kfac_collect(LmwbModel *m, const int32_t *ids, size_t n, const LmwbKfacCollectOptions *o,
                                    LmwbReporter *rep, GError **error);
 
+/* What factors.json holds: format, model, fingerprint, tokens, positions, windows, context, seed,
+ * labels and the list of factors (layer, matrix, in, out). */
+JsonNode *lmwb_kfac_factors_json(const LmwbKfacFactors *f);
 /* factors.safetensors + factors.json into dir (created if missing; each file atomic). */
 gboolean lmwb_kfac_save(const LmwbKfacFactors *f, const char *dir, GError **error);
 /* Reads a factor folder; when model is non-NULL checks it against the model (shapes, the gated

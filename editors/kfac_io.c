@@ -19,32 +19,7 @@ static float *to_float(const double *x, size_t n) {
   return f;
 }
 
-gboolean lmwb_kfac_save(const LmwbKfacFactors *f, const char *dir, GError **error) {
-  if (g_mkdir_with_parents(dir, 0755) != 0) {
-    lmwb_input_error(error, "%s: cannot create the folder", dir);
-    return FALSE;
-  }
-  LmwbSafetensorsWriter *w = lmwb_safetensors_writer_new();
-  GPtrArray *keep = g_ptr_array_new_with_free_func(g_free);
-  for (int i = 0; i < f->n; i++) {
-    const LmwbKfacFactor *x = &f->f[i];
-    for (int k = 0; k < 2; k++) {
-      int d = k ? x->d_out : x->d_in;
-      float *data = to_float(k ? x->G : x->A, (size_t)d * d);
-      char *nm = g_strdup_printf("blocks.%d.mlp.%s.%s", x->layer, lmwb_kfac_matrix_name(x->matrix), k ? "G" : "A");
-      g_ptr_array_add(keep, data);
-      g_ptr_array_add(keep, nm);
-      int64_t shape[2] = {d, d};
-      lmwb_safetensors_writer_add_f32(w, nm, LMWB_DTYPE_F32, shape, 2, data);
-    }
-  }
-  lmwb_safetensors_writer_set_metadata(w, "format", "lmwb-kfac");
-  g_autofree char *st_path = g_build_filename(dir, LMWB_KFAC_FACTORS_FILE, NULL);
-  gboolean ok = lmwb_safetensors_writer_save(w, st_path, error);
-  lmwb_safetensors_writer_free(w);
-  g_ptr_array_free(keep, TRUE);
-  if (!ok) return FALSE;
-
+JsonNode *lmwb_kfac_factors_json(const LmwbKfacFactors *f) {
   g_autoptr(JsonBuilder) b = json_builder_new();
   json_builder_begin_object(b);
   json_builder_set_member_name(b, "format");
@@ -77,7 +52,36 @@ gboolean lmwb_kfac_save(const LmwbKfacFactors *f, const char *dir, GError **erro
   }
   json_builder_end_array(b);
   json_builder_end_object(b);
-  g_autoptr(JsonNode) root = json_builder_get_root(b);
+  return json_builder_get_root(b);
+}
+
+gboolean lmwb_kfac_save(const LmwbKfacFactors *f, const char *dir, GError **error) {
+  if (g_mkdir_with_parents(dir, 0755) != 0) {
+    lmwb_input_error(error, "%s: cannot create the folder", dir);
+    return FALSE;
+  }
+  LmwbSafetensorsWriter *w = lmwb_safetensors_writer_new();
+  GPtrArray *keep = g_ptr_array_new_with_free_func(g_free);
+  for (int i = 0; i < f->n; i++) {
+    const LmwbKfacFactor *x = &f->f[i];
+    for (int k = 0; k < 2; k++) {
+      int d = k ? x->d_out : x->d_in;
+      float *data = to_float(k ? x->G : x->A, (size_t)d * d);
+      char *nm = g_strdup_printf("blocks.%d.mlp.%s.%s", x->layer, lmwb_kfac_matrix_name(x->matrix), k ? "G" : "A");
+      g_ptr_array_add(keep, data);
+      g_ptr_array_add(keep, nm);
+      int64_t shape[2] = {d, d};
+      lmwb_safetensors_writer_add_f32(w, nm, LMWB_DTYPE_F32, shape, 2, data);
+    }
+  }
+  lmwb_safetensors_writer_set_metadata(w, "format", "lmwb-kfac");
+  g_autofree char *st_path = g_build_filename(dir, LMWB_KFAC_FACTORS_FILE, NULL);
+  gboolean ok = lmwb_safetensors_writer_save(w, st_path, error);
+  lmwb_safetensors_writer_free(w);
+  g_ptr_array_free(keep, TRUE);
+  if (!ok) return FALSE;
+
+  g_autoptr(JsonNode) root = lmwb_kfac_factors_json(f);
   size_t len = 0;
   g_autofree char *text = lmwb_json_generate(root, TRUE, &len);
   g_autofree char *meta = g_build_filename(dir, LMWB_KFAC_META_FILE, NULL);

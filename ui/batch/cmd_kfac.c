@@ -166,25 +166,15 @@ int lmwb_cmd_kfac_collect(int argc, char **argv) {
     return lmwb_cli_fail(err);
   }
   g_unlink(ckpt);
-  g_autoptr(JsonBuilder) b = json_builder_new();
-  json_builder_begin_object(b);
-  json_builder_set_member_name(b, "out");
-  json_builder_add_string_value(b, out);
-  const char *ik[] = {"tokens", "positions", "windows", "context", "text_tokens"};
-  gint64 iv[] = {f->tokens, f->positions, f->windows, f->context, (gint64)n};
-  for (int i = 0; i < 5; i++) {
-    json_builder_set_member_name(b, ik[i]);
-    json_builder_add_int_value(b, iv[i]);
-  }
-  json_builder_set_member_name(b, "labels");
-  json_builder_add_string_value(b, lmwb_kfac_labels_name(f->labels));
-  json_builder_set_member_name(b, "factors");
-  json_builder_add_int_value(b, f->n);
-  json_builder_set_member_name(b, "seconds");
-  json_builder_add_double_value(b, secs);
+  /* factors.json, and where and how fast */
+  JsonNode *root = lmwb_kfac_factors_json(f);
+  JsonObject *obj = json_node_get_object(root);
+  json_object_set_string_member(obj, "out", out);
+  json_object_set_int_member(obj, "text_tokens", (gint64)n);
+  json_object_set_double_member(obj, "seconds", secs);
+  json_object_set_double_member(obj, "tokens_per_s", secs > 0 ? f->tokens / secs : 0);
   lmwb_kfac_factors_free(f);
-  json_builder_end_object(b);
-  return lmwb_cli_emit_json(json_builder_get_root(b), NULL, &err) ? 0 : lmwb_cli_fail(err);
+  return lmwb_cli_emit_json(root, NULL, &err) ? 0 : lmwb_cli_fail(err);
 }
 
 /* ---- spectrum ---------------------------------------------------------------------------------- */

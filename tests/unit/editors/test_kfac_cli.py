@@ -17,7 +17,6 @@ import json
 import math
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import torch
 BATCH, FIX, TEXT, REF = sys.argv[1:5]
 sys.path.insert(0, REF)
 import hf_models  # noqa: E402
+import hf_write  # noqa: E402
 
 failures = []
 
@@ -45,21 +45,6 @@ def run(*args):
 
 def read_st(path):
     return hf_models.read_safetensors(path)[0]
-
-
-def write_st(path, tensors, dtype="F32"):
-    """A minimal safetensors writer (float32 or float64)."""
-    npdt = {"F32": "<f4", "F64": "<f8"}[dtype]
-    header, blobs, off = {}, [], 0
-    for k, v in tensors.items():
-        b = np.ascontiguousarray(v, dtype=npdt).tobytes()
-        header[k] = {"dtype": dtype, "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
 # where each matrix lives: (input hook, output hook, HF weight suffix, stored transposed)
@@ -258,7 +243,7 @@ def main():
         w = read_st(os.path.join(other, "model.safetensors"))
         k = [n for n in w if n.endswith("h.1.attn.c_attn.weight")][0]
         w[k] = np.asarray(w[k]) * 1.01
-        write_st(os.path.join(other, "model.safetensors"), {n: np.asarray(v) for n, v in w.items()})
+        hf_write.write_safetensors(os.path.join(other, "model.safetensors"), {n: np.asarray(v) for n, v in w.items()})
         refused(["kfac", "edit", "--model", other, "--factors", factors, "--keep-mass", "0.5", "--out", o],
                 "another model", "factors collected on another model", o)
 
@@ -267,7 +252,7 @@ def main():
             shutil.copytree(factors, d)
             t = {n: np.asarray(v) for n, v in read_st(os.path.join(d, "factors.safetensors")).items()}
             edit_fn(t)
-            write_st(os.path.join(d, "factors.safetensors"), t)
+            hf_write.write_safetensors(os.path.join(d, "factors.safetensors"), t)
             refused(["kfac", "edit", "--model", gpt2, "--factors", d, "--keep-mass", "0.5", "--out", o], needle, what, o)
             rc, _, err = run("kfac", "spectrum", "--factors", d)
             check(rc == 2 and needle in err, f"spectrum refuses it too: {err.strip()[-200:]}")
