@@ -2,7 +2,7 @@
 #include "ui/batch/cli.h"
 #include "ui/batch/commands.h"
 #include "ui/batch/cmd_world.h"
-#include "ui/batch/cmd_world.h"
+#include "ui/batch/cmd_kfac.h"
 
 const LmwbCommand lmwb_commands[] = {
   {"info", "Describe a model: architecture, sizes, parameters, dtype, tokenizer", lmwb_cmd_info},
@@ -36,4 +36,9 @@ const LmwbCommand lmwb_commands[] = {
   {"codebook train", "Train codebooks (discrete codes) for attention heads and MLP outputs of a frozen model", lmwb_cmd_codebook_train},
   {"codebook search", "Codes that stand for a regex over a text (precision, recall, contexts); topic codes", lmwb_cmd_codebook_search},
   {"codebook steer", "Share of sampled generations containing a word, code clamps off vs on (JSON + plot)", lmwb_cmd_codebook_steer},
+  {"kfac collect", "K-FAC factors (input and output-gradient second moments) of MLP matrices over a text", lmwb_cmd_kfac_collect},
+  {"kfac spectrum", "Eigenvalues of K-FAC factors and the curvature mass curve (JSON + plots)", lmwb_cmd_kfac_spectrum},
+  {"kfac edit", "Remove the low-curvature components of MLP matrices: an edited model folder", lmwb_cmd_kfac_edit},
+  {"kfac sweep", "Recitation, perplexity and facts against the K-FAC keep-mass; a recommended value", lmwb_cmd_kfac_sweep},
+  {"memorisation eval", "Recitation of a memorised set (strict, loose, Levenshtein), perplexity, world figures", lmwb_cmd_memorisation_eval},
   {NULL, NULL, NULL}};
