@@ -10,6 +10,8 @@ screen and the window show. Exit 77 (skip) without xvfb-run/import/PIL.
                           click a feature (contexts, output tokens), pin it through re-pruning, export,
                           a bad set and an empty prompt (banners), a short training run with live plots
   test_gui.py editing     a ROME edit of a world fact, a 3-edit sequence with the alarm, undo, save, bad input
+  test_gui.py edges       the Edges view on the built-in model's IOI task: a short prune with live plots, EAP at the
+                          same edge count, the toggle, clicking an edge, exports, bad input
   test_gui.py cli         --help, no display -> exit 2 with a hint
 Screenshots go to $LMWB_GUI_SHOTS (default: a temp folder)."""
 import os, re, shutil, subprocess, sys, tempfile
@@ -178,7 +180,7 @@ def test_main():
     d = dumps(out)
     assert len(d) == 9, f"expected 9 dumps, got {len(d)}"
     # The views and their Alt+N keys come from the registry, in its order.
-    assert d[0]["views"] == "model:<Alt>1 lens:<Alt>2 neurons:<Alt>3 circuits:<Alt>4 editing:<Alt>5", d[0]["views"]
+    assert d[0]["views"] == "model:<Alt>1 lens:<Alt>2 neurons:<Alt>3 circuits:<Alt>4 editing:<Alt>5 edges:<Alt>6", d[0]["views"]
     assert [x["view"] for x in d] == ["model", "lens"] + ["neurons"] * 7, [x["view"] for x in d]
     base = os.path.basename(os.path.normpath(model))
     assert base in d[0]["title"] and "LM Workbench" in d[0]["title"], d[0]["title"]
@@ -506,6 +508,97 @@ def test_editing():
     shutil.rmtree(tmp)
 
 
+def edges_field(d, key):
+    for line in d["lines"]:
+        if line.startswith("edges " + key):
+            return line[len("edges " + key):]
+    return None
+
+
+def edges_circuit(d, name):
+    """The dumped fields of the prune or eap circuit (None when there is none)."""
+    line = edges_field(d, name + " ")
+    if line is None or line == "none":
+        return None
+    return dict(kv.split("=", 1) for kv in line.split())
+
+
+def test_edges():
+    """The Edges view: edge pruning and EAP on the built-in model's IOI task."""
+    model = os.path.abspath(BUILTIN)
+    if not os.path.exists(os.path.join(model, "world.json")):
+        skip("the built-in model is not there")
+    shots = shots_dir()
+    tmp = tempfile.mkdtemp(prefix="lmwb-edges-")
+    exports = [os.path.join(tmp, n) for n in ("circuit.json", "circuit.dot", "circuit.svg", "edges.json")]
+    bad = os.path.join(tmp, "bad.jsonl")
+    with open(bad, "w") as f:
+        f.write('{"clean": "When Mary and John went", "corrupted": "When", "answer": " Mary", "wrong": " John"}\n')
+    steps = 60
+    out = run_script([
+        "wait-ready", "action win.view 'edges'", "dump", f"shot {shots}/edges-empty.png",
+        "action edges.set-task 'ioi'", "action edges.set-sparsity 0.95", f"action edges.set-steps {steps}",
+        "action edges.set-batch 16", "action edges.set-examples 32",
+        "action edges.prune", "wait-ready 200", "dump", f"shot {shots}/edges-prune.png",
+        "action edges.eap", "wait-ready 200", "dump", f"shot {shots}/edges-eap.png",
+        "action edges.show 'prune'", "wait-ready", "dump",
+        *[f"action edges.export '{p}'" for p in exports], "dump",
+        f"action edges.set-task '{bad}'", "action edges.prune", "wait-ready 60", "dump",
+        f"shot {shots}/edges-bad.png",
+    ], model, timeout=400)
+    d = dumps(out)
+    assert len(d) == 6, f"expected 6 dumps, got {len(d)}"
+    assert d[0]["view"] == "edges" and d[0]["banner"] == "", d[0]["banner"]
+    assert edges_circuit(d[0], "prune") is None and edges_circuit(d[0], "eap") is None
+    # The prune: a live plot point per step, a circuit at about the target sparsity, evaluated.
+    assert d[1]["banner"] == "", d[1]["banner"]
+    pts = int(edges_field(d[1], "points=").split()[0])
+    assert pts >= steps // 2, f"{pts} loss points for {steps} steps"
+    p = edges_circuit(d[1], "prune")
+    assert p and p["task"] == "ioi", p
+    n, total = int(p["edges"]), int(p["total"])
+    assert 0 < n < total and int(p["nodes"]) > 1, p
+    assert 1 - n / total > 0.5, f"sparsity {1 - n / total}"
+    for k in ("kl", "accuracy", "share", "full_diff"):
+        assert float(p[k]) == float(p[k]), (k, p[k])  # finite
+    assert float(p["kl"]) >= 0 and 0 <= float(p["accuracy"]) <= 1
+    assert edges_field(d[1], "points=").endswith("shown=prune")
+    # EAP at the same edge count (dangling edges removed: at most as many), shown after it ran.
+    e = edges_circuit(d[2], "eap")
+    assert e and edges_field(d[2], "points=").endswith("shown=eap"), e
+    assert 0 < int(e["edges"]) <= n and e["total"] == p["total"], (e, p)
+    assert float(e["full_diff"]) == float(p["full_diff"]), (e, p)
+    # Back to the pruned circuit; click the first listed edge: its score is shown.
+    assert edges_field(d[3], "points=").endswith("shown=prune")
+    listed = [l for l in d[3]["lines"] if l.startswith("edges edge ")]
+    assert listed, "no edge listed for clicking"
+    name, at = listed[0][len("edges edge "):].split(" at=")
+    out = run_script([
+        "wait-ready", "action win.view 'edges'", f"action edges.set-steps {steps}", "action edges.set-batch 16",
+        "action edges.set-examples 32", "action edges.prune", "wait-ready 200", f"action edges.click '{at}'",
+        "wait-ready", "dump", f"shot {shots}/edges-click.png"], model, timeout=400)
+    c = dumps(out)[0]
+    src, dst = name.split("->")
+    sel = edges_field(c, "selected=")
+    assert src in sel and dst in sel and "log α" in sel, (sel, name)
+    # Exports through the circuit writers.
+    for q in exports:
+        assert os.path.getsize(q) > 20, q
+    import json
+    with open(exports[3]) as f:
+        el = json.load(f)
+    assert len(el) == n and all(len(x) == 2 for x in el), len(el)
+    with open(exports[0]) as f:
+        g = json.load(f)
+    assert len(g["nodes"]) == int(p["nodes"]), (len(g["nodes"]), p["nodes"])
+    assert open(exports[2]).read().lstrip().startswith(("<?xml", "<svg"))
+    assert edges_field(d[4], "exported=") == exports[-1]
+    # Bad input: clean and corrupted of different lengths -> a banner, the circuits kept.
+    assert "bad.jsonl" in d[5]["banner"] or "length" in d[5]["banner"], d[5]["banner"]
+    assert edges_circuit(d[5], "prune") is not None
+    shutil.rmtree(tmp)
+
+
 def test_cli():
     p = subprocess.run([LMWB, "--help"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and "--model" in p.stdout and "lmwb-batch" in p.stdout, p.stdout
@@ -528,5 +621,5 @@ if __name__ == "__main__":
         except ImportError:
             skip("python3-pil is not installed")
     {"main": test_main, "badinput": test_badinput, "circuits": test_circuits, "editing": test_editing,
-     "cli": test_cli}[which]()
+     "edges": test_edges, "cli": test_cli}[which]()
     print("ok")

@@ -33,7 +33,7 @@ struct _LmwbGraphCanvas {
 
 G_DEFINE_FINAL_TYPE(LmwbGraphCanvas, lmwb_graph_canvas, GTK_TYPE_DRAWING_AREA)
 
-enum { SIGNAL_NODE_CLICKED, N_SIGNALS };
+enum { SIGNAL_NODE_CLICKED, SIGNAL_EDGE_CLICKED, N_SIGNALS };
 static guint signals[N_SIGNALS];
 
 /* ---- geometry -------------------------------------------------------------------------------- *
@@ -117,6 +117,64 @@ gboolean lmwb_graph_canvas_node_point(LmwbGraphCanvas *c, int node, double *px, 
   *px = x + w / 2, *py = y + h / 2;
   view_clear(&v);
   return TRUE;
+}
+
+/* A point of layout edge e's spline on the screen, at parameter t in [0, 1] over its segments. */
+static void edge_screen_point(const LmwbGraphCanvas *c, const View *v, const LmwbGraphLayoutEdge *e, double t,
+                              double *px, double *py) {
+  int segs = (e->n_points - 1) / 3;
+  if (segs <= 0) {
+    *px = v->ox + e->points[0] * v->sx, *py = map_y(c, v, e->points[1]);
+    return;
+  }
+  double u = CLAMP(t, 0, 1) * segs;
+  int s = MIN((int)u, segs - 1);
+  u -= s;
+  const double *p = e->points + 2 * 3 * s;
+  double a = (1 - u) * (1 - u) * (1 - u), b = 3 * (1 - u) * (1 - u) * u, cc = 3 * (1 - u) * u * u, d = u * u * u;
+  double x = a * p[0] + b * p[2] + cc * p[4] + d * p[6], y = a * p[1] + b * p[3] + cc * p[5] + d * p[7];
+  *px = v->ox + x * v->sx, *py = map_y(c, v, y);
+}
+
+#define EDGE_HIT_PX 5.0
+#define EDGE_SAMPLES 24
+
+int lmwb_graph_canvas_edge_at(LmwbGraphCanvas *c, double px, double py) {
+  if (!c->l || !c->g) return -1;
+  View v = view_of(c);
+  int hit = -1;
+  double best = EDGE_HIT_PX;
+  for (int k = 0; k < c->l->n_edges; k++) {
+    const LmwbGraphLayoutEdge *e = &c->l->edges[k];
+    if (e->edge < 0 || e->n_points < 1) continue;
+    double x0 = 0, y0 = 0;
+    edge_screen_point(c, &v, e, 0, &x0, &y0);
+    for (int j = 1; j <= EDGE_SAMPLES; j++) {
+      double x1, y1;
+      edge_screen_point(c, &v, e, (double)j / EDGE_SAMPLES, &x1, &y1);
+      /* distance from the point to the chord (x0, y0) - (x1, y1) */
+      double dx = x1 - x0, dy = y1 - y0, len2 = dx * dx + dy * dy;
+      double t = len2 > 0 ? CLAMP(((px - x0) * dx + (py - y0) * dy) / len2, 0, 1) : 0;
+      double d = hypot(px - (x0 + t * dx), py - (y0 + t * dy));
+      if (d < best) best = d, hit = e->edge;
+      x0 = x1, y0 = y1;
+    }
+  }
+  view_clear(&v);
+  return hit;
+}
+
+gboolean lmwb_graph_canvas_edge_point(LmwbGraphCanvas *c, int edge, double *px, double *py) {
+  if (!c->l || !c->g || edge < 0) return FALSE;
+  for (int k = 0; k < c->l->n_edges; k++) {
+    const LmwbGraphLayoutEdge *e = &c->l->edges[k];
+    if (e->edge != edge || e->n_points < 1) continue;
+    View v = view_of(c);
+    edge_screen_point(c, &v, e, 0.5, px, py);
+    view_clear(&v);
+    return TRUE;
+  }
+  return FALSE;
 }
 
 /* ---- what nodes say ---------------------------------------------------------------------------- */
@@ -373,7 +431,12 @@ static void draw(GtkDrawingArea *da, cairo_t *cr, int W, int H, gpointer user) {
 static void on_click(GtkGestureClick *g, int n_press, double x, double y, gpointer user) {
   LmwbGraphCanvas *c = user;
   if (n_press != 1) return;
-  g_signal_emit(c, signals[SIGNAL_NODE_CLICKED], 0, lmwb_graph_canvas_node_at(c, x, y));
+  int node = lmwb_graph_canvas_node_at(c, x, y);
+  g_signal_emit(c, signals[SIGNAL_NODE_CLICKED], 0, node);
+  if (node < 0) {
+    int edge = lmwb_graph_canvas_edge_at(c, x, y);
+    if (edge >= 0) g_signal_emit(c, signals[SIGNAL_EDGE_CLICKED], 0, edge);
+  }
 }
 
 /* Ctrl+wheel zooms about the pointer (horizontally: the rows always fill the height); the wheel
@@ -497,6 +560,8 @@ static void finalize(GObject *o) {
 static void lmwb_graph_canvas_class_init(LmwbGraphCanvasClass *k) {
   G_OBJECT_CLASS(k)->finalize = finalize;
   signals[SIGNAL_NODE_CLICKED] = g_signal_new("node-clicked", G_TYPE_FROM_CLASS(k), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
+                                              NULL, G_TYPE_NONE, 1, G_TYPE_INT);
+  signals[SIGNAL_EDGE_CLICKED] = g_signal_new("edge-clicked", G_TYPE_FROM_CLASS(k), G_SIGNAL_RUN_LAST, 0, NULL, NULL,
                                               NULL, G_TYPE_NONE, 1, G_TYPE_INT);
 }
 

@@ -5,7 +5,8 @@
  * drawn over the others. The rows fill the widget's height; the whole width fits at first, with
  * text in the boxes when they are large enough and, when not, beside the answer, the selected and
  * the pinned nodes. Ctrl+wheel zooms (horizontally) about the pointer; the wheel and dragging pan. A click on a node emits "node-clicked" (its index; -1 for the background); hovering shows
- * the node's id, label, activation and influence. */
+ * the node's id, label, activation and influence. A click on no node but within a few pixels of a
+ * drawn edge's spline also emits "edge-clicked" (the index in g->edges). */
 #pragma once
 #include "circuits/graph.h"
 #include <gtk/gtk.h>
@@ -24,6 +25,10 @@ void lmwb_graph_canvas_set_selected(LmwbGraphCanvas *c, int node);
 void lmwb_graph_canvas_fit(LmwbGraphCanvas *c);
 /* The node under widget point (x, y), or -1. */
 int lmwb_graph_canvas_node_at(LmwbGraphCanvas *c, double x, double y);
+/* The drawn edge (index in g->edges) whose spline passes within a few pixels of (x, y), or -1. */
+int lmwb_graph_canvas_edge_at(LmwbGraphCanvas *c, double x, double y);
+/* The widget point halfway along a drawn edge's spline (FALSE when it is not drawn). */
+gboolean lmwb_graph_canvas_edge_point(LmwbGraphCanvas *c, int edge, double *x, double *y);
 /* The widget point at a node's centre (FALSE for a bad index): tests click there. */
 gboolean lmwb_graph_canvas_node_point(LmwbGraphCanvas *c, int node, double *x, double *y);
 /* What a node's box shows: a token's text, "error" for an error (the row and the order say the

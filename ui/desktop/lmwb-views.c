@@ -14,7 +14,8 @@
   X(lens)             \
   X(neuron)           \
   X(circuits)         \
-  X(editing)
+  X(editing)          \
+  X(edges)
 
 #define DECLARE(name) GType lmwb_##name##_view_get_type(void);
 LMWB_VIEWS(DECLARE)
