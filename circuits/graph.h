@@ -151,6 +151,9 @@ char *lmwb_graph_node_caption(const LmwbGraph *g, int node);
  * n_layers + 1; edge pruning: input 0, layer L: readers 3L + 1, heads 3L + 2, MLP 3L + 3, logits
  * 3 n_layers + 1. Within a row nodes go left to right by (pos, index, part). -1 for a bad index. */
 int lmwb_graph_node_rank(const LmwbGraph *g, int node);
+/* The name shown beside a row: "Emb", "L3", "Logits" (attribution); "Input", "L1 qkv", "L1 heads",
+ * "L1 MLP", "Logits" (edge pruning). g_free it. */
+char *lmwb_graph_row_name(const LmwbGraph *g, int rank);
 
 /* ---- helpers for pruners (graph_prune.c) ---------------------------------------------------- */
 

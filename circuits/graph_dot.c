@@ -36,17 +36,6 @@ static void append_number(GString *s, const char *format, double v) {
   g_string_append(s, g_ascii_formatd(buf, sizeof buf, format, v));
 }
 
-static char *row_name(const LmwbGraph *g, int rank) {
-  if (g->method == LMWB_GRAPH_ATTRIBUTION) {
-    if (rank == 0) return g_strdup("Emb");
-    return rank > g->n_layers ? g_strdup("Logits") : g_strdup_printf("L%d", rank - 1);
-  }
-  if (rank == 0) return g_strdup("Input");
-  if (rank > 3 * g->n_layers) return g_strdup("Logits");
-  static const char *const sub[] = {"qkv", "heads", "MLP"};
-  return g_strdup_printf("L%d %s", (rank - 1) / 3, sub[(rank - 1) % 3]);
-}
-
 static const char *node_style(const LmwbGraphNode *n) {
   switch (n->kind) {
     case LMWB_GRAPH_FEATURE: return "fillcolor=\"#fee8c8\"";
@@ -102,7 +91,7 @@ static void append_rows(GString *s, const LmwbGraph *g) {
   for (int k = 0; k < g->n_nodes;) {
     int rank = lmwb_graph_node_rank(g, order[k]), end = k;
     while (end < g->n_nodes && lmwb_graph_node_rank(g, order[end]) == rank) end++;
-    g_autofree char *name = row_name(g, rank);
+    g_autofree char *name = lmwb_graph_row_name(g, rank);
     g_string_append_printf(s, "  { rank=same;\n    row%d [shape=plaintext, style=\"\", fontcolor=\"#737373\", label=\"%s\"];\n",
                            rank, name);
     for (int j = k; j < end; j++) append_node(s, g, order[j]);

@@ -183,3 +183,14 @@ int lmwb_graph_reader_head(const LmwbGraph *g, int reader) {
       g_strdup_printf("a%d.h%" G_GINT64_FORMAT, g->nodes[reader].layer, g->nodes[reader].index);
   return lmwb_graph_find(g, id);
 }
+
+char *lmwb_graph_row_name(const LmwbGraph *g, int rank) {
+  if (g->method == LMWB_GRAPH_ATTRIBUTION) {
+    if (rank == 0) return g_strdup("Emb");
+    return rank > g->n_layers ? g_strdup("Logits") : g_strdup_printf("L%d", rank - 1);
+  }
+  if (rank == 0) return g_strdup("Input");
+  if (rank > 3 * g->n_layers) return g_strdup("Logits");
+  static const char *const sub[] = {"qkv", "heads", "MLP"};
+  return g_strdup_printf("L%d %s", (rank - 1) / 3, sub[(rank - 1) % 3]);
+}

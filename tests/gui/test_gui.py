@@ -538,7 +538,7 @@ def test_edges():
     out = run_script([
         "wait-ready", "action win.view 'edges'", "dump", f"shot {shots}/edges-empty.png",
         "action edges.set-task 'ioi'", "action edges.set-sparsity 0.95", f"action edges.set-steps {steps}",
-        "action edges.set-batch 16", "action edges.set-examples 32",
+        "action edges.set-lr 0.8", "action edges.set-batch 16", "action edges.set-examples 32",
         "action edges.prune", "wait-ready 200", "dump", f"shot {shots}/edges-prune.png",
         "action edges.eap", "wait-ready 200", "dump", f"shot {shots}/edges-eap.png",
         "action edges.show 'prune'", "wait-ready", "dump",
@@ -574,13 +574,15 @@ def test_edges():
     assert listed, "no edge listed for clicking"
     name, at = listed[0][len("edges edge "):].split(" at=")
     out = run_script([
-        "wait-ready", "action win.view 'edges'", f"action edges.set-steps {steps}", "action edges.set-batch 16",
-        "action edges.set-examples 32", "action edges.prune", "wait-ready 200", f"action edges.click '{at}'",
+        "wait-ready", "action win.view 'edges'", f"action edges.set-steps {steps}", "action edges.set-lr 0.8",
+        "action edges.set-batch 16",
+        "action edges.set-examples 32", "action edges.prune", "wait-ready 200", "action edges.eap", "wait-ready 200",
+        "action edges.show 'prune'", "wait-ready", f"action edges.click '{at}'",
         "wait-ready", "dump", f"shot {shots}/edges-click.png"], model, timeout=400)
     c = dumps(out)[0]
     src, dst = name.split("->")
     sel = edges_field(c, "selected=")
-    assert src in sel and dst in sel and "log α" in sel, (sel, name)
+    assert src in sel and dst in sel and "mask log" in sel and "EAP score" in sel, (sel, name)
     # Exports through the circuit writers.
     for q in exports:
         assert os.path.getsize(q) > 20, q

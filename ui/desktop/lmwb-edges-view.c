@@ -7,7 +7,7 @@
  * logit difference (greater-than: probability difference) as a share of the full model's, KL and
  * accuracy. Clicking an edge shows its score; Export writes the shown circuit as graph JSON, DOT,
  * SVG (by extension) or Edge-Pruning's edges.json (a name ending in edges.json).
- * Actions (edges.*): set-task ioi|gt|gp|FILE, set-sparsity X, set-steps N, set-batch B,
+ * Actions (edges.*): set-task ioi|gt|gp|FILE, set-sparsity X, set-steps N, set-lr X, set-batch B,
  * set-examples N, prune, eap, show prune|eap, click 'X,Y' (canvas pixels), select-edge 'SRC->DST',
  * export PATH, export-dialog FORMAT, choose-task, fit. */
 #include "ui/desktop/lmwb-view.h"
@@ -23,6 +23,7 @@
 #define DEFAULT_BATCH 16
 #define DEFAULT_EXAMPLES 32
 #define DEFAULT_SPARSITY 0.95
+#define DEFAULT_LR 0.1 /* the pruner's own default */
 #define DRAW_EDGES 400 /* the strongest edges drawn at most (exports have them all) */
 
 enum { SHOW_PRUNE, SHOW_EAP, N_SHOW };
@@ -64,7 +65,7 @@ struct _LmwbEdgesView {
   GtkBox parent;
   GtkDropDown *task_drop;
   GtkEntry *file_entry;
-  GtkAdjustment *sparsity_adj, *steps_adj, *batch_adj, *examples_adj;
+  GtkAdjustment *sparsity_adj, *steps_adj, *lr_adj, *batch_adj, *examples_adj;
   GtkLabel *status_label, *summary_label, *edge_label, *prune_metrics, *eap_metrics;
   GtkToggleButton *show_prune, *show_eap;
   LmwbGraphCanvas *canvas;
@@ -106,7 +107,7 @@ typedef struct {
   LmwbModel *model;
   char *task;
   int examples, batch, steps;
-  double sparsity;
+  double sparsity, lr;
   int64_t top; /* EAP: edges to keep */
 } EdgesIn;
 
@@ -159,7 +160,8 @@ static gpointer run_prune(gpointer data, LmwbReporter *rep, GError **error) {
   EdgesIn *in = data;
   g_autoptr(LmwbEdgeTask) t = open_task(in, error);
   if (!t) return NULL;
-  LmwbEdgePruneOptions o = {.target_sparsity = in->sparsity, .steps = in->steps, .batch = in->batch};
+  LmwbEdgePruneOptions o = {.target_sparsity = in->sparsity, .steps = in->steps, .batch = in->batch,
+                          .lr = in->lr};
   LmwbEdgePruneResult *r = lmwb_edge_prune(in->model, t, &o, rep, error);
   if (!r) return NULL;
   Circuit *c = g_new0(Circuit, 1);
@@ -318,6 +320,7 @@ static EdgesIn *edges_in(LmwbEdgesView *v) {
   in->batch = (int)gtk_adjustment_get_value(v->batch_adj);
   in->steps = (int)gtk_adjustment_get_value(v->steps_adj);
   in->sparsity = gtk_adjustment_get_value(v->sparsity_adj);
+  in->lr = gtk_adjustment_get_value(v->lr_adj);
   in->top = -1;
   return in;
 }
@@ -492,6 +495,7 @@ static void act_set_sparsity(GSimpleAction *a, GVariant *p, gpointer u) {
   gtk_adjustment_set_value(V(u)->sparsity_adj, s);
 }
 static void act_set_steps(GSimpleAction *a, GVariant *p, gpointer u) { gtk_adjustment_set_value(V(u)->steps_adj, g_variant_get_int32(p)); }
+static void act_set_lr(GSimpleAction *a, GVariant *p, gpointer u) { gtk_adjustment_set_value(V(u)->lr_adj, g_variant_get_double(p)); }
 static void act_set_batch(GSimpleAction *a, GVariant *p, gpointer u) { gtk_adjustment_set_value(V(u)->batch_adj, g_variant_get_int32(p)); }
 static void act_set_examples(GSimpleAction *a, GVariant *p, gpointer u) { gtk_adjustment_set_value(V(u)->examples_adj, g_variant_get_int32(p)); }
 static void act_prune(GSimpleAction *a, GVariant *p, gpointer u) { prune(V(u)); }
@@ -531,6 +535,7 @@ static void act_fit(GSimpleAction *a, GVariant *p, gpointer u) { lmwb_graph_canv
 
 static const GActionEntry actions[] = {
   {"set-task", act_set_task, "s"}, {"set-sparsity", act_set_sparsity, "d"}, {"set-steps", act_set_steps, "i"},
+  {"set-lr", act_set_lr, "d"},
   {"set-batch", act_set_batch, "i"}, {"set-examples", act_set_examples, "i"}, {"prune", act_prune}, {"eap", act_eap},
   {"show", act_show, "s"}, {"click", act_click, "s"}, {"export", act_export, "s"},
   {"export-dialog", act_export_dialog, "s"}, {"choose-task", act_choose_task}, {"fit", act_fit},
@@ -576,10 +581,10 @@ static char *describe(LmwbView *view) {
   GString *s = g_string_new(NULL);
   g_autofree char *file = g_strescape(entry_text(v->file_entry), NULL);
   guint ti = gtk_drop_down_get_selected(v->task_drop);
-  g_string_append_printf(s, "edges task=%s file=%s sparsity=%g steps=%.0f batch=%.0f examples=%.0f\n",
+  g_string_append_printf(s, "edges task=%s file=%s sparsity=%g steps=%.0f lr=%g batch=%.0f examples=%.0f\n",
                          ti < G_N_ELEMENTS(task_specs) ? task_specs[ti] : "file", file,
                          gtk_adjustment_get_value(v->sparsity_adj), gtk_adjustment_get_value(v->steps_adj),
-                         gtk_adjustment_get_value(v->batch_adj), gtk_adjustment_get_value(v->examples_adj));
+                         gtk_adjustment_get_value(v->lr_adj), gtk_adjustment_get_value(v->batch_adj), gtk_adjustment_get_value(v->examples_adj));
   g_string_append_printf(s, "edges points=%d shown=%s\n", v->points, show_names[v->shown]);
   describe_circuit(s, "prune", v->circuit[SHOW_PRUNE]);
   describe_circuit(s, "eap", v->circuit[SHOW_EAP]);
@@ -653,7 +658,7 @@ static void lmwb_edges_view_class_init(LmwbEdgesViewClass *k) {
   GtkWidgetClass *wk = GTK_WIDGET_CLASS(k);
   gtk_widget_class_set_template_from_resource(wk, "/org/lmwb/Workbench/lmwb-edges-view.ui");
 #define BIND(x) gtk_widget_class_bind_template_child(wk, LmwbEdgesView, x)
-  BIND(task_drop), BIND(file_entry), BIND(sparsity_adj), BIND(steps_adj), BIND(batch_adj), BIND(examples_adj);
+  BIND(task_drop), BIND(file_entry), BIND(sparsity_adj), BIND(steps_adj), BIND(lr_adj), BIND(batch_adj), BIND(examples_adj);
   BIND(status_label), BIND(summary_label), BIND(edge_label), BIND(prune_metrics), BIND(eap_metrics);
   BIND(show_prune), BIND(show_eap), BIND(canvas), BIND(loss_plot), BIND(kl_plot), BIND(sparsity_plot);
 #undef BIND
@@ -669,6 +674,7 @@ static void lmwb_edges_view_init(LmwbEdgesView *v) {
   v->selected_edge = -1;
   gtk_adjustment_set_value(v->sparsity_adj, DEFAULT_SPARSITY);
   gtk_adjustment_set_value(v->steps_adj, DEFAULT_STEPS);
+  gtk_adjustment_set_value(v->lr_adj, DEFAULT_LR);
   gtk_adjustment_set_value(v->batch_adj, DEFAULT_BATCH);
   gtk_adjustment_set_value(v->examples_adj, DEFAULT_EXAMPLES);
   g_signal_connect(v->canvas, "edge-clicked", G_CALLBACK(on_edge_clicked), v);

@@ -4,7 +4,7 @@
 #include <math.h>
 
 #define MARGIN 14.0       /* pixels around the drawing */
-#define GUTTER 58.0       /* pixels at the left for the row names */
+#define GUTTER 72.0       /* pixels at the left for the row names ("L11 heads") */
 #define TOKEN_LINE 20.0   /* pixels under the bottom row for the prompt tokens */
 #define CALLOUT_H 18.0    /* pixels above the top row for the answer's plate */
 #define MAX_SX 1.6        /* a small graph is not blown up beyond this */
@@ -186,11 +186,6 @@ char *lmwb_graph_canvas_node_text(const LmwbGraph *g, int node) {
     return lmwb_token_display(g->prompt_tokens[n->pos]);
   if (n->kind == LMWB_GRAPH_ERROR) return g_strdup("error");
   return lmwb_graph_node_caption(g, node);
-}
-
-static char *row_name(const LmwbGraph *g, int rank) {
-  if (rank == 0) return g_strdup("Emb");
-  return rank > g->n_layers ? g_strdup("Logits") : g_strdup_printf("L%d", rank - 1);
 }
 
 static void node_fill(const LmwbGraphNode *n, double rgb[3]) {
@@ -378,7 +373,7 @@ static void draw_rows(LmwbGraphCanvas *c, cairo_t *cr, PangoLayout *pl, const Vi
     for (int i = 0; i < c->g->n_nodes && rank < 0; i++)
       if (fabs(c->l->nodes[i].y - c->rows[k]) < 0.5) rank = lmwb_graph_node_rank(c->g, i);
     if (rank < 0) continue;
-    g_autofree char *name = row_name(c->g, rank);
+    g_autofree char *name = lmwb_graph_row_name(c->g, rank);
     draw_text(cr, pl, name, 6, v->Y[k], GUTTER - 10, PANGO_ALIGN_LEFT);
   }
 }
