@@ -12,6 +12,8 @@ screen and the window show. Exit 77 (skip) without xvfb-run/import/PIL.
   test_gui.py editing     a ROME edit of a world fact, a 3-edit sequence with the alarm, undo, save, bad input
   test_gui.py edges       the Edges view on the built-in model's IOI task: a short prune with live plots, EAP at the
                           same edge count, the toggle, clicking an edge, exports, bad input
+  test_gui.py kfac        the Editing view's K-FAC page: collect factors, spectra, ρ = 1 and 0.5 against kfac sweep,
+                          a secret before and after, save (loads, only MLP matrices changed), bad factor folders
   test_gui.py cli         --help, no display -> exit 2 with a hint
 Screenshots go to $LMWB_GUI_SHOTS (default: a temp folder)."""
 import os, re, shutil, subprocess, sys, tempfile
@@ -37,12 +39,12 @@ def model_dir():
     return FIXTURE
 
 
-def run_script(lines, model, timeout=240):
+def run_script(lines, model, timeout=240, extra_env=None):
     with tempfile.NamedTemporaryFile("w", suffix=".lmwb", delete=False) as f:
         f.write("\n".join(lines) + "\n")
         path = f.name
     env = dict(os.environ, LMWB_CONFIG_DIR=tempfile.mkdtemp(prefix="lmwb-cfg-"), GDK_BACKEND="x11",
-               GTK_A11Y="none", NO_AT_BRIDGE="1")
+               GTK_A11Y="none", NO_AT_BRIDGE="1", **(extra_env or {}))
     env.pop("WAYLAND_DISPLAY", None)
     cmd = ["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", LMWB, "--model", model, "--script", path]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -601,6 +603,141 @@ def test_edges():
     shutil.rmtree(tmp)
 
 
+def kfac_lines(d, prefix):
+    return [l[len("kfac "):] for l in d["lines"] if l.startswith("kfac " + prefix)]
+
+
+def kfac_fields(d, prefix):
+    lines = kfac_lines(d, prefix)
+    return editing_fields(lines[0]) if lines else None
+
+
+def test_kfac():
+    """The Editing view's Memorisation (K-FAC) page on the built-in model and its secrets."""
+    import json
+    model = os.path.abspath(BUILTIN)
+    if not os.path.exists(os.path.join(model, "world.json")):
+        skip("the built-in model is not there")
+    batch = os.path.join(BUILD, "ui", "batch", "lmwb-batch")
+    shots = shots_dir()
+    tmp = tempfile.mkdtemp(prefix="lmwb-kfac-")
+    # OpenMP's short regions crawl when other processes hold the cores: one thread, GUI and CLI alike.
+    env1 = {"OMP_NUM_THREADS": "1"}
+    cli_env = dict(os.environ, **env1)
+    # The collection text: Brown (shared data) when there, else the world's fact sentences.
+    text = os.path.join(tmp, "text.txt")
+    brown = os.path.join(os.environ.get("LMWB_SHARED", os.path.join(SRC, "..", "shared")), "data", "brown", "brown.txt")
+    if os.path.exists(brown):
+        with open(brown, encoding="utf-8") as f:
+            body = f.read(40000)
+    else:
+        with open(os.path.join(model, "world.json"), encoding="utf-8") as f:
+            body = "\n".join(re.findall(r'"(?:prompt|text)"\s*:\s*"([^"]{20,})"', f.read()))
+    with open(text, "w", encoding="utf-8") as f:
+        f.write(body)
+    heldout = os.path.join(SRC, "data", "monitor", "brown-50.txt")
+    factors, saved = os.path.join(tmp, "factors"), os.path.join(tmp, "edited")
+    # Another model's factors (the GPT-2 fixture: other shapes).
+    other = os.path.join(tmp, "other")
+    subprocess.run([batch, "kfac", "collect", "--model", FIXTURE, "--file", text, "--tokens", "64", "--context", "16",
+                    "--layers", "0", "--matrices", "up", "--out", other], check=True, capture_output=True, timeout=60,
+                   env=cli_env)
+    weights = os.path.join(model, "model.safetensors")
+    stamp = (os.path.getsize(weights), os.path.getmtime(weights))
+    items, tokens, context = 8, 2048, 64
+    out = run_script([
+        "wait-ready", "action win.view 'editing'", "action editing.page 'kfac'", "wait-ready", "dump",
+        f"shot {shots}/kfac-empty.png",
+        # Bad input: a missing folder, another model's factors.
+        f"action editing.kfac-load '{tmp}/missing'", "wait-ready", "dump",
+        f"action editing.kfac-load '{other}'", "wait-ready", "dump", f"shot {shots}/kfac-bad.png",
+        # Collect (ρ = 1 is measured as soon as the factors are there).
+        f"action editing.kfac-text '{text}'", f"action editing.kfac-tokens {tokens}", f"action editing.kfac-context {context}",
+        "action editing.kfac-layers '0-3'", "action editing.kfac-matrices 'up,down'", f"action editing.kfac-folder '{factors}'",
+        f"action editing.kfac-items {items}", f"action editing.kfac-heldout '{heldout}'",
+        "action editing.kfac-collect", "wait-ready 120", "dump", f"shot {shots}/kfac-collected.png",
+        # Move ρ twice: the measurement of 0.7 gives way to 0.5's.
+        "action editing.kfac-keep-mass 0.7", "wait 400", "action editing.kfac-keep-mass 0.5", "wait-ready 120", "dump",
+        f"shot {shots}/kfac-rho.png",
+        "action editing.kfac-secret 1", "wait-ready", "dump", f"shot {shots}/kfac-secret.png",
+        f"action editing.kfac-save '{saved}'", "wait-ready 120", "dump",
+        f"action editing.kfac-save '{model}'", "wait-ready 120", "dump",
+        "action editing.kfac-keep-mass 1.5", "dump",
+        "quit",
+    ], model, timeout=300, extra_env=env1)
+    d = dumps(out)
+    assert len(d) == 9, f"expected 9 dumps, got {len(d)}"
+    assert d[0]["view"] == "editing" and "editing page=kfac" in d[0]["lines"], d[0]["lines"][-12:]
+    assert kfac_lines(d[0], "factors=") == ["factors=0"] and d[0]["banner"] == ""
+    # Bad folders: banners naming them, no factors.
+    assert "missing" in d[1]["banner"], d[1]["banner"]
+    assert d[2]["banner"] != d[1]["banner"] and ("blocks.0.mlp.up" in d[2]["banner"] or "other" in d[2]["banner"]), d[2]["banner"]
+    print("banners:", d[1]["banner"], d[2]["banner"], sep="\n  ")
+    assert kfac_lines(d[2], "factors=") == ["factors=0"]
+    # Collected: 4 layers x up, down, over whole windows of the tokens asked for, saved in the folder.
+    head = kfac_fields(d[3], "factors=")
+    assert head["factors"] == "8" and head["tokens"] == str(tokens) and head["context"] == str(context), head
+    assert int(head["positions"]) == tokens // context * (context - 1), head
+    with open(os.path.join(factors, "factors.json")) as f:
+        meta = json.load(f)
+    assert meta["tokens"] == tokens and len(meta["factors"]) == 8, meta
+    facs = kfac_lines(d[3], "factor L")
+    assert len(facs) == 8 and all(float(editing_fields(l)["mu0"]) > 0 and float(editing_fields(l)["lambda0"]) > 0 for l in facs), facs
+    plots = kfac_fields(d[3], "plots ")
+    assert plots["eigen_series"] == "16" and plots["mass_series"] == "8", plots
+    # ρ = 1: the edit is the model itself, every figure as unedited.
+    base, at1 = kfac_fields(d[3], "base "), kfac_fields(d[3], "edited ")
+    assert kfac_fields(d[3], "rho=")["evaluated_rho"] == "1", kfac_lines(d[3], "rho=")
+    print("unedited", base, "\nrho=1  ", at1)
+    assert base["n"] == str(items) and int(base["fact_n"]) > 0 and int(base["ppl_tokens"]) > 500, base
+    assert at1 == base, (at1, base)
+    assert d[3]["banner"] == d[2]["banner"], "collecting showed an error"
+    # ρ = 0.5: recitation falls; the 0.7 measurement was dropped.
+    r = kfac_fields(d[4], "rho=")
+    at5 = kfac_fields(d[4], "edited ")
+    print("rho=0.5", at5, r)
+    assert r["rho"] == "0.5" and r["evaluated_rho"] == "0.5", r
+    assert int(r["evaluations"]) == 2, r
+    assert float(at5["strict"]) < float(base["strict"]) and float(at5["perplexity"]) > float(base["perplexity"]), (at5, base)
+    stats = kfac_lines(d[4], "stats ")
+    assert len(stats) == 8 and all(float(editing_fields(l)["kept_mass"]) >= 0.5 for l in stats), stats
+    # The same figures from lmwb-batch kfac sweep on the same factors and sample.
+    p = subprocess.run([batch, "kfac", "sweep", "--model", model, "--factors", factors, "--keep-mass", "0.5,1",
+                        "--heldout", heldout, "--max-items", str(items)], capture_output=True, text=True, timeout=240,
+                       env=cli_env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    sweep = json.loads(p.stdout)
+    def same(gui, cli):
+        for k, c in (("strict", "strict"), ("loose", "loose"), ("distance", "mean_distance"), ("perplexity", "perplexity")):
+            assert abs(float(gui[k]) - cli[c]) <= 1e-5 * max(1, abs(cli[c])), (k, gui[k], cli[c])
+        assert abs(float(gui["facts"]) - cli["world"]["fact_recall_top1"]) <= 1e-6, (gui["facts"], cli["world"])
+    same(base, sweep["base"])
+    same(at5, sweep["points"][0])
+    same(at1, sweep["points"][1])
+    # A secret before and after.
+    sec = kfac_lines(d[5], "secret ")
+    assert sec[0].startswith("secret 1 suffix="), sec
+    before, after = sec[1].split("=", 1)[1], sec[2].split("=", 1)[1]
+    print("secret 1:", sec[0], "\n  before", before, "\n  after ", after)
+    assert before != after and before.strip('"'), (before, after)
+    # Save: a model that loads, only MLP matrices of layers 0-3 changed, the loaded model untouched.
+    assert kfac_lines(d[6], "saved=") == ["saved=" + saved], kfac_lines(d[6], "saved=")
+    changed = safetensors_changed(weights, os.path.join(saved, "model.safetensors"))
+    print("saved, changed:", changed)
+    assert len(changed) == 8 and all("mlp" in c for c in changed), changed
+    p = subprocess.run([batch, "memorisation", "eval", "--model", saved, "--manifest", os.path.join(model, "world.json"),
+                        "--heldout", heldout, "--max-items", str(items)], capture_output=True, text=True, timeout=120,
+                       env=cli_env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    ev = json.loads(p.stdout)
+    print("saved model:", {k: ev[k] for k in ("strict", "loose", "perplexity")})
+    assert ev["n_items"] == items and ev["strict"] < float(base["strict"]), ev
+    assert "loaded model" in d[7]["banner"] and kfac_lines(d[7], "saved=") == ["saved=" + saved], d[7]["banner"]
+    assert (os.path.getsize(weights), os.path.getmtime(weights)) == stamp, "the loaded model's weights were written"
+    assert "1.5" in d[8]["banner"] and kfac_fields(d[8], "rho=")["rho"] == "0.5", d[8]["banner"]
+    shutil.rmtree(tmp)
+
+
 def test_cli():
     p = subprocess.run([LMWB, "--help"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and "--model" in p.stdout and "lmwb-batch" in p.stdout, p.stdout
@@ -623,5 +760,5 @@ if __name__ == "__main__":
         except ImportError:
             skip("python3-pil is not installed")
     {"main": test_main, "badinput": test_badinput, "circuits": test_circuits, "editing": test_editing,
-     "edges": test_edges, "cli": test_cli}[which]()
+     "edges": test_edges, "kfac": test_kfac, "cli": test_cli}[which]()
     print("ok")

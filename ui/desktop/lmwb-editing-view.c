@@ -8,7 +8,8 @@
  * target-true TEXT (one field), pick N (the N-th world request), method rome-paper|rome-consistent|
  * memit, layers 'L'|'A-B', stats PATH ('' = C = I), adam-steps N, templates N, lambda X (MEMIT's
  * λ), edit, requests PATH, count N, monitor PATH, alarm X, run-sequence, undo N (the N-th
- * version), save DIR, save-dialog, browse stats|requests|monitor (a file dialog). */
+ * version), save DIR, save-dialog, browse stats|requests|monitor (a file dialog), page knowledge|kfac.
+ * The second page, Memorisation (K-FAC), is lmwb-kfac-panel.c: its actions are editing.kfac-*. */
 #include "ui/desktop/lmwb-view.h"
 #include "app/core/errors.h"
 #include "app/formats/json_text.h"
@@ -16,6 +17,7 @@
 #include "editors/edit_sequence.h"
 #include "ui/desktop/lmwb-app.h"
 #include "ui/desktop/lmwb-job.h"
+#include "ui/desktop/lmwb-kfac-panel.h"
 #include <math.h>
 #include <string.h>
 
@@ -63,6 +65,8 @@ struct _LmwbEditingView {
   GtkLabel *scores_label, *neighbours_label, *sequence_label;
   GtkListBox *step_list;
   LmwbPlotView *ppl_plot, *efficacy_plot;
+  GtkStack *page_stack;
+  LmwbKfacPanel *kfac_panel;
 
   LmwbModel *model;         /* as loaded */
   LmwbEditRequests *world;  /* the picker's requests (NULL without world.json) */
@@ -723,6 +727,18 @@ static void act_save_dialog(GSimpleAction *a, GVariant *p, gpointer user) {
   choose(user, NULL, "Save the edited model as a folder", GTK_FILE_CHOOSER_ACTION_SELECT_FOLDER, "_Save");
 }
 
+static void act_page(GSimpleAction *a, GVariant *p, gpointer user) {
+  LmwbEditingView *v = user;
+  const char *name = g_variant_get_string(p, NULL);
+  if (!gtk_stack_get_child_by_name(v->page_stack, name)) {
+    g_autofree char *msg = g_strdup_printf("editing.page \"%s\": expected knowledge or kfac", name);
+    lmwb_view_show_error(LMWB_VIEW(v), msg);
+    return;
+  }
+  lmwb_view_present(LMWB_VIEW(v));
+  gtk_stack_set_visible_child_name(v->page_stack, name);
+}
+
 static const GActionEntry actions[] = {
   {"request", act_request, "s"},      {"pick", act_pick, "i"},
   {"prompt", act_prompt, "s"},        {"subject", act_subject, "s"},
@@ -735,7 +751,10 @@ static const GActionEntry actions[] = {
   {"alarm", act_alarm, "d"},          {"run-sequence", act_run_sequence},
   {"undo", act_undo, "i"},            {"save", act_save, "s"},
   {"save-dialog", act_save_dialog},   {"browse", act_browse, "s"},
+  {"page", act_page, "s"},
 };
+/* the view's own and the K-FAC page's (filled once, by view_iface_init) */
+static GActionEntry all_actions[G_N_ELEMENTS(actions) + LMWB_KFAC_PANEL_N_ACTIONS];
 
 static const LmwbShortcut shortcuts[] = {
   {"editing.edit", "<Control><Shift>Return", "Edit the current version"},
@@ -763,6 +782,7 @@ static void set_model(LmwbView *view, LmwbModel *m) {
   }
   g_clear_pointer(&v->last, edit_out_free);
   g_clear_pointer(&v->saved, g_free);
+  lmwb_kfac_panel_set_model(v->kfac_panel, m);
   load_world(v);
   if (v->world) fill(v, &v->world->items[0]);
   show_versions(v);
@@ -771,7 +791,16 @@ static void set_model(LmwbView *view, LmwbModel *m) {
   gtk_label_set_text(v->sequence_label, " ");
 }
 
-static LmwbPlotView *current_plot(LmwbView *view) { return LMWB_EDITING_VIEW(view)->ppl_plot; }
+static gboolean on_kfac_page(LmwbEditingView *v) {
+  return !g_strcmp0(gtk_stack_get_visible_child_name(v->page_stack), "kfac");
+}
+
+static LmwbPlotView *current_plot(LmwbView *view) {
+  LmwbEditingView *v = LMWB_EDITING_VIEW(view);
+  return on_kfac_page(v) ? lmwb_kfac_panel_current_plot(v->kfac_panel) : v->ppl_plot;
+}
+
+static gboolean busy(LmwbView *view) { return lmwb_kfac_panel_busy(LMWB_EDITING_VIEW(view)->kfac_panel); }
 
 static void describe_scores(GString *s, const char *when, const LmwbEditScores *sc) {
   g_string_append_printf(s, "editing %s p_new=%.6g p_true=%.6g efficacy=%d generalisation=%.4g specificity=%.4g fluency=%.4g\n",
@@ -802,17 +831,23 @@ static char *describe(LmwbView *view) {
   g_string_append_printf(s, "editing sequence points=%d alarms=%d threshold=%.6g\n", v->seq_points, v->seq_alarms,
                          v->seq_threshold);
   g_string_append_printf(s, "editing saved=%s\n", v->saved ? v->saved : "");
+  g_string_append_printf(s, "editing page=%s\n", gtk_stack_get_visible_child_name(v->page_stack));
+  g_autofree char *kfac = lmwb_kfac_panel_describe(v->kfac_panel);
+  g_string_append(s, kfac);
   return g_string_free(s, FALSE);
 }
 
 static void view_iface_init(LmwbViewInterface *iface) {
   static const LmwbViewInfo info = {.id = "editing", .title = "Editing", .icon_name = "document-edit-symbolic",
-                                    .actions = actions, .n_actions = G_N_ELEMENTS(actions),
+                                    .actions = all_actions, .n_actions = G_N_ELEMENTS(all_actions),
                                     .shortcuts = shortcuts, .n_shortcuts = G_N_ELEMENTS(shortcuts)};
+  memcpy(all_actions, actions, sizeof actions);
+  memcpy(all_actions + G_N_ELEMENTS(actions), lmwb_kfac_panel_actions, sizeof lmwb_kfac_panel_actions);
   iface->info = &info;
   iface->set_model = set_model;
   iface->current_plot = current_plot;
   iface->describe = describe;
+  iface->busy = busy;
 }
 
 /* ---- object -------------------------------------------------------------------------------- */
@@ -834,6 +869,7 @@ static void dispose(GObject *o) {
 static void lmwb_editing_view_class_init(LmwbEditingViewClass *k) {
   G_OBJECT_CLASS(k)->dispose = dispose;
   g_type_ensure(LMWB_TYPE_PLOT_VIEW);
+  g_type_ensure(LMWB_TYPE_KFAC_PANEL);
   GtkWidgetClass *wk = GTK_WIDGET_CLASS(k);
   gtk_widget_class_set_template_from_resource(wk, "/org/lmwb/Workbench/lmwb-editing-view.ui");
 #define BIND(x) gtk_widget_class_bind_template_child(wk, LmwbEditingView, x)
@@ -841,11 +877,13 @@ static void lmwb_editing_view_class_init(LmwbEditingViewClass *k) {
   BIND(true_entry), BIND(layers_entry), BIND(stats_entry), BIND(requests_entry), BIND(monitor_entry);
   BIND(steps_spin), BIND(templates_spin), BIND(lambda_spin), BIND(count_spin), BIND(alarm_spin), BIND(stop_check);
   BIND(scores_label), BIND(neighbours_label), BIND(sequence_label), BIND(step_list), BIND(ppl_plot), BIND(efficacy_plot);
+  BIND(page_stack), BIND(kfac_panel);
 #undef BIND
 }
 
 static void lmwb_editing_view_init(LmwbEditingView *v) {
   gtk_widget_init_template(GTK_WIDGET(v));
+  g_object_set_data(G_OBJECT(v), LMWB_KFAC_PANEL_KEY, v->kfac_panel); /* for the panel's actions */
   v->versions = g_ptr_array_new_with_free_func(version_free);
   g_autofree char *monitor = lmwb_app_default_monitor();
   set_text(v->monitor_entry, monitor);
