@@ -684,7 +684,8 @@ def test_kfac():
     facs = kfac_lines(d[3], "factor L")
     assert len(facs) == 8 and all(float(editing_fields(l)["mu0"]) > 0 and float(editing_fields(l)["lambda0"]) > 0 for l in facs), facs
     plots = kfac_fields(d[3], "plots ")
-    assert plots["eigen_series"] == "16" and plots["mass_series"] == "8", plots
+    assert plots["a_series"] == plots["g_series"] == "8" and plots["mass_series"] == "9", plots  # + the ρ line
+    assert int(plots["points"]) > 8 * 256, plots
     # ρ = 1: the edit is the model itself, every figure as unedited.
     base, at1 = kfac_fields(d[3], "base "), kfac_fields(d[3], "edited ")
     assert kfac_fields(d[3], "rho=")["evaluated_rho"] == "1", kfac_lines(d[3], "rho=")

@@ -61,7 +61,7 @@ struct _LmwbKfacPanel {
   GtkLabel *factors_label, *rho_label, *metrics_label, *secret_label, *status_label;
   GtkDropDown *secret_drop;
   GtkStringList *secret_list;
-  LmwbPlotView *eigen_plot, *mass_plot;
+  LmwbPlotView *a_plot, *g_plot, *mass_plot;
 
   LmwbModel *model;
   LmwbRecitationSet *secrets; /* the world's, for the picker (NULL without world.json) */
@@ -383,7 +383,8 @@ static void show_secret(LmwbKfacPanel *p) {
   for (int k = 0; k < 2; k++) {
     const LmwbMemoResult *r = rs[k];
     if (!r || (int)i >= r->rec.n) {
-      g_string_append_printf(t, "\n%s: %s", when[k], r ? "not in the sample (raise the sample size)" : "…");
+      g_string_append_printf(t, "\n%s: %s", when[k], r ? "not in the sample (raise the sample size)"
+                                                    : p->factors ? "measuring…" : "not measured yet");
       continue;
     }
     g_autofree char *c = g_markup_escape_text(r->rec.continuation[i], -1);
@@ -394,11 +395,35 @@ static void show_secret(LmwbKfacPanel *p) {
   g_string_free(t, TRUE);
 }
 
+
+/* The mass curves with the chosen ρ across them: where a curve crosses the line is the share of
+ * its components the edit keeps. */
+static void show_mass(LmwbKfacPanel *p) {
+  Factors *x = p->factors;
+  LmwbPlot *pm = lmwb_plot_new(LMWB_PLOT_LINE, "Curvature mass: components kept by decreasing λμ", "share of components kept",
+                               "mass kept");
+  for (int i = 0; x && i < x->f->n; i++) {
+    g_autofree char *name = g_strdup_printf("L%d %s", x->f->f[i].layer, lmwb_kfac_matrix_name(x->f->f[i].matrix));
+    int s = lmwb_plot_add_series(pm, name);
+    for (int q = 0; q < CURVE_POINTS; q++)
+      lmwb_plot_append(pm, s, x->fc[(size_t)i * CURVE_POINTS + q], x->fm[(size_t)i * CURVE_POINTS + q]);
+  }
+  if (x) {
+    int s = lmwb_plot_add_series(pm, "ρ");
+    lmwb_plot_append(pm, s, 0, rho_of(p));
+    lmwb_plot_append(pm, s, 1, rho_of(p));
+    lmwb_plot_set_x_range(pm, 0, 1);
+    lmwb_plot_set_y_range(pm, 0, 1.02);
+  }
+  lmwb_plot_view_set_plot(p->mass_plot, pm);
+}
+
 static void show_factors(LmwbKfacPanel *p) {
   Factors *x = p->factors;
-  LmwbPlot *pe = lmwb_plot_new(LMWB_PLOT_LINE, "Eigenvalues of the factors", "rank / dimension", "eigenvalue");
-  LmwbPlot *pm = lmwb_plot_new(LMWB_PLOT_LINE, "Curvature mass", "share of components kept", "share of curvature mass");
-  lmwb_plot_set_log_y(pe, TRUE);
+  LmwbPlot *pa = lmwb_plot_new(LMWB_PLOT_LINE, "Eigenvalues μ of A (input)", "rank / dimension", "eigenvalue");
+  LmwbPlot *pg = lmwb_plot_new(LMWB_PLOT_LINE, "Eigenvalues λ of G (output gradient)", "rank / dimension", "eigenvalue");
+  lmwb_plot_set_log_y(pa, TRUE);
+  lmwb_plot_set_log_y(pg, TRUE);
   if (!x) {
     gtk_label_set_text(p->factors_label, "No factors yet.");
   } else {
@@ -415,25 +440,20 @@ static void show_factors(LmwbKfacPanel *p) {
                       layers, ms->str, f->tokens, f->context, lmwb_kfac_labels_name(f->labels), x->origin);
     g_string_free(ms, TRUE);
     gtk_label_set_text(p->factors_label, msg);
-    /* G (output side) of each matrix, solid; A (input side) also, after: one series each. */
+    /* One series per matrix in each plot; zero eigenvalues have no place on the log scale. */
     for (int i = 0; i < f->n; i++) {
       const LmwbKfacEigen *e = &x->eig[i];
       g_autofree char *name = g_strdup_printf("L%d %s", f->f[i].layer, lmwb_kfac_matrix_name(f->f[i].matrix));
-      g_autofree char *gn = g_strconcat(name, " G", NULL), *an = g_strconcat(name, " A", NULL);
-      int sg = lmwb_plot_add_series(pe, gn), sa = lmwb_plot_add_series(pe, an);
+      int sg = lmwb_plot_add_series(pg, name), sa = lmwb_plot_add_series(pa, name);
       for (int j = 0; j < e->d_out; j++)
-        if (e->lambda[j] > 0) lmwb_plot_append(pe, sg, (j + 0.5) / e->d_out, e->lambda[j]);
+        if (e->lambda[j] > 0) lmwb_plot_append(pg, sg, (j + 0.5) / e->d_out, e->lambda[j]);
       for (int j = 0; j < e->d_in; j++)
-        if (e->mu[j] > 0) lmwb_plot_append(pe, sa, (j + 0.5) / e->d_in, e->mu[j]);
-      int s = lmwb_plot_add_series(pm, name);
-      for (int q = 0; q < CURVE_POINTS; q++)
-        lmwb_plot_append(pm, s, x->fc[(size_t)i * CURVE_POINTS + q], x->fm[(size_t)i * CURVE_POINTS + q]);
+        if (e->mu[j] > 0) lmwb_plot_append(pa, sa, (j + 0.5) / e->d_in, e->mu[j]);
     }
-    lmwb_plot_set_x_range(pm, 0, 1);
-    lmwb_plot_set_y_range(pm, 0, 1.02);
   }
-  lmwb_plot_view_set_plot(p->eigen_plot, pe);
-  lmwb_plot_view_set_plot(p->mass_plot, pm);
+  lmwb_plot_view_set_plot(p->a_plot, pa);
+  lmwb_plot_view_set_plot(p->g_plot, pg);
+  show_mass(p);
 }
 
 static void update_rho_label(LmwbKfacPanel *p) {
@@ -547,6 +567,7 @@ static void schedule_eval(LmwbKfacPanel *p) {
 static void on_rho_changed(GtkAdjustment *adj, gpointer user) {
   LmwbKfacPanel *p = user;
   update_rho_label(p);
+  if (p->factors) show_mass(p);
   schedule_eval(p);
 }
 
@@ -891,9 +912,14 @@ char *lmwb_kfac_panel_describe(LmwbKfacPanel *p) {
   } else {
     g_string_append(s, "kfac factors=0\n");
   }
-  LmwbPlot *pe = lmwb_plot_view_get_plot(p->eigen_plot), *pm = lmwb_plot_view_get_plot(p->mass_plot);
-  g_string_append_printf(s, "kfac plots eigen_series=%d mass_series=%d\n", pe ? lmwb_plot_series_count(pe) : 0,
-                         pm ? lmwb_plot_series_count(pm) : 0);
+  LmwbPlot *pl[3] = {lmwb_plot_view_get_plot(p->a_plot), lmwb_plot_view_get_plot(p->g_plot),
+                     lmwb_plot_view_get_plot(p->mass_plot)};
+  int ns[3], pts = 0;
+  for (int k = 0; k < 3; k++) {
+    ns[k] = pl[k] ? lmwb_plot_series_count(pl[k]) : 0;
+    for (int i = 0; i < ns[k]; i++) pts += (int)lmwb_plot_series_length(pl[k], i);
+  }
+  g_string_append_printf(s, "kfac plots a_series=%d g_series=%d mass_series=%d points=%d\n", ns[0], ns[1], ns[2], pts);
   g_string_append_printf(s, "kfac rho=%.6g evaluated_rho=%.6g evaluations=%d cancelled=%d items=%d\n", rho_of(p),
                          p->edited ? p->edited_rho : NAN, p->evaluations, p->cancelled,
                          gtk_spin_button_get_value_as_int(p->items_spin));
@@ -949,7 +975,7 @@ static void lmwb_kfac_panel_class_init(LmwbKfacPanelClass *k) {
   BIND(text_entry), BIND(layers_entry), BIND(folder_entry), BIND(heldout_entry), BIND(tokens_spin), BIND(context_spin);
   BIND(items_spin), BIND(up_check), BIND(gate_check), BIND(down_check), BIND(rho_scale), BIND(rho_adj);
   BIND(factors_label), BIND(rho_label), BIND(metrics_label), BIND(secret_label), BIND(status_label), BIND(secret_drop);
-  BIND(secret_list), BIND(eigen_plot), BIND(mass_plot);
+  BIND(secret_list), BIND(a_plot), BIND(g_plot), BIND(mass_plot);
 #undef BIND
 }
 
