@@ -1,7 +1,8 @@
 /* The K-FAC memorisation page of the Editing view (lmwb-kfac-panel.h). Three kinds of job, each
  * with its own reference on the model and on the factors (shared read-only, refcounted):
  *   factors   collect over a text (lmwb_kfac_collect, saved into the folder when one is given)
- *             or load a folder (lmwb_kfac_load, checked against the model), then decompose every
+ *             or load a folder (lmwb_kfac_load, checked against the model; collected factors are
+ *             read back from the folder they were saved in), then decompose every
  *             factor once (the cache every later edit reads) and compute the mass curves;
  *   evaluate  the edit at ρ as a new version of the model (lmwb_kfac_edit: a weight overlay, the
  *             loaded model untouched) measured by lmwb_memo_measure on the sample (the first N
@@ -222,10 +223,10 @@ static gpointer run_factors(gpointer data, LmwbReporter *rep, GError **error) {
       lmwb_kfac_factors_free(f);
       return NULL;
     }
-    if (!lmwb_kfac_save(f, in->folder, error)) {
-      lmwb_kfac_factors_free(f);
-      return NULL;
-    }
+    gboolean ok = lmwb_kfac_save(f, in->folder, error);
+    lmwb_kfac_factors_free(f);
+    /* From now on the folder's factors (F32), as lmwb-batch kfac edit and sweep will read them. */
+    if (!ok || !(f = lmwb_kfac_load(in->folder, in->model, error))) return NULL;
   }
   g_autofree char *base = g_path_get_basename(in->text);
   return factors_finish(f, in->folder ? g_strdup(in->folder) : g_strdup_printf("collected over %s (not saved)", base),
@@ -596,7 +597,7 @@ static void factors_done(LmwbJob *job, GtkWidget *owner, gpointer result, const 
   memo_free(p->edited);
   p->edited = NULL;
   g_clear_pointer(&p->stats, g_free);
-  p->n_stats = 0;
+  p->n_stats = p->evaluations = p->cancelled = 0; /* counted per factors */
   gtk_label_set_text(p->status_label, " ");
   show_factors(p);
   update_rho_label(p);
@@ -893,7 +894,7 @@ static void describe_memo(GString *s, const char *when, const LmwbMemoResult *r)
     g_string_append_printf(s, "kfac %s none\n", when);
     return;
   }
-  g_string_append_printf(s, "kfac %s strict=%.6g loose=%.6g distance=%.6g perplexity=%.6g facts=%.6g n=%d ppl_tokens=%zu fact_n=%d\n",
+  g_string_append_printf(s, "kfac %s strict=%.10g loose=%.10g distance=%.10g perplexity=%.10g facts=%.10g n=%d ppl_tokens=%zu fact_n=%d\n",
                          when, r->rec.strict, r->rec.loose, r->rec.mean_distance, r->perplexity, facts_of(r), r->rec.n,
                          r->ppl_tokens, r->has_world ? r->world.fact_n : 0);
 }
