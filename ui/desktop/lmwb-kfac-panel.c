@@ -388,7 +388,9 @@ static void show_secret(LmwbKfacPanel *p) {
                                                     : p->factors ? "measuring…" : "not measured yet");
       continue;
     }
-    g_autofree char *c = g_markup_escape_text(r->rec.continuation[i], -1);
+    g_autofree char *one = g_strdup(r->rec.continuation[i]);
+    g_strdelimit(one, "\n\r\t", ' '); /* one line: a continuation may run into the next sentence */
+    g_autofree char *c = g_markup_escape_text(one, -1);
     g_string_append_printf(t, "\n%s: <tt>%s</tt>  (distance %.2f%s)", when[k], c, r->rec.distance[i],
                            r->rec.distance[i] == 0 ? ", recited" : "");
   }
@@ -437,7 +439,7 @@ static void show_factors(LmwbKfacPanel *p) {
     for (int k = 0; k < LMWB_KFAC_N_MATRICES; k++)
       if (x->mask & (1u << k)) g_string_append_printf(ms, "%s%s", ms->len ? "," : "", lmwb_kfac_matrix_name(k));
     g_autofree char *msg =
-      g_strdup_printf("%d factors (layers %s; %s) over %" G_GINT64_FORMAT " tokens, windows of %d, labels %s\n%s", f->n,
+      g_strdup_printf("%d factors · layers %s · %s · %" G_GINT64_FORMAT " tokens · window %d · labels %s\n%s", f->n,
                       layers, ms->str, f->tokens, f->context, lmwb_kfac_labels_name(f->labels), x->origin);
     g_string_free(ms, TRUE);
     gtk_label_set_text(p->factors_label, msg);
