@@ -708,14 +708,15 @@ def test_kfac():
     # ρ = 0.5: recitation falls; the 0.7 measurement was dropped.
     r = kfac_fields(d[4], "rho=")
     at5 = kfac_fields(d[4], "edited ")
-    print("rho=0.5", at5, r)
+    print("rho=0.5", at5, r)  # r["seconds"]: one edit and its measurement on the sample
     assert r["rho"] == "0.5" and r["evaluated_rho"] == "0.5", r
     assert int(r["evaluations"]) == 2, r
     assert float(at5["strict"]) < float(base["strict"]) and float(at5["perplexity"]) > float(base["perplexity"]), (at5, base)
     stats = kfac_lines(d[4], "stats ")
     assert len(stats) == 8 and all(float(editing_fields(l)["kept_mass"]) >= 0.5 for l in stats), stats
     # The same figures from lmwb-batch kfac sweep on the same factors and sample.
-    p = subprocess.run([batch, "kfac", "sweep", "--model", model, "--factors", factors, "--keep-mass", "0.5,1",
+    # (ρ = 1 equals the unedited figures above: one point is enough.)
+    p = subprocess.run([batch, "kfac", "sweep", "--model", model, "--factors", factors, "--keep-mass", "0.5",
                         "--heldout", heldout, "--max-items", str(items)], capture_output=True, text=True, timeout=240,
                        env=cli_env)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -726,7 +727,6 @@ def test_kfac():
         assert abs(float(gui["facts"]) - cli["world"]["fact_recall_top1"]) <= 1e-6, (gui["facts"], cli["world"])
     same(base, sweep["base"])
     same(at5, sweep["points"][0])
-    same(at1, sweep["points"][1])
     # A secret before and after.
     sec = kfac_lines(d[5], "secret ")
     assert sec[0].startswith("secret 1 suffix="), sec

@@ -76,7 +76,7 @@ struct _LmwbKfacPanel {
   LmwbMemoResult *base;
   char *base_key;             /* the sample it was measured on */
   LmwbMemoResult *edited;
-  double edited_rho;
+  double edited_rho, eval_seconds;
   LmwbKfacEditStats *stats;
   int n_stats;
   char *saved;
@@ -241,6 +241,7 @@ typedef struct {
   LmwbMemoResult *edited;
   LmwbKfacEditStats *stats;
   int n_stats;
+  double seconds; /* the edit and its measurement (and the unedited one's, when made) */
 } EvalOut;
 
 static void eval_out_free(gpointer p) {
@@ -268,6 +269,7 @@ static gpointer run_eval(gpointer data, LmwbReporter *rep, GError **error) {
   LmwbMemoOptions mo = {.set = set, .heldout_text = heldout, .world_manifest = in->world, .max_items = in->items};
   EvalOut *o = g_new0(EvalOut, 1);
   o->rho = in->rho;
+  gint64 t0 = g_get_monotonic_time();
   gboolean ok = TRUE;
   if (in->need_base) {
     lmwb_report_progress(rep, 0.05, "measuring the unedited model");
@@ -297,6 +299,7 @@ static gpointer run_eval(gpointer data, LmwbReporter *rep, GError **error) {
     eval_out_free(o);
     return NULL;
   }
+  o->seconds = (g_get_monotonic_time() - t0) / 1e6;
   return o;
 }
 
@@ -362,8 +365,8 @@ static void show_metrics(LmwbKfacPanel *p) {
   if (e && p->n_stats) {
     double kept = 0, change = 0;
     for (int i = 0; i < p->n_stats; i++) kept += p->stats[i].kept_fraction, change += p->stats[i].rel_change;
-    g_string_append_printf(t, "\nkept %.1f%% of the components; mean ‖W′−W‖/‖W‖ %.3f", 100 * kept / p->n_stats,
-                           change / p->n_stats);
+    g_string_append_printf(t, "\nkept %.1f%% of the components; mean ‖W′−W‖/‖W‖ %.3f; measured in %.1f s",
+                           100 * kept / p->n_stats, change / p->n_stats, p->eval_seconds);
   }
   gtk_label_set_text(p->metrics_label, t->str);
   g_string_free(t, TRUE);
@@ -538,6 +541,7 @@ static void eval_done(LmwbJob *job, GtkWidget *owner, gpointer result, const GEr
   memo_free(p->edited);
   p->edited = g_steal_pointer(&o->edited);
   p->edited_rho = o->rho;
+  p->eval_seconds = o->seconds;
   g_free(p->stats);
   p->stats = g_steal_pointer(&o->stats);
   p->n_stats = o->n_stats;
@@ -923,9 +927,9 @@ char *lmwb_kfac_panel_describe(LmwbKfacPanel *p) {
     for (int i = 0; i < ns[k]; i++) pts += (int)lmwb_plot_series_length(pl[k], i);
   }
   g_string_append_printf(s, "kfac plots a_series=%d g_series=%d mass_series=%d points=%d\n", ns[0], ns[1], ns[2], pts);
-  g_string_append_printf(s, "kfac rho=%.6g evaluated_rho=%.6g evaluations=%d cancelled=%d items=%d\n", rho_of(p),
-                         p->edited ? p->edited_rho : NAN, p->evaluations, p->cancelled,
-                         gtk_spin_button_get_value_as_int(p->items_spin));
+  g_string_append_printf(s, "kfac rho=%.6g evaluated_rho=%.6g evaluations=%d cancelled=%d items=%d seconds=%.3f\n",
+                         rho_of(p), p->edited ? p->edited_rho : NAN, p->evaluations, p->cancelled,
+                         gtk_spin_button_get_value_as_int(p->items_spin), p->edited ? p->eval_seconds : NAN);
   describe_memo(s, "base", p->base);
   describe_memo(s, "edited", p->edited);
   for (int i = 0; i < p->n_stats; i++)
