@@ -180,7 +180,7 @@ def test_main():
     d = dumps(out)
     assert len(d) == 9, f"expected 9 dumps, got {len(d)}"
     # The views and their Alt+N keys come from the registry, in its order.
-    assert d[0]["views"] == "model:<Alt>1 lens:<Alt>2 neurons:<Alt>3 circuits:<Alt>4 editing:<Alt>5 edges:<Alt>6", d[0]["views"]
+    assert d[0]["views"] == "model:<Alt>1 lens:<Alt>2 neurons:<Alt>3 circuits:<Alt>4 editing:<Alt>5 edges:<Alt>6 codes:<Alt>7", d[0]["views"]
     assert [x["view"] for x in d] == ["model", "lens"] + ["neurons"] * 7, [x["view"] for x in d]
     base = os.path.basename(os.path.normpath(model))
     assert base in d[0]["title"] and "LM Workbench" in d[0]["title"], d[0]["title"]
