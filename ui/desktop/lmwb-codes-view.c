@@ -86,6 +86,7 @@ static LmwbCodebooks *load_set(LmwbModel *m, const char *dir, GError **error) {
   }
   LmwbCodebooks *cb = lmwb_codebooks_load(dir, &m->cfg, error);
   if (!cb && !strstr((*error)->message, dir)) g_prefix_error(error, "codebook set %s: ", dir);
+  else if (!cb) g_prefix_error(error, "codebook set: ");
   return cb;
 }
 
@@ -402,6 +403,7 @@ struct _LmwbCodesView {
 
   LmwbModel *model;
   char *synced_prompt;
+  char *shown_key;   /* "set\nprompt" of the last Show codes */
   LmwbJob *prompt_job, *search_job, *gen_job;
   PromptOut *codes;   /* the shown prompt's codes */
   char *codes_prompt; /* the prompt they are of */
@@ -424,7 +426,7 @@ static const char *entry_text(GtkEntry *e) { return gtk_editable_get_text(GTK_ED
 static void set_entry_text(GtkEntry *e, const char *t) { gtk_editable_set_text(GTK_EDITABLE(e), t ? t : ""); }
 
 static void show_error(LmwbCodesView *v, const char *what, const char *message) {
-  g_autofree char *m = g_strdup_printf("Codes: %s: %s", what, message);
+  g_autofree char *m = what ? g_strdup_printf("Codes: %s: %s", what, message) : g_strdup_printf("Codes: %s", message);
   gtk_label_set_text(v->status_label, m);
   lmwb_view_show_error(LMWB_VIEW(v), m);
 }
@@ -575,10 +577,12 @@ static void show_gen(LmwbCodesView *v) {
     gtk_label_set_text(v->after_label, "");
     return;
   }
-  g_autofree char *b = g_strdup_printf("Without the clamp: %s", v->gen->before);
-  g_autofree char *a = g_strdup_printf("With %s on: %s", v->gen->clamp, v->gen->after);
-  gtk_label_set_text(v->before_label, b);
-  gtk_label_set_text(v->after_label, a);
+  g_autofree char *be = g_markup_escape_text(v->gen->before, -1);
+  g_autofree char *ae = g_markup_escape_text(v->gen->after, -1);
+  g_autofree char *b = g_strdup_printf("<b>Without the clamp:</b> %s", be);
+  g_autofree char *a = g_strdup_printf("<b>With %s on:</b> %s", v->gen->clamp, ae);
+  gtk_label_set_markup(v->before_label, b);
+  gtk_label_set_markup(v->after_label, a);
 }
 
 /* ---- starting jobs --------------------------------------------------------------------------- */
@@ -589,7 +593,7 @@ static void prompt_done(LmwbJob *job, GtkWidget *owner, gpointer result, const G
   if (v->prompt_job == job) v->prompt_job = NULL;
   if (in->model != v->model || lmwb_job_cancelled(error)) return;
   if (error) {
-    show_error(v, "showing the prompt's codes", error->message);
+    show_error(v, NULL, error->message);
     return;
   }
   prompt_out_free(v->codes);
@@ -607,6 +611,8 @@ static void prompt_done(LmwbJob *job, GtkWidget *owner, gpointer result, const G
 
 static void show_codes(LmwbCodesView *v) {
   if (!v->model) return;
+  g_free(v->shown_key);
+  v->shown_key = g_strdup_printf("%s\n%s", entry_text(v->set_entry), entry_text(v->prompt_entry));
   PromptIn *in = g_new0(PromptIn, 1);
   in->model = lmwb_model_ref(v->model);
   in->cb_dir = g_strdup(entry_text(v->set_entry));
@@ -615,6 +621,15 @@ static void show_codes(LmwbCodesView *v) {
   LmwbJob *job = lmwb_job_new("Reading the prompt's codes", run_prompt, in, prompt_in_free);
   lmwb_job_on_done(job, prompt_done, prompt_out_free);
   set_job(&v->prompt_job, lmwb_job_start(job, GTK_WIDGET(v)));
+}
+
+/* While the view is on the screen, the prompt's codes follow the set and the window's prompt: shown
+ * once for each (set, prompt) unless asked again. */
+static void auto_show(LmwbCodesView *v) {
+  if (!v->model || !gtk_widget_get_mapped(GTK_WIDGET(v)) || !*entry_text(v->set_entry) || !*entry_text(v->prompt_entry))
+    return;
+  g_autofree char *key = g_strdup_printf("%s\n%s", entry_text(v->set_entry), entry_text(v->prompt_entry));
+  if (g_strcmp0(key, v->shown_key)) show_codes(v);
 }
 
 static void fill_hits(LmwbCodesView *v) {
@@ -648,7 +663,7 @@ static void search_done(LmwbJob *job, GtkWidget *owner, gpointer result, const G
   if (v->search_job == job) v->search_job = NULL;
   if (in->model != v->model || lmwb_job_cancelled(error)) return;
   if (error) {
-    show_error(v, in->regex ? "search" : "the code's contexts", error->message);
+    show_error(v, in->regex ? "search" : "contexts", error->message);
     if (v->has_selected && !v->contexts) v->contexts = g_new0(char *, 1);
     show_contexts(v);
     return;
@@ -905,6 +920,7 @@ static void forget(LmwbCodesView *v) {
   v->gen_pending = FALSE;
   g_clear_pointer(&v->codes, prompt_out_free);
   g_clear_pointer(&v->codes_prompt, g_free);
+  g_clear_pointer(&v->shown_key, g_free);
   g_clear_pointer(&v->search, search_out_free);
   g_clear_pointer(&v->text, text_codes_unref);
   g_clear_pointer(&v->contexts, g_strfreev);
@@ -938,6 +954,7 @@ static void set_analysis(LmwbView *view, LmwbAnalysis *a) {
   if (!*cur || !g_strcmp0(cur, v->synced_prompt)) set_entry_text(v->prompt_entry, a->prompt);
   g_free(v->synced_prompt);
   v->synced_prompt = g_strdup(a->prompt);
+  auto_show(v);
 }
 
 static char *describe(LmwbView *view) {
@@ -1024,6 +1041,7 @@ static void on_file_clicked(GtkButton *b, gpointer user) { ask_path(user, "Choos
 static void on_search_clicked(GtkButton *b, gpointer user) { search(user); }
 static void on_regex_activate(GtkEntry *e, gpointer user) { search(user); }
 static void on_head_changed(GtkAdjustment *a, gpointer user) { fill_grid(user); }
+static void on_map(GtkWidget *w, gpointer user) { auto_show(user); }
 static void on_clamp_toggled(GtkToggleButton *b, gpointer user) {
   LmwbCodesView *v = user;
   if (gtk_toggle_button_get_active(b)) regenerate(v);
@@ -1081,6 +1099,7 @@ static void lmwb_codes_view_init(LmwbCodesView *v) {
   gtk_adjustment_set_value(v->new_tokens_adj, DEFAULT_NEW_TOKENS);
   g_signal_connect(v->head_adj, "value-changed", G_CALLBACK(on_head_changed), v);
   g_signal_connect(v->new_tokens_adj, "value-changed", G_CALLBACK(on_new_tokens_changed), v);
+  g_signal_connect(v, "map", G_CALLBACK(on_map), v);
   g_autofree char *text = circuits_default_text();
   set_entry_text(v->file_entry, text);
   set_entry_text(v->regex_entry, " capital");
