@@ -652,15 +652,16 @@ def test_codes():
     prompt, regex, tokens, new = "The capital of France is", " capital", 2000, 12
     out = run_script([
         "wait-ready", "action win.view 'codes'", "wait-ready", "dump", f"shot {shots}/codes-window-prompt.png",
-        f"action codes.set-codebooks '{bad}'", "wait-ready 60", "dump", f"shot {shots}/codes-bad-set.png",
         f"action codes.set-prompt '{prompt}'", f"action codes.set-codebooks '{cbdir}'", "wait-ready 60", "dump",
         "action codes.head 3", "wait-ready", "dump",
         f"action codes.set-file '{text}'", f"action codes.set-tokens {tokens}", f"action codes.set-regex '{regex}'",
         "action codes.search", "wait-ready 200", "dump", f"shot {shots}/codes-search.png",
-        "action codes.set-regex '( unclosed'", "action codes.search", "wait-ready", "dump",
         "action codes.click '1,0,0'", "wait-ready 120", "dump",
         f"action codes.set-new-tokens {new}", "action codes.clamp true", "wait-ready 120", "dump", f"shot {shots}/codes-clamp.png",
         "action codes.select-hit 0", "wait-ready 120", "dump", f"shot {shots}/codes-hit.png",
+        # bad input last (a banner stays until closed)
+        "action codes.set-regex '( unclosed'", "action codes.search", "wait-ready", "dump",
+        f"action codes.set-codebooks '{bad}'", "wait-ready 60", "dump", f"shot {shots}/codes-bad-set.png",
         "quit"], model, timeout=400)
     d = dumps(out)
     assert len(d) == 9, f"expected 9 dumps, got {len(d)}"
@@ -671,12 +672,8 @@ def test_codes():
     first = codes_lines(d[0], "loaded ")[0]
     assert first.startswith("k=8 num_codes=1024 sites=4 ") and f"tokens={window_tokens} " in first, (first, window_tokens)
     assert len(codes_cells(d[0])) == 4 * window_tokens
-    # A folder that is not a set for this model: a banner naming it and the field; the codes shown are kept.
-    assert bad in d[1]["banner"] and "layer 9" in d[1]["banner"], d[1]["banner"]
-    assert codes_lines(d[1], "loaded ") == [first]
-    print("bad set:", d[1]["banner"])
     # The grid: every token's codes at every site, head 0 then head 3, as lmwb-batch activations writes them.
-    loaded = codes_lines(d[2], "loaded ")[0]
+    loaded = codes_lines(d[1], "loaded ")[0]
     assert loaded.startswith("k=8 num_codes=1024 sites=4 tokens="), loaded
     ntok = int(re.search(r"tokens=(\d+)", loaded).group(1))
     ids = {}
@@ -687,7 +684,7 @@ def test_codes():
         shape, vals = read_npy(npy)
         assert shape == (1, ntok, 8, 8), shape
         ids[layer] = vals
-    for di, head in ((2, 0), (3, 3)):
+    for di, head in ((1, 0), (2, 3)):
         cells = codes_cells(d[di])
         assert len(cells) == ntok * 4, (len(cells), ntok)
         for (pos, col), (layer, h, got) in cells.items():
@@ -700,9 +697,9 @@ def test_codes():
                         "--regex", regex, "--tokens", str(tokens), "--examples", "0"],
                        check=True, capture_output=True, text=True, timeout=300)
     ref = json.loads(p.stdout)
-    head = codes_lines(d[4], "search ")[0]
+    head = codes_lines(d[3], "search ")[0]
     assert f"text_tokens={ref['tokens']} marked={ref['matched_tokens']} hits={len(ref['codes'])}" in head, (head, ref["tokens"])
-    hits = codes_lines(d[4], "hit ")
+    hits = codes_lines(d[3], "hit ")
     assert len(hits) == len(ref["codes"]) > 0, (len(hits), len(ref["codes"]))
     for line, c in zip(hits, ref["codes"]):
         f = dict(kv.split("=", 1) for kv in line.split()[1:])
@@ -710,21 +707,20 @@ def test_codes():
         assert abs(float(f["precision"]) - c["precision"]) < 1e-6 and abs(float(f["recall"]) - c["recall"]) < 1e-6, (line, c)
         assert int(f["matched"]) == c["matched"] and int(f["activations"]) == c["activations"], (line, c)
     print(f"search /{regex}/: {len(hits)} codes, best {hits[0]}, equal to lmwb-batch codebook search")
-    # A regex that does not compile: a banner naming it, the results kept.
-    assert "( unclosed" in d[5]["banner"] and "compile" in d[5]["banner"], d[5]["banner"]
-    assert len(codes_lines(d[5], "hit ")) == len(hits)
-    print("bad regex:", d[5]["banner"])
+    # The precision/recall plot has a point per code, the selected one apart.
+    assert codes_lines(d[3], "plot ") == [f"points={len(hits)} selected=0"], codes_lines(d[3], "plot ")
+    assert codes_lines(d[6], "plot ") == [f"points={len(hits) - 1} selected=1"], codes_lines(d[6], "plot ")
     # Clicking a code of the grid (token 1, layer 0, slot 0, head 3) shows its top contexts, as the CLI lists them.
-    clicked = codes_cells(d[5])[(1, 0)][2][0]
+    clicked = codes_cells(d[3])[(1, 0)][2][0]
     spec = f"0:attn:3={clicked}"
-    sel = codes_lines(d[6], "selected=")[0]
+    sel = codes_lines(d[4], "selected=")[0]
     assert sel.startswith(spec + " "), (sel, spec)
     p = subprocess.run([batch, "codebook", "search", "--model", model, "--codebooks", cbdir, "--file", text,
                         "--code", spec, "--tokens", str(tokens), "--examples", "8"],
                        check=True, capture_output=True, text=True, timeout=300)
     ref = json.loads(p.stdout)["code"]
     assert f"activations={ref['activations']} " in sel, (sel, ref["activations"])
-    ctx = [c.encode().decode("unicode_escape").encode("latin1").decode() for c in codes_lines(d[6], "context ")]
+    ctx = [c.encode().decode("unicode_escape").encode("latin1").decode() for c in codes_lines(d[4], "context ")]
     assert len(ctx) == min(8, ref["activations"]) > 0, (len(ctx), ref["activations"])
     assert ctx == [c["text"] for c in ref["contexts"][:len(ctx)]], (ctx, ref["contexts"][:3])
     print(f"contexts of {spec}: {len(ctx)}, e.g. {ctx[0]!r}")
@@ -740,15 +736,23 @@ def test_codes():
         return g["clamp"], g["before"], g["after"]
     before = generate()
     changed = 0
-    for di in (7, 8):
+    for di in (5, 6):
         clamp, b, a = gen(d[di])
         assert b == before, (b, before)
         assert a == generate(clamp), (clamp, a)
         changed += a != b
         print(f"clamp {clamp}: {b!r} -> {a!r}")
-    assert gen(d[7])[0] == spec and gen(d[8])[0] == hits[0].split()[0], (gen(d[7])[0], gen(d[8])[0])
+    assert gen(d[5])[0] == spec and gen(d[6])[0] == hits[0].split()[0], (gen(d[5])[0], gen(d[6])[0])
     assert changed >= 1, "clamping never changed the continuation"
-    assert d[8]["banner"] == d[5]["banner"], "clamping showed an error"
+    assert all(d[i]["banner"] == "" for i in range(7)), [d[i]["banner"] for i in range(7)]
+    # A regex that does not compile: a banner naming it, the results kept.
+    assert "( unclosed" in d[7]["banner"] and "compile" in d[7]["banner"], d[7]["banner"]
+    assert codes_lines(d[7], "hit ") == hits
+    print("bad regex:", d[7]["banner"])
+    # A folder that is not a set for this model: a banner naming it and the field; the codes shown are kept.
+    assert bad in d[8]["banner"] and "layer 9" in d[8]["banner"], d[8]["banner"]
+    assert codes_lines(d[8], "loaded ") == codes_lines(d[6], "loaded ")
+    print("bad set:", d[8]["banner"])
     # The screen: the grid's code links and the results are drawn.
     from PIL import Image
     im = Image.open(f"{shots}/codes-clamp.png").convert("RGB")

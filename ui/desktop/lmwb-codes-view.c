@@ -400,6 +400,7 @@ struct _LmwbCodesView {
   GtkGrid *grid;
   GtkListBox *hits_list;
   GtkToggleButton *clamp_toggle;
+  LmwbPlotView *hits_plot;
 
   LmwbModel *model;
   char *synced_prompt;
@@ -587,6 +588,8 @@ static void show_gen(LmwbCodesView *v) {
 
 /* ---- starting jobs --------------------------------------------------------------------------- */
 
+static void regenerate(LmwbCodesView *v);
+
 static void prompt_done(LmwbJob *job, GtkWidget *owner, gpointer result, const GError *error, gpointer data) {
   LmwbCodesView *v = LMWB_CODES_VIEW(owner);
   PromptIn *in = data;
@@ -607,6 +610,7 @@ static void prompt_done(LmwbJob *job, GtkWidget *owner, gpointer result, const G
   g_autofree char *t = v->codes->n ? g_strdup_printf("Codes of %d tokens at %d sites.", v->codes->n, v->codes->n_books)
                                    : g_strdup("The codebook set is loaded.");
   gtk_label_set_text(v->status_label, t);
+  regenerate(v); /* with the clamp on, the continuation follows the prompt and the set */
 }
 
 static void show_codes(LmwbCodesView *v) {
@@ -632,8 +636,47 @@ static void auto_show(LmwbCodesView *v) {
   if (g_strcmp0(key, v->shown_key)) show_codes(v);
 }
 
+/* Precision against recall of every search result, the selected code apart. */
+static void plot_hits(LmwbCodesView *v) {
+  SearchOut *o = v->search;
+  if (!o || !o->regex) {
+    lmwb_plot_view_set_plot(v->hits_plot, NULL);
+    return;
+  }
+  g_autofree char *title = g_strdup_printf("codes for /%s/", o->regex);
+  LmwbPlot *p = lmwb_plot_new(LMWB_PLOT_SCATTER, title, "recall", "precision");
+  int all = lmwb_plot_add_series(p, "codes"), sel = lmwb_plot_add_series(p, "selected");
+  for (int i = 0; i < o->n_hits; i++) {
+    const LmwbCodeHit *h = &o->hits[i];
+    CodeRef c = {h->layer, h->site, h->head, h->code};
+    lmwb_plot_append(p, v->has_selected && same_code(&c, &v->selected) ? sel : all, h->recall, h->precision);
+  }
+  lmwb_plot_set_x_range(p, 0, 1);
+  lmwb_plot_set_y_range(p, 0, 1.05);
+  lmwb_plot_view_set_plot(v->hits_plot, p);
+}
+
+/* The code of a plotted point: the series keep the hits' order. */
+static char *hit_tooltip(LmwbPlot *plot, const LmwbPlotHit *hit, gpointer user) {
+  LmwbCodesView *v = user;
+  SearchOut *o = v->search;
+  if (!o || hit->series < 0 || hit->series > 1) return NULL;
+  for (int i = 0, k = 0; i < o->n_hits; i++) {
+    const LmwbCodeHit *h = &o->hits[i];
+    CodeRef c = {h->layer, h->site, h->head, h->code};
+    int series = v->has_selected && same_code(&c, &v->selected) ? 1 : 0;
+    if (series != hit->series) continue;
+    if (series == 1 || k++ == hit->index) {
+      g_autofree char *spec = code_spec(&c);
+      return g_strdup_printf("%s: precision %.3f, recall %.3f", spec, h->precision, h->recall);
+    }
+  }
+  return NULL;
+}
+
 static void fill_hits(LmwbCodesView *v) {
   GtkWidget *child;
+  plot_hits(v);
   while ((child = gtk_widget_get_first_child(GTK_WIDGET(v->hits_list)))) gtk_list_box_remove(v->hits_list, child);
   SearchOut *o = v->search;
   if (!o || !o->regex) {
@@ -793,6 +836,7 @@ static void select_code(LmwbCodesView *v, const CodeRef *c) {
   g_clear_pointer(&v->contexts, g_strfreev);
   show_contexts(v);
   fill_grid(v);
+  plot_hits(v);
   start_search(v, NULL, c);
   regenerate(v);
 }
@@ -957,6 +1001,8 @@ static void set_analysis(LmwbView *view, LmwbAnalysis *a) {
   auto_show(v);
 }
 
+static LmwbPlotView *current_plot(LmwbView *view) { return LMWB_CODES_VIEW(view)->hits_plot; }
+
 static char *describe(LmwbView *view) {
   LmwbCodesView *v = LMWB_CODES_VIEW(view);
   GString *s = g_string_new(NULL);
@@ -992,6 +1038,10 @@ static char *describe(LmwbView *view) {
     g_autofree char *r = g_strescape(so->regex, NULL);
     g_string_append_printf(s, "codes search regex=%s text_tokens=%" G_GINT64_FORMAT " marked=%" G_GINT64_FORMAT " hits=%d\n", r,
                            v->text ? v->text->cache->n_tokens : 0, so->n_marked, so->n_hits);
+    LmwbPlot *pl = lmwb_plot_view_get_plot(v->hits_plot);
+    if (pl)
+      g_string_append_printf(s, "codes plot points=%zu selected=%zu\n", (size_t)lmwb_plot_series_length(pl, 0),
+                             (size_t)lmwb_plot_series_length(pl, 1));
     for (int i = 0; i < so->n_hits; i++) {
       const LmwbCodeHit *h = &so->hits[i];
       CodeRef c = {h->layer, h->site, h->head, h->code};
@@ -1029,6 +1079,7 @@ static void view_iface_init(LmwbViewInterface *iface) {
   iface->set_model = set_model;
   iface->set_analysis = set_analysis;
   iface->describe = describe;
+  iface->current_plot = current_plot;
 }
 
 /* ---- object ---------------------------------------------------------------------------------- */
@@ -1073,6 +1124,7 @@ static void dispose(GObject *o) {
 
 static void lmwb_codes_view_class_init(LmwbCodesViewClass *k) {
   G_OBJECT_CLASS(k)->dispose = dispose;
+  g_type_ensure(LMWB_TYPE_PLOT_VIEW);
   GtkWidgetClass *wk = GTK_WIDGET_CLASS(k);
   gtk_widget_class_set_template_from_resource(wk, "/org/lmwb/Workbench/lmwb-codes-view.ui");
 #define BIND(x) gtk_widget_class_bind_template_child(wk, LmwbCodesView, x)
@@ -1080,7 +1132,7 @@ static void lmwb_codes_view_class_init(LmwbCodesViewClass *k) {
   BIND(head_adj), BIND(tokens_adj), BIND(new_tokens_adj);
   BIND(set_label), BIND(status_label), BIND(search_label), BIND(code_label), BIND(contexts_label), BIND(before_label),
     BIND(after_label);
-  BIND(grid), BIND(hits_list), BIND(clamp_toggle);
+  BIND(grid), BIND(hits_list), BIND(clamp_toggle), BIND(hits_plot);
 #undef BIND
   gtk_widget_class_bind_template_callback(wk, on_show_clicked);
   gtk_widget_class_bind_template_callback(wk, on_prompt_activate);
@@ -1100,6 +1152,7 @@ static void lmwb_codes_view_init(LmwbCodesView *v) {
   g_signal_connect(v->head_adj, "value-changed", G_CALLBACK(on_head_changed), v);
   g_signal_connect(v->new_tokens_adj, "value-changed", G_CALLBACK(on_new_tokens_changed), v);
   g_signal_connect(v, "map", G_CALLBACK(on_map), v);
+  lmwb_plot_view_set_tooltip_func(v->hits_plot, hit_tooltip, v);
   g_autofree char *text = circuits_default_text();
   set_entry_text(v->file_entry, text);
   set_entry_text(v->regex_entry, " capital");
