@@ -90,7 +90,14 @@ static LmwbCodebooks *load_set(LmwbModel *m, const char *dir, GError **error) {
   return cb;
 }
 
+static gboolean has_tokenizer(LmwbModel *m, GError **error) {
+  if (m->tokenizer) return TRUE;
+  lmwb_input_error(error, "%s has no tokenizer to read text with", m->dir ? m->dir : "the model");
+  return FALSE;
+}
+
 static int32_t *encode_prompt(LmwbModel *m, const char *prompt, int *n, GError **error) {
+  if (!has_tokenizer(m, error)) return NULL;
   size_t k = 0;
   int32_t *ids = *prompt ? lmwb_tokenizer_encode(m->tokenizer, prompt, strlen(prompt), TRUE, &k, error) : NULL;
   if (*prompt && !ids) return NULL;
@@ -242,6 +249,7 @@ static TextCodes *build_text_codes(const SearchIn *in, LmwbReporter *rep, GError
     lmwb_input_error(error, "choose a text file to search");
     return NULL;
   }
+  if (!has_tokenizer(m, error)) return NULL;
   LmwbCodebooks *cb = load_set(m, in->cb_dir, error);
   if (!cb) return NULL;
   lmwb_report_progress(rep, 0, "reading the text");
