@@ -211,6 +211,19 @@ int64_t *lmwb_code_cache_occurrences(const LmwbCodeCache *c, int book, int head,
   return (int64_t *)g_array_free(out, FALSE);
 }
 
+char *lmwb_code_cache_context(const LmwbCodeCache *c, int64_t t, int before, int after) {
+  const LmwbTokenizer *tok = c->model->tokenizer;
+  int64_t w0 = t / c->context * c->context, a = MAX(w0, t - before), b = MIN(w0 + c->context - 1, t + after);
+  GString *s = g_string_new(NULL);
+  for (int64_t i = a; i <= b; i++) {
+    g_autofree char *x = tok ? lmwb_tokenizer_token_text(tok, c->tokens[i]) : g_strdup_printf("[%d]", c->tokens[i]);
+    if (i == t) g_string_append(s, "\u00ab");
+    g_string_append(s, x ? x : "");
+    if (i == t) g_string_append(s, "\u00bb");
+  }
+  return g_string_free(s, FALSE);
+}
+
 LmwbCodeHit *lmwb_code_cache_topics(const LmwbCodeCache *c, int **windows, int *n) {
   const LmwbCodebooks *cb = c->cb;
   int C = cb->num_codes, k = cb->k;

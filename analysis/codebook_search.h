@@ -57,6 +57,9 @@ LmwbCodeHit *lmwb_code_search(const LmwbCodeCache *c, const int64_t *marked, int
 /* Token indices where code `code` of codebook `book`, head `head` (0 for mlp) is active, the first
  * `max` of them by slot (the best-scoring first) then position (g_free). */
 int64_t *lmwb_code_cache_occurrences(const LmwbCodeCache *c, int book, int head, int code, int max, int *n);
+/* The text around token t of the cache: up to `before` tokens before and `after` after it, within
+ * its window, the token itself marked «…» (token texts as lmwb_tokenizer_token_text; g_free). */
+char *lmwb_code_cache_context(const LmwbCodeCache *c, int64_t t, int before, int after);
 /* Topic codes: (book, head, code) active on more than half of a window's tokens; windows[i] counts
  * the windows where hit i is one (hits' precision/recall unused). g_free both. */
 LmwbCodeHit *lmwb_code_cache_topics(const LmwbCodeCache *c, int **windows, int *n);

@@ -14,6 +14,8 @@ screen and the window show. Exit 77 (skip) without xvfb-run/import/PIL.
                           same edge count, the toggle, clicking an edge, exports, bad input
   test_gui.py kfac        the Editing view's K-FAC page: collect factors, spectra, ρ = 1 and 0.5 against kfac sweep,
                           a secret before and after, save (loads, only MLP matrices changed), bad factor folders
+  test_gui.py codes       the Codes view on the built-in model's codebooks: the grid of a prompt's codes, a regex search,
+                          a code's contexts, a clamped code regenerating (each against lmwb-batch), bad set and regex
   test_gui.py cli         --help, no display -> exit 2 with a hint
 Screenshots go to $LMWB_GUI_SHOTS (default: a temp folder)."""
 import os, re, shutil, subprocess, sys, tempfile
@@ -182,7 +184,7 @@ def test_main():
     d = dumps(out)
     assert len(d) == 9, f"expected 9 dumps, got {len(d)}"
     # The views and their Alt+N keys come from the registry, in its order.
-    assert d[0]["views"] == "model:<Alt>1 lens:<Alt>2 neurons:<Alt>3 circuits:<Alt>4 editing:<Alt>5 edges:<Alt>6", d[0]["views"]
+    assert d[0]["views"] == "model:<Alt>1 lens:<Alt>2 neurons:<Alt>3 circuits:<Alt>4 editing:<Alt>5 edges:<Alt>6 codes:<Alt>7", d[0]["views"]
     assert [x["view"] for x in d] == ["model", "lens"] + ["neurons"] * 7, [x["view"] for x in d]
     base = os.path.basename(os.path.normpath(model))
     assert base in d[0]["title"] and "LM Workbench" in d[0]["title"], d[0]["title"]
@@ -748,6 +750,165 @@ def test_kfac():
     assert "loaded model" in d[7]["banner"] and kfac_lines(d[7], "saved=") == ["saved=" + saved], d[7]["banner"]
     assert (os.path.getsize(weights), os.path.getmtime(weights)) == stamp, "the loaded model's weights were written"
     assert "1.5" in d[8]["banner"] and kfac_fields(d[8], "rho=")["rho"] == "0.5", d[8]["banner"]
+
+
+def read_npy(path):
+    """(shape, flat values) of a little-endian int32 or float32 .npy file."""
+    import ast, struct
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:6] == b"\x93NUMPY", path
+    hl, off = (struct.unpack("<H", data[8:10])[0], 10) if data[6] == 1 else (struct.unpack("<I", data[8:12])[0], 12)
+    head = ast.literal_eval(data[off:off + hl].decode("latin1"))
+    assert head["descr"] in ("<i4", "<f4") and not head["fortran_order"], head
+    shape = tuple(head["shape"])
+    n = 1
+    for x in shape:
+        n *= x
+    vals = struct.unpack("<%d%s" % (n, "i" if head["descr"] == "<i4" else "f"), data[off + hl:off + hl + 4 * n])
+    return shape, vals
+
+
+def codes_lines(d, prefix):
+    return [l[len("codes " + prefix):] for l in d["lines"] if l.startswith("codes " + prefix)]
+
+
+def codes_cells(d):
+    """{(pos, col): (layer, head, [ids])} of the grid as the dump shows it."""
+    out = {}
+    for l in codes_lines(d, "cell "):
+        m = re.match(r"pos=(\d+) col=(\d+) layer=(\d+) site=(\w+) head=(-?\d+) token=.* ids=([\d,]+)$", l)
+        assert m, l
+        out[(int(m.group(1)), int(m.group(2)))] = (int(m.group(3)), int(m.group(5)), [int(x) for x in m.group(6).split(",")])
+    return out
+
+
+def test_codes():
+    """The Codes view on the built-in model's codebook set, checked against lmwb-batch."""
+    import json
+    model = os.path.abspath(BUILTIN)
+    cbdir = os.path.join(model, "codebooks")
+    text = os.path.join(model, "transcoders", "sample.txt")
+    if not os.path.exists(os.path.join(cbdir, "codebooks.json")) or not os.path.exists(text):
+        skip("the built-in model's codebooks or sample text are not there")
+    batch = os.path.join(BUILD, "ui", "batch", "lmwb-batch")
+    shots = shots_dir()
+    tmp = tempfile.mkdtemp(prefix="lmwb-codes-")
+    bad = os.path.join(tmp, "bad-set")
+    os.makedirs(bad)
+    with open(os.path.join(bad, "codebooks.json"), "w") as f:
+        f.write('{"k": 8, "num_codes": 1024, "sites": [{"layer": 9, "site": "attn"}]}\n')
+    prompt, regex, tokens, new = "The capital of France is", " capital", 2000, 12
+    out = run_script([
+        "wait-ready", "action win.view 'codes'", "wait-ready", "dump", f"shot {shots}/codes-window-prompt.png",
+        f"action codes.set-prompt '{prompt}'", f"action codes.set-codebooks '{cbdir}'", "wait-ready 60", "dump",
+        "action codes.head 3", "wait-ready", "dump",
+        f"action codes.set-file '{text}'", f"action codes.set-tokens {tokens}", f"action codes.set-regex '{regex}'",
+        "action codes.search", "wait-ready 200", "dump", f"shot {shots}/codes-search.png",
+        "action codes.click '1,0,0'", "wait-ready 120", "dump",
+        f"action codes.set-new-tokens {new}", "action codes.clamp true", "wait-ready 120", "dump", f"shot {shots}/codes-clamp.png",
+        "action codes.select-hit 0", "wait-ready 120", "dump", f"shot {shots}/codes-hit.png",
+        # bad input last (a banner stays until closed)
+        "action codes.set-regex '( unclosed'", "action codes.search", "wait-ready", "dump",
+        f"action codes.set-codebooks '{bad}'", "wait-ready 60", "dump", f"shot {shots}/codes-bad-set.png",
+        "quit"], model, timeout=400)
+    d = dumps(out)
+    assert len(d) == 9, f"expected 9 dumps, got {len(d)}"
+    # The default set is the model's codebooks/ folder; shown, the view lists the codes of the window's prompt.
+    assert d[0]["view"] == "codes" and "codes:<Alt>7" in d[0]["views"] and d[0]["banner"] == "", d[0]["banner"]
+    assert codes_lines(d[0], "set=") == [cbdir], codes_lines(d[0], "set=")
+    window_tokens = sum(1 for l in d[0]["lines"] if l.startswith("token "))
+    first = codes_lines(d[0], "loaded ")[0]
+    assert first.startswith("k=8 num_codes=1024 sites=4 ") and f"tokens={window_tokens} " in first, (first, window_tokens)
+    assert len(codes_cells(d[0])) == 4 * window_tokens
+    # The grid: every token's codes at every site, head 0 then head 3, as lmwb-batch activations writes them.
+    loaded = codes_lines(d[1], "loaded ")[0]
+    assert loaded.startswith("k=8 num_codes=1024 sites=4 tokens="), loaded
+    ntok = int(re.search(r"tokens=(\d+)", loaded).group(1))
+    ids = {}
+    for layer in range(4):
+        npy = os.path.join(tmp, f"codes{layer}.npy")
+        subprocess.run([batch, "activations", "--model", model, "--codebooks", cbdir, "--text", prompt,
+                        "--hook", f"blocks.{layer}.attn.hook_codes", "--out", npy], check=True, capture_output=True, timeout=120)
+        shape, vals = read_npy(npy)
+        assert shape == (1, ntok, 8, 8), shape
+        ids[layer] = vals
+    for di, head in ((1, 0), (2, 3)):
+        cells = codes_cells(d[di])
+        assert len(cells) == ntok * 4, (len(cells), ntok)
+        for (pos, col), (layer, h, got) in cells.items():
+            assert layer == col and h == head, (pos, col, layer, h)
+            want = list(ids[layer][(pos * 8 + head) * 8:(pos * 8 + head) * 8 + 8])
+            assert got == want, f"token {pos} layer {layer} head {head}: view {got}, lmwb-batch {want}"
+    print(f"grid: {ntok} tokens x 4 sites x 8 codes, heads 0 and 3, equal to lmwb-batch activations")
+    # Search: the same codes, precision and recall as lmwb-batch codebook search.
+    p = subprocess.run([batch, "codebook", "search", "--model", model, "--codebooks", cbdir, "--file", text,
+                        "--regex", regex, "--tokens", str(tokens), "--examples", "0"],
+                       check=True, capture_output=True, text=True, timeout=300)
+    ref = json.loads(p.stdout)
+    head = codes_lines(d[3], "search ")[0]
+    assert f"text_tokens={ref['tokens']} marked={ref['matched_tokens']} hits={len(ref['codes'])}" in head, (head, ref["tokens"])
+    hits = codes_lines(d[3], "hit ")
+    assert len(hits) == len(ref["codes"]) > 0, (len(hits), len(ref["codes"]))
+    for line, c in zip(hits, ref["codes"]):
+        f = dict(kv.split("=", 1) for kv in line.split()[1:])
+        assert line.split()[0] == c["clamp"], (line, c)
+        assert abs(float(f["precision"]) - c["precision"]) < 1e-6 and abs(float(f["recall"]) - c["recall"]) < 1e-6, (line, c)
+        assert int(f["matched"]) == c["matched"] and int(f["activations"]) == c["activations"], (line, c)
+    print(f"search /{regex}/: {len(hits)} codes, best {hits[0]}, equal to lmwb-batch codebook search")
+    # The precision/recall plot has a point per code, the selected one apart.
+    assert codes_lines(d[3], "plot ") == [f"points={len(hits)} selected=0"], codes_lines(d[3], "plot ")
+    assert codes_lines(d[6], "plot ") == [f"points={len(hits) - 1} selected=1"], codes_lines(d[6], "plot ")
+    # Clicking a code of the grid (token 1, layer 0, slot 0, head 3) shows its top contexts, as the CLI lists them.
+    clicked = codes_cells(d[3])[(1, 0)][2][0]
+    spec = f"0:attn:3={clicked}"
+    sel = codes_lines(d[4], "selected=")[0]
+    assert sel.startswith(spec + " "), (sel, spec)
+    p = subprocess.run([batch, "codebook", "search", "--model", model, "--codebooks", cbdir, "--file", text,
+                        "--code", spec, "--tokens", str(tokens), "--examples", "8"],
+                       check=True, capture_output=True, text=True, timeout=300)
+    ref = json.loads(p.stdout)["code"]
+    assert f"activations={ref['activations']} " in sel, (sel, ref["activations"])
+    ctx = [c.encode().decode("unicode_escape").encode("latin1").decode() for c in codes_lines(d[4], "context ")]
+    assert len(ctx) == min(8, ref["activations"]) > 0, (len(ctx), ref["activations"])
+    assert ctx == [c["text"] for c in ref["contexts"][:len(ctx)]], (ctx, ref["contexts"][:3])
+    print(f"contexts of {spec}: {len(ctx)}, e.g. {ctx[0]!r}")
+    # Clamping: the continuation with the code on (all slots, every position) is lmwb-batch generate's.
+    def generate(*clamp):
+        args = [batch, "generate", "--model", model, "--codebooks", cbdir, "--prompt", prompt, "--max-tokens", str(new)]
+        args += [a for c in clamp for a in ("--clamp-code", c)]
+        r = subprocess.run(args, check=True, capture_output=True, text=True, timeout=120)
+        return json.loads(r.stdout)["completion"]
+    def gen(dd):
+        g = {k: v.encode().decode("unicode_escape").encode("latin1").decode()
+             for k, v in (l.split("=", 1) for l in codes_lines(dd, "gen "))}
+        return g["clamp"], g["before"], g["after"]
+    before = generate()
+    changed = 0
+    for di in (5, 6):
+        clamp, b, a = gen(d[di])
+        assert b == before, (b, before)
+        assert a == generate(clamp), (clamp, a)
+        changed += a != b
+        print(f"clamp {clamp}: {b!r} -> {a!r}")
+    assert gen(d[5])[0] == spec and gen(d[6])[0] == hits[0].split()[0], (gen(d[5])[0], gen(d[6])[0])
+    assert changed >= 1, "clamping never changed the continuation"
+    assert all(d[i]["banner"] == "" for i in range(7)), [d[i]["banner"] for i in range(7)]
+    # A regex that does not compile: a banner naming it, the results kept.
+    assert "( unclosed" in d[7]["banner"] and "compile" in d[7]["banner"], d[7]["banner"]
+    assert codes_lines(d[7], "hit ") == hits
+    print("bad regex:", d[7]["banner"])
+    # A folder that is not a set for this model: a banner naming it and the field; the codes shown are kept.
+    assert bad in d[8]["banner"] and "layer 9" in d[8]["banner"], d[8]["banner"]
+    assert codes_lines(d[8], "loaded ") == codes_lines(d[6], "loaded ")
+    print("bad set:", d[8]["banner"])
+    # The screen: the grid's code links and the results are drawn.
+    from PIL import Image
+    im = Image.open(f"{shots}/codes-clamp.png").convert("RGB")
+    px = im.load()
+    links = sum(1 for x in range(350, im.size[0], 2) for y in range(100, 480, 2)
+                if px[x, y][2] > 180 and px[x, y][0] < 120 and 80 < px[x, y][1] < 170)
+    assert links > 300, f"the grid's code links are not on the screen ({links} link pixels)"
     shutil.rmtree(tmp)
 
 
@@ -773,5 +934,5 @@ if __name__ == "__main__":
         except ImportError:
             skip("python3-pil is not installed")
     {"main": test_main, "badinput": test_badinput, "circuits": test_circuits, "editing": test_editing,
-     "edges": test_edges, "kfac": test_kfac, "cli": test_cli}[which]()
+     "edges": test_edges, "kfac": test_kfac, "codes": test_codes, "cli": test_cli}[which]()
     print("ok")

@@ -226,19 +226,6 @@ done:
 /* ---- search ------------------------------------------------------------------------------------ */
 
 /* The tokens around t in its window, the token itself in «». */
-static char *context_text(const LmwbCodeCache *c, int64_t t, int before, int after) {
-  const LmwbTokenizer *tok = c->model->tokenizer;
-  int64_t w0 = t / c->context * c->context, a = MAX(w0, t - before), b = MIN(w0 + c->context - 1, t + after);
-  GString *s = g_string_new(NULL);
-  for (int64_t i = a; i <= b; i++) {
-    g_autofree char *x = tok ? lmwb_tokenizer_token_text(tok, c->tokens[i]) : g_strdup_printf("[%d]", c->tokens[i]);
-    if (i == t) g_string_append(s, "\u00ab");
-    g_string_append(s, x ? x : "");
-    if (i == t) g_string_append(s, "\u00bb");
-  }
-  return g_string_free(s, FALSE);
-}
-
 static void add_hit(JsonBuilder *b, const LmwbCodeCache *c, const LmwbCodeHit *h, gboolean pr, int examples) {
   json_builder_begin_object(b);
   json_builder_set_member_name(b, "layer");
@@ -271,7 +258,7 @@ static void add_hit(JsonBuilder *b, const LmwbCodeCache *c, const LmwbCodeHit *h
     json_builder_set_member_name(b, "contexts");
     json_builder_begin_array(b);
     for (int i = 0; i < n; i++) {
-      g_autofree char *t = context_text(c, occ[i], 8, 3);
+      g_autofree char *t = lmwb_code_cache_context(c, occ[i], 8, 3);
       json_builder_begin_object(b);
       json_builder_set_member_name(b, "window");
       json_builder_add_int_value(b, occ[i] / c->context);

@@ -25,8 +25,10 @@ char *lmwb_app_default_monitor(void) {
 }
 
 static void act_quit(GSimpleAction *a, GVariant *p, gpointer user) {
-  GList *wins = gtk_application_get_windows(GTK_APPLICATION(user));
+  /* a copy: destroying a window removes it from the application's own list */
+  GList *wins = g_list_copy(gtk_application_get_windows(GTK_APPLICATION(user)));
   for (GList *l = wins; l; l = l->next) gtk_window_destroy(l->data);
+  g_list_free(wins);
   g_application_quit(G_APPLICATION(user));
 }
 

@@ -15,7 +15,8 @@
   X(neuron)           \
   X(circuits)         \
   X(editing)          \
-  X(edges)
+  X(edges)            \
+  X(codes)
 
 #define DECLARE(name) GType lmwb_##name##_view_get_type(void);
 LMWB_VIEWS(DECLARE)
