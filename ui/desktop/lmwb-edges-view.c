@@ -443,30 +443,9 @@ static void export_to(LmwbEdgesView *v, const char *path) {
 /* ---- file choosers ----------------------------------------------------------------------------- */
 
 typedef void (*PathFunc)(LmwbEdgesView *v, const char *path);
-
-static void dialog_response(GtkNativeDialog *dlg, int response, gpointer user) {
-  LmwbEdgesView *v = user;
-  PathFunc fn = g_object_get_data(G_OBJECT(dlg), "fn");
-  if (response == GTK_RESPONSE_ACCEPT) {
-    g_autoptr(GFile) f = gtk_file_chooser_get_file(GTK_FILE_CHOOSER(dlg));
-    g_autofree char *path = f ? g_file_get_path(f) : NULL;
-    if (path) fn(v, path);
-  }
-  g_object_unref(dlg);
-  g_object_unref(v);
-}
-
 static void ask_path(LmwbEdgesView *v, const char *title, gboolean save, const char *suggest, PathFunc fn) {
-  GtkRoot *root = gtk_widget_get_root(GTK_WIDGET(v));
-  GtkFileChooserNative *dlg =
-    gtk_file_chooser_native_new(title, GTK_IS_WINDOW(root) ? GTK_WINDOW(root) : NULL,
-                                save ? GTK_FILE_CHOOSER_ACTION_SAVE : GTK_FILE_CHOOSER_ACTION_OPEN,
-                                save ? "_Save" : "_Choose", "_Cancel");
-  gtk_native_dialog_set_modal(GTK_NATIVE_DIALOG(dlg), TRUE);
-  if (suggest) gtk_file_chooser_set_current_name(GTK_FILE_CHOOSER(dlg), suggest);
-  g_object_set_data(G_OBJECT(dlg), "fn", fn);
-  g_signal_connect(dlg, "response", G_CALLBACK(dialog_response), g_object_ref(v));
-  gtk_native_dialog_show(GTK_NATIVE_DIALOG(dlg));
+  lmwb_ask_path(GTK_WIDGET(v), title, save ? GTK_FILE_CHOOSER_ACTION_SAVE : GTK_FILE_CHOOSER_ACTION_OPEN,
+                save ? "_Save" : "_Choose", suggest, (LmwbPathFunc)fn);
 }
 
 static void set_task_file(LmwbEdgesView *v, const char *path) {

@@ -574,35 +574,12 @@ static void save(LmwbEditingView *v, const char *dir) {
   start(v, "Saving the edited model", run_save, in, g_free, save_done, NULL);
 }
 
-/* A file dialog: a chosen folder is saved to (entry NULL), a chosen file fills the entry. */
-typedef struct {
-  LmwbEditingView *v;
-  GtkEntry *entry;
-} Chooser;
+static void save_to(gpointer owner, const char *path) { save(owner, path); }
 
-static void chooser_response(GtkNativeDialog *dlg, int response, gpointer p) {
-  Chooser *c = p;
-  if (response == GTK_RESPONSE_ACCEPT) {
-    g_autoptr(GFile) f = gtk_file_chooser_get_file(GTK_FILE_CHOOSER(dlg));
-    g_autofree char *path = f ? g_file_get_path(f) : NULL;
-    if (path && c->entry) set_text(c->entry, path);
-    else if (path) save(c->v, path);
-  }
-  g_object_unref(c->v);
-  g_free(c);
-  g_object_unref(dlg);
-}
-
-static void choose(LmwbEditingView *v, GtkEntry *entry, const char *title, GtkFileChooserAction action,
-                   const char *accept) {
-  GtkRoot *root = gtk_widget_get_root(GTK_WIDGET(v));
-  GtkFileChooserNative *dlg =
-    gtk_file_chooser_native_new(title, GTK_IS_WINDOW(root) ? GTK_WINDOW(root) : NULL, action, accept, "_Cancel");
-  gtk_native_dialog_set_modal(GTK_NATIVE_DIALOG(dlg), TRUE);
-  Chooser *c = g_new0(Chooser, 1);
-  *c = (Chooser){g_object_ref(v), entry};
-  g_signal_connect(dlg, "response", G_CALLBACK(chooser_response), c);
-  gtk_native_dialog_show(GTK_NATIVE_DIALOG(dlg));
+/* A chosen file fills the entry; with entry NULL, a chosen folder is saved to. */
+static void choose(LmwbEditingView *v, GtkEntry *entry, const char *title, GtkFileChooserAction action, const char *accept) {
+  if (entry) lmwb_ask_path_into(GTK_WIDGET(v), entry, title, action, accept);
+  else lmwb_ask_path(GTK_WIDGET(v), title, action, accept, NULL, save_to);
 }
 
 /* A file for one of the path fields: stats, requests or monitor. */

@@ -66,3 +66,12 @@ void lmwb_view_present(LmwbView *v);      /* show this view's page (win.view) */
 void lmwb_view_show_error(LmwbView *v, const char *message); /* the window's banner */
 /* The banner for a job's error; a cancelled job shows nothing. */
 void lmwb_view_show_job_error(LmwbView *v, const GError *error);
+
+/* The platform's file chooser, modal over owner's window. When the user accepts, fn(owner, path)
+ * (lmwb_ask_path) or the entry gets the path (lmwb_ask_path_into); owner stays alive until then.
+ * suggest names the file of a SAVE dialog (may be NULL). */
+typedef void (*LmwbPathFunc)(gpointer owner, const char *path);
+void lmwb_ask_path(GtkWidget *owner, const char *title, GtkFileChooserAction action, const char *accept,
+                   const char *suggest, LmwbPathFunc fn);
+void lmwb_ask_path_into(GtkWidget *owner, GtkEntry *entry, const char *title, GtkFileChooserAction action,
+                        const char *accept);
