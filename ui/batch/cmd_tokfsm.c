@@ -4,6 +4,7 @@
 #include "ui/batch/cli.h"
 #include "ui/batch/commands.h"
 #include "analysis/tokfsm.h"
+#include "analysis/tokfsm_eval.h"
 #include "app/core/atomic_file.h"
 #include "app/core/inputs.h"
 #include <glib/gstdio.h>
@@ -125,6 +126,154 @@ int lmwb_cmd_tokfsm_make(int argc, char **argv) {
 fail:
   status = lmwb_cli_fail(err);
 done:
+  lmwb_tokfsm_free(f);
+  return status;
+}
+
+/* ---- eval ---- */
+
+static void add_lm(JsonBuilder *b, const char *name, const LmwbTokfsmLm *lm) {
+  json_builder_set_member_name(b, name);
+  json_builder_begin_object(b);
+  lmwb_json_member_double(b, "loss", lm->loss);
+  lmwb_json_member_double(b, "accuracy", lm->accuracy);
+  lmwb_json_member_double(b, "state_accuracy", lm->state_accuracy);
+  lmwb_json_member_int(b, "tokens", lm->tokens);
+  lmwb_json_member_int(b, "transitions", lm->transitions);
+  json_builder_end_object(b);
+}
+
+static void add_states(JsonBuilder *b, const LmwbTokfsmEvalResult *r) {
+  json_builder_set_member_name(b, "codes_vs_neurons");
+  json_builder_begin_object(b);
+  lmwb_json_member_int(b, "states_measured", r->states_measured);
+  lmwb_json_member_double(b, "code_precision", r->code_precision);
+  lmwb_json_member_double(b, "code_recall", r->code_recall);
+  lmwb_json_member_double(b, "neuron_precision", r->neuron_precision);
+  lmwb_json_member_double(b, "neuron_recall", r->neuron_recall);
+  json_builder_set_member_name(b, "states");
+  json_builder_begin_array(b);
+  for (int s = 0; s < r->n_states; s++) {
+    const LmwbTokfsmStateBest *st = &r->states[s];
+    if (!st->support) continue;
+    json_builder_begin_object(b);
+    lmwb_json_member_int(b, "state", st->state);
+    lmwb_json_member_int(b, "support", st->support);
+    if (st->code >= 0) {
+      lmwb_json_member_int(b, "code_layer", st->code_layer);
+      lmwb_json_member_int(b, "code", st->code);
+    }
+    lmwb_json_member_double(b, "code_precision", st->code_precision);
+    lmwb_json_member_double(b, "code_recall", st->code_recall);
+    if (st->neuron >= 0) {
+      lmwb_json_member_int(b, "neuron_layer", st->neuron_layer);
+      lmwb_json_member_int(b, "neuron", st->neuron);
+    }
+    lmwb_json_member_double(b, "neuron_precision", st->neuron_precision);
+    lmwb_json_member_double(b, "neuron_recall", st->neuron_recall);
+    json_builder_end_object(b);
+  }
+  json_builder_end_array(b);
+  json_builder_end_object(b);
+}
+
+static void add_patching(JsonBuilder *b, const LmwbTokfsmEvalResult *r) {
+  json_builder_set_member_name(b, "patching");
+  json_builder_begin_object(b);
+  lmwb_json_member_int(b, "transitions", r->transitions);
+  lmwb_json_member_double_or_null(b, "jsd_unpatched", r->jsd_unpatched);
+  json_builder_set_member_name(b, "patches");
+  json_builder_begin_array(b);
+  for (int i = 0; i < r->n_patches; i++) {
+    json_builder_begin_object(b);
+    if (r->patches[i].layer < 0) lmwb_json_member_string(b, "layers", "all");
+    else lmwb_json_member_int(b, "layer", r->patches[i].layer);
+    lmwb_json_member_double_or_null(b, "jsd", r->patches[i].jsd);
+    lmwb_json_member_double_or_null(b, "normalised", r->patches[i].normalised);
+    json_builder_end_object(b);
+  }
+  json_builder_end_array(b);
+  json_builder_end_object(b);
+}
+
+int lmwb_cmd_tokfsm_eval(int argc, char **argv) {
+  char *fsm_dir = NULL, *file = NULL, *cb_dir = NULL;
+  int sequences = 0, batch = 0, transitions = 0;
+  gint64 seed = 1;
+  GOptionEntry e[] = {
+    {"fsm", 0, 0, G_OPTION_ARG_FILENAME, &fsm_dir, "Folder of `tokfsm make` (fsm.json, valid.txt; required)", "DIR"},
+    {"file", 0, 0, G_OPTION_ARG_FILENAME, &file, "Held-out sequences (default: the --fsm folder's valid.txt)", "TEXT"},
+    {"codebooks", 0, 0, G_OPTION_ARG_FILENAME, &cb_dir, "Codebook set of the model (attn/mlp, any k): adds (b) and (c)", "DIR"},
+    {"sequences", 'n', 0, G_OPTION_ARG_INT, &sequences, "Held-out sequences evaluated (default 100)", "N"},
+    {"transitions", 0, 0, G_OPTION_ARG_INT, &transitions, "Patched transitions in (c) (default 500; negative: none)", "N"},
+    {"batch", 'b', 0, G_OPTION_ARG_INT, &batch, "Sequences per forward (default 16)", "N"},
+    {"seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Seed of the patched transitions (default 1)", "S"},
+    {NULL}};
+  if (!lmwb_cli_parse(&argc, &argv, "- measure a TokFSM model as the codebook paper does",
+                      "Runs the held-out sequences (analysis/tokfsm_eval.h has the exact definitions) and prints:\n"
+                      "  {\"sequences\", \"plain\": {loss, accuracy, state_accuracy, tokens, transitions}, \"codebooks\": {...},\n"
+                      "   \"codes_vs_neurons\": {states_measured, code_precision, code_recall, neuron_precision,\n"
+                      "    neuron_recall, \"states\": [{state, support, code_layer, code, code_precision, code_recall,\n"
+                      "    neuron_layer, neuron, neuron_precision, neuron_recall}]},\n"
+                      "   \"patching\": {transitions, jsd_unpatched, \"patches\": [{\"layers\": \"all\" | \"layer\": L, jsd,\n"
+                      "    normalised}]}, \"seconds\"}\n"
+                      "(a) plain/codebooks: next-token loss and accuracy over the digits; state accuracy = share of greedy\n"
+                      "    next states (two digits) that are edges of the machine. (b) per state, the MLP code with the best F1\n"
+                      "    for \"this token is the second digit of state s\" vs the best MLP neuron at the same recall.\n"
+                      "(c) MLP code ids at the last position replaced by another state's: Jensen-Shannon divergence to\n"
+                      "    that state's true next-token distribution, normalised so that no patch = 1.\n"
+                      "Example: lmwb-batch tokfsm eval --model data/models/tokfsm --fsm fsm/ --codebooks data/models/tokfsm/codebooks",
+                      TOKFSM_HELP, e, LMWB_CLI_MODEL | LMWB_CLI_OUT | LMWB_CLI_THREADS))
+    return 2;
+  if (!fsm_dir) return lmwb_cli_usage_error("--fsm DIR is required (a folder written by tokfsm make)");
+  if (sequences < 0 || batch < 0) return lmwb_cli_usage_error("--sequences and --batch must not be negative");
+  if (seed < 0) return lmwb_cli_usage_error("--seed must not be negative");
+  GError *err = NULL;
+  g_autofree char *fsm_path = g_build_filename(fsm_dir, "fsm.json", NULL);
+  g_autofree char *valid_path = file ? g_strdup(file) : g_build_filename(fsm_dir, "valid.txt", NULL);
+  LmwbTokfsm *f = lmwb_tokfsm_load(fsm_path, &err);
+  if (!f) {
+    g_prefix_error(&err, "--fsm: ");
+    return lmwb_cli_fail(err);
+  }
+  int n = 0, status = 0;
+  LmwbModel *m = NULL;
+  LmwbCodebooks *cb = NULL;
+  LmwbTokfsmEvalResult res = {0};
+  g_autoptr(JsonBuilder) b = NULL;
+  g_autofree int32_t *seqs = lmwb_tokfsm_read_sequences(f, valid_path, &n, &err);
+  if (!seqs) {
+    g_prefix_error(&err, file ? "--file: " : "--fsm: ");
+    goto fail;
+  }
+  if (!(m = lmwb_cli_load_model(&err))) goto fail;
+  if (cb_dir && !(cb = lmwb_codebooks_load(cb_dir, &m->cfg, &err))) {
+    g_prefix_error(&err, "--codebooks: ");
+    goto fail;
+  }
+  LmwbTokfsmEvalOptions o = {.sequences = sequences, .batch = batch, .transitions = transitions, .seed = (guint64)seed};
+  if (!lmwb_tokfsm_eval(m, cb, f, seqs, n, &o, lmwb_cli_reporter(), &res, &err)) goto fail;
+  if (isatty(2)) fputc('\n', stderr);
+  b = json_builder_new();
+  json_builder_begin_object(b);
+  lmwb_json_member_string(b, "model", m->dir ? m->dir : "");
+  if (cb_dir) lmwb_json_member_string(b, "codebooks", cb_dir);
+  lmwb_json_member_string(b, "sequences_file", valid_path);
+  lmwb_json_member_int(b, "sequences", res.sequences);
+  add_lm(b, "plain", &res.plain);
+  if (res.has_codebooks) add_lm(b, "codebooks", &res.codebooks);
+  if (res.has_codes) add_states(b, &res);
+  if (res.has_codes && res.n_patches > 0) add_patching(b, &res);
+  lmwb_json_member_double(b, "seconds", res.seconds);
+  json_builder_end_object(b);
+  if (!lmwb_cli_emit_json(json_builder_get_root(b), lmwb_cli.out, &err)) goto fail;
+  goto done;
+fail:
+  status = lmwb_cli_fail(err);
+done:
+  lmwb_tokfsm_eval_result_clear(&res);
+  lmwb_codebooks_free(cb);
+  if (m) lmwb_model_unref(m);
   lmwb_tokfsm_free(f);
   return status;
 }
