@@ -10,6 +10,8 @@
     independent float64 reimplementation here (hf_models forward, the codebook written out in torch,
     the greedy two-digit continuation run in full, neurons by brute force over every threshold).
 (c) bad input -> exit 2 naming the field or file, nothing written.
+(d) the pieces rebuild.sh uses: `train` with "window_start": "eos" and `codebook train --eos-windows`
+    run on TokFSM data (and refuse a text without end-of-text tokens).
 Usage: test_tokfsm_cli.py LMWB_BATCH
 """
 import json
@@ -279,6 +281,38 @@ def case_bad(tmp, fsm_dir, model):
     check(rc == 0 and "--codebooks" in out and "state accuracy" in out, "tokfsm eval --help")
 
 
+def case_train(tmp, fsm_dir, model):
+    recipe = {"out": os.path.join(tmp, "trained"), "tokenizer": fsm_dir,
+              "model": {"architecture": "gpt2", "n_layer": 1, "d_model": 16, "n_head": 2, "d_ff": 32, "context": 13},
+              "train_files": [os.path.join(fsm_dir, "train.txt")], "valid_files": [os.path.join(fsm_dir, "valid.txt")],
+              "batch": 4, "seq": 13, "steps": 6, "warmup": 1, "lr": 0.003, "eval_every": 3, "eval_batches": 2,
+              "checkpoint_every": 3, "threads": 1, "window_start": "eos"}
+    rp = os.path.join(tmp, "recipe.json")
+    json.dump(recipe, open(rp, "w"))
+    rc, out, err = run("train", "--recipe", rp)
+    check(rc == 0 and os.path.exists(os.path.join(tmp, "trained", "model.safetensors")),
+          f"train with window_start eos runs on TokFSM data ({err.strip()[-200:]})")
+    rc, out, err = run("tokfsm", "eval", "--model", os.path.join(tmp, "trained"), "--fsm", fsm_dir, "--sequences", "4")
+    check(rc == 0 and json.loads(out)["plain"]["loss"] < 3.0, "tokfsm eval reads the trained folder")
+    recipe["window_start"] = "middle"
+    recipe["out"] = os.path.join(tmp, "trained2")
+    json.dump(recipe, open(rp, "w"))
+    rc, _, err = run("train", "--recipe", rp)
+    check(rc == 2 and "window_start" in err and not os.path.exists(recipe["out"]), "window_start middle: exit 2 naming it")
+    cbo = os.path.join(tmp, "cbtrained")
+    rc, out, err = run("codebook", "train", "--model", model, "--file", os.path.join(fsm_dir, "train.txt"),
+                       "--sites", "attn,mlp", "--codes", "8", "--k", "1", "--steps", "3", "--context", "13",
+                       "--batch", "4", "--eos-windows", "--finetune", "--eval-windows", "4", "--threads", "1", "--out", cbo)
+    check(rc == 0 and os.path.exists(os.path.join(cbo, "model", "model.safetensors")),
+          f"codebook train --eos-windows --finetune runs ({err.strip()[-200:]})")
+    digits = os.path.join(tmp, "digits.txt")
+    open(digits, "w").write("0123456789" * 20)
+    rc, _, err = run("codebook", "train", "--model", model, "--file", digits, "--codes", "8", "--k", "1", "--steps", "2",
+                     "--context", "13", "--eos-windows", "--out", os.path.join(tmp, "cbbad"))
+    check(rc == 2 and "end-of-text" in err and not os.path.exists(os.path.join(tmp, "cbbad", "codebooks.json")),
+          f"codebook train --eos-windows on a text without <|endoftext|>: exit 2 ({err.strip()[-160:]})")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="lmwb-tokfsm-")
     try:
@@ -286,6 +320,7 @@ def main():
         model = case_eval(tmp, fsm_dir, fsm)
         if model:
             case_bad(tmp, fsm_dir, model)
+            case_train(tmp, fsm_dir, model)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if failures:
