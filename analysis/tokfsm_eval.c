@@ -97,16 +97,16 @@ static gboolean lm_pass(Pass *p, LmwbTokfsmLm *lm, Cache *cache, GError **error)
   double loss = 0;
   int64_t tokens = 0, correct = 0, trans = 0, valid = 0;
   g_autofree int32_t *ex_ids = g_new(int32_t, (size_t)p->batch * T);
-  g_autofree int *ex_lens = g_new(int, p->batch);
   g_autofree int *ex_state = g_new(int, p->batch);
   g_autofree int *ex_d1 = g_new(int, p->batch);
   int n_ex = 0;
-  /* Runs the queued continuations (prefix + greedy first digit) and scores their second digit. */
-#define FLUSH()                                                                                                    \
+  /* Runs the queued continuations (prefix + greedy first digit, all of one length `len`) and scores
+   * their second digit. */
+#define FLUSH(len)                                                                                                 \
   do {                                                                                                             \
     if (n_ex > 0) {                                                                                                \
-      LmwbForwardOptions fo = {.lens = ex_lens, .last_logits_only = true};                                         \
-      if (!lmwb_runner_forward(p->r, ex_ids, n_ex, T, &fo, error)) return FALSE;                                   \
+      LmwbForwardOptions fo = {.last_logits_only = true};                                                          \
+      if (!lmwb_runner_forward(p->r, ex_ids, n_ex, (len), &fo, error)) return FALSE;                               \
       const float *lg = lmwb_runner_logits(p->r, NULL);                                                            \
       for (int e = 0; e < n_ex; e++) {                                                                             \
         int d2 = argmax(lg + (size_t)e * V, V);                                                                    \
@@ -149,8 +149,14 @@ static gboolean lm_pass(Pass *p, LmwbTokfsmLm *lm, Cache *cache, GError **error)
         correct += argmax(row + (size_t)t * V, V) == s[t + 1];
         tokens++;
       }
-      for (int j = 0; j + 1 < L; j++) {
-        int pos = 2 + 2 * j, state = 10 * s[pos - 1] + s[pos];
+    }
+    /* state j of every sequence of the batch: the continuations have one length, pos + 2 */
+    for (int j = 0; j + 1 < L; j++) {
+      int pos = 2 + 2 * j;
+      for (int b = 0; b < B; b++) {
+        const int32_t *s = ids + (size_t)b * T;
+        const float *row = lg + (size_t)b * T * V;
+        int state = 10 * s[pos - 1] + s[pos];
         int d1 = argmax(row + (size_t)pos * V, V);
         trans++;
         if (d1 == s[pos + 1]) {
@@ -159,17 +165,15 @@ static gboolean lm_pass(Pass *p, LmwbTokfsmLm *lm, Cache *cache, GError **error)
           valid += pred >= 0 && lmwb_tokfsm_is_edge(p->f, state, pred);
           continue;
         }
-        int32_t *e = ex_ids + (size_t)n_ex * T;
+        int32_t *e = ex_ids + (size_t)n_ex * (pos + 2);
         memcpy(e, s, sizeof(int32_t) * (pos + 1));
         e[pos + 1] = d1;
-        for (int t = pos + 2; t < T; t++) e[t] = LMWB_TOKFSM_EOT;
-        ex_lens[n_ex] = pos + 2;
         ex_state[n_ex] = state;
         ex_d1[n_ex] = d1;
-        if (++n_ex == p->batch) FLUSH();
+        n_ex++;
       }
+      FLUSH(pos + 2);
     }
-    FLUSH();
   }
 #undef FLUSH
   lm->loss = loss / (double)tokens;
