@@ -29,18 +29,30 @@ static double rnd_normal(guint64 *s) {
 
 /* ---- windows ------------------------------------------------------------------------------------ */
 
-static void draw_windows(const int32_t *ids, size_t n_ids, int B, int T, guint64 *rng, int32_t *out) {
+/* Window starts (eos_windows): positions of the end-of-text token with a whole window after them. */
+static size_t *eos_starts(const int32_t *ids, size_t n_ids, int32_t eos, int T, size_t *n) {
+  GArray *a = g_array_new(FALSE, FALSE, sizeof(size_t));
+  for (size_t i = 0; i + (size_t)T <= n_ids; i++)
+    if (ids[i] == eos) g_array_append_val(a, i);
+  *n = a->len;
+  return (size_t *)g_array_free(a, a->len == 0);
+}
+
+/* starts NULL: anywhere in the stream; else one of starts[0..n_starts). */
+static void draw_windows(const int32_t *ids, size_t n_ids, int B, int T, guint64 *rng, int32_t *out,
+                         const size_t *starts, size_t n_starts) {
   size_t span = n_ids - (size_t)T + 1;
   for (int b = 0; b < B; b++) {
-    size_t at = (size_t)(rnd_next(rng) % span);
+    size_t at = starts ? starts[rnd_next(rng) % n_starts] : (size_t)(rnd_next(rng) % span);
     memcpy(out + (size_t)b * T, ids + at, sizeof(int32_t) * T);
   }
 }
 
 /* ---- evaluation --------------------------------------------------------------------------------- */
 
-gboolean lmwb_codebook_evaluate(LmwbModel *m, const LmwbCodebooks *cb, const int32_t *ids, size_t n_ids, int context,
-                                int windows, LmwbCodebookEval *ev, double *active_fraction, GError **error) {
+static gboolean evaluate_at(LmwbModel *m, const LmwbCodebooks *cb, const int32_t *ids, size_t n_ids, int context,
+                            int windows, const size_t *starts, size_t n_starts, LmwbCodebookEval *ev,
+                            double *active_fraction, GError **error) {
   memset(ev, 0, sizeof *ev);
   if (windows < 1 || n_ids < (size_t)context || context < 2) {
     lmwb_input_error(error, "evaluation: %zu tokens are too few for windows of %d", n_ids, context);
@@ -58,7 +70,8 @@ gboolean lmwb_codebook_evaluate(LmwbModel *m, const LmwbCodebooks *cb, const int
   for (int w0 = 0; ok && w0 < windows; w0 += EVAL_BATCH) {
     int B = MIN(EVAL_BATCH, windows - w0);
     for (int b = 0; b < B; b++) {
-      size_t at = windows == 1 ? 0 : (size_t)((double)(w0 + b) * (n_ids - context) / (windows - 1));
+      size_t at = starts ? starts[(size_t)((double)(w0 + b) * n_starts / windows)]
+                  : windows == 1 ? 0 : (size_t)((double)(w0 + b) * (n_ids - context) / (windows - 1));
       memcpy(batch + (size_t)b * context, ids + at, sizeof(int32_t) * context);
     }
     ok = lmwb_runner_forward(r, batch, B, context, NULL, error);
@@ -99,6 +112,11 @@ gboolean lmwb_codebook_evaluate(LmwbModel *m, const LmwbCodebooks *cb, const int
   return ok;
 }
 
+gboolean lmwb_codebook_evaluate(LmwbModel *m, const LmwbCodebooks *cb, const int32_t *ids, size_t n_ids, int context,
+                                int windows, LmwbCodebookEval *ev, double *active_fraction, GError **error) {
+  return evaluate_at(m, cb, ids, n_ids, context, windows, NULL, 0, ev, active_fraction, error);
+}
+
 void lmwb_codebook_train_result_clear(LmwbCodebookTrainResult *r) {
   lmwb_codebooks_free(r->cb);
   if (r->model) lmwb_model_unref(r->model);
@@ -120,6 +138,7 @@ typedef struct {
   int B, T;
   double lr, lambda, b1, b2, eps;
   LmwbModel *fm;            /* finetune: the model being trained (m's copy) */
+  size_t *starts, n_starts; /* eos_windows: where windows may start */
   LmwbAdamW *model_adam;
 } Trainer;
 
@@ -145,7 +164,7 @@ static void trainer_free(Trainer *t) {
 static void init_normal(Trainer *t, const int32_t *ids, size_t n_ids, GError **error, gboolean *ok) {
   LmwbCodebooks *cb = t->cb;
   g_autofree int32_t *win = g_new(int32_t, (size_t)t->B * t->T);
-  draw_windows(ids, n_ids, t->B, t->T, &t->rng, win);
+  draw_windows(ids, n_ids, t->B, t->T, &t->rng, win, t->starts, t->n_starts);
   lmwb_codebook_run_set_inputs(t->run, true, true);
   *ok = lmwb_runner_forward(t->r, win, t->B, t->T, NULL, error);
   for (int i = 0; *ok && i < cb->n; i++) {
@@ -179,7 +198,7 @@ static void init_kmeans(Trainer *t, const int32_t *ids, size_t n_ids, GError **e
   for (int i = 0; i < cb->n; i++) X[i] = g_new(float, (size_t)N * cb->books[i].groups * cb->books[i].width);
   lmwb_codebook_run_set_inputs(t->run, true, true);
   for (int bt = 0; *ok && bt < nb; bt++) {
-    draw_windows(ids, n_ids, t->B, t->T, &t->rng, win);
+    draw_windows(ids, n_ids, t->B, t->T, &t->rng, win, t->starts, t->n_starts);
     *ok = lmwb_runner_forward(t->r, win, t->B, t->T, NULL, error);
     for (int i = 0; *ok && i < cb->n; i++) {
       int rows;
@@ -264,7 +283,7 @@ static int64_t replace_dead(Trainer *t) {
 static gboolean step(Trainer *t, const int32_t *ids, size_t n_ids, int32_t *win, double *lm, double *mse,
                      int64_t *dead_replaced, GError **error) {
   LmwbCodebooks *cb = t->cb;
-  draw_windows(ids, n_ids, t->B, t->T, &t->rng, win);
+  draw_windows(ids, n_ids, t->B, t->T, &t->rng, win, t->starts, t->n_starts);
   lmwb_codebook_run_zero_grads(t->run);
   bool dead_now = t->o->dead_every > 0 && (t->step + 1) % t->o->dead_every == 0;
   lmwb_codebook_run_set_inputs(t->run, dead_now, false);
@@ -455,6 +474,16 @@ gboolean lmwb_codebook_train(LmwbModel *m, const int32_t *ids, size_t n_ids, con
   t.B = o->batch > 0 ? o->batch : 8;
   t.T = o->context > 0 ? o->context : MIN(64, m->cfg.n_ctx);
   if (!check_options(m, n_ids, o, t.T, error)) return FALSE;
+  if (o->eos_windows) {
+    if (m->cfg.eos_id < 0) {
+      lmwb_input_error(error, "eos windows: the model has no end-of-text token");
+      return FALSE;
+    }
+    if (!(t.starts = eos_starts(ids, n_ids, m->cfg.eos_id, t.T, &t.n_starts))) {
+      lmwb_input_error(error, "eos windows: the text holds no end-of-text token with a whole window of %d after it", t.T);
+      return FALSE;
+    }
+  }
   t.lr = o->lr > 0 ? o->lr : LMWB_CB_DEFAULT_LR;
   t.lambda = o->lambda > 0 ? o->lambda : o->lambda < 0 ? 0 : LMWB_CB_DEFAULT_LAMBDA;
   t.b1 = o->beta1 > 0 ? o->beta1 : 0.9;
@@ -496,8 +525,8 @@ gboolean lmwb_codebook_train(LmwbModel *m, const int32_t *ids, size_t n_ids, con
   lmwb_codebook_run_changed(t.run);
   if (ok && eval_w > 0) {
     lmwb_report_progress(rep, 0, "evaluating before");
-    ok = lmwb_codebook_evaluate(m, NULL, ids, n_ids, t.T, eval_w, &res->plain, NULL, error) &&
-         lmwb_codebook_evaluate(m, cb, ids, n_ids, t.T, eval_w, &res->before, NULL, error);
+    ok = evaluate_at(m, NULL, ids, n_ids, t.T, eval_w, t.starts, t.n_starts, &res->plain, NULL, error) &&
+         evaluate_at(m, cb, ids, n_ids, t.T, eval_w, t.starts, t.n_starts, &res->before, NULL, error);
   }
   if (ok) lmwb_codebook_run_set_training(t.run, true, (float)t.lambda);
   g_autofree int32_t *win = g_new(int32_t, (size_t)t.B * t.T);
@@ -527,9 +556,11 @@ gboolean lmwb_codebook_train(LmwbModel *m, const int32_t *ids, size_t n_ids, con
   res->steps = t.step;
   if (ok && !stopped && eval_w > 0) {
     lmwb_report_progress(rep, 1, "evaluating after");
-    ok = lmwb_codebook_evaluate(t.fm ? t.fm : m, cb, ids, n_ids, t.T, eval_w, &res->after, &res->active_fraction, error);
+    ok = evaluate_at(t.fm ? t.fm : m, cb, ids, n_ids, t.T, eval_w, t.starts, t.n_starts, &res->after,
+                     &res->active_fraction, error);
   }
   trainer_free(&t);
+  g_free(t.starts);
   if (ok) res->model = t.fm;
   else if (t.fm) lmwb_model_unref(t.fm);
   res->seconds = (g_get_monotonic_time() - t0) / 1e6;

@@ -18,8 +18,8 @@
  * no row chose since the last replacement become a random input row of the current batch plus
  * Gaussian noise of norm dead_noise·‖x‖, with their Adam moments zeroed.
  *
- * Data: windows of `context` tokens at uniform random positions of the token stream, `batch`
- * windows a step, drawn from the seed. Evaluation (before and after): the mean next-token loss
+ * Data: windows of `context` tokens at uniform random positions of the token stream (with
+ * eos_windows: at uniform random end-of-text tokens), `batch` windows a step, drawn from the seed. Evaluation (before and after): the mean next-token loss
  * and accuracy on eval_windows fixed windows spread over the stream, for the plain model, the
  * initial codebooks and the trained ones, and the mean reconstruction error.
  *
@@ -57,6 +57,8 @@ typedef struct LmwbCodebookTrainOptions {
   int64_t max_steps_this_run;        /* > 0: stop with a checkpoint after this many steps */
   bool finetune;                     /* train the model's weights too */
   double model_lr;                   /* their learning rate; 0: lr */
+  bool eos_windows;                  /* windows (training and evaluation) start only at the model's
+                                        end-of-text token: document boundaries (TokFSM) */
 } LmwbCodebookTrainOptions;
 
 typedef struct LmwbCodebookEval {

@@ -17,6 +17,7 @@
 
 typedef struct {
   char *out, *tokenizer, *init_from, *dtype, *base;
+  char *window_start; /* "any" or "eos" */
   LmwbConfig cfg;
   gboolean from_scratch;
   char **train_files, **valid_files;
@@ -29,6 +30,7 @@ static void recipe_clear(Recipe *r) {
   g_free(r->tokenizer);
   g_free(r->init_from);
   g_free(r->dtype);
+  g_free(r->window_start);
   g_free(r->base);
   g_strfreev(r->train_files);
   g_strfreev(r->valid_files);
@@ -118,6 +120,7 @@ static gboolean parse_recipe(const char *path, Recipe *r, GError **error) {
   r->eval_every = 100; r->eval_batches = 8; r->checkpoint_every = 200; r->threads = 0;
   r->lr = 1e-3; r->min_lr = 1e-4; r->weight_decay = 0.1; r->beta1 = 0.9; r->beta2 = 0.95; r->eps = 1e-8; r->grad_clip = 1.0;
   r->dtype = g_strdup("F32");
+  r->window_start = g_strdup("any");
   g_autoptr(JsonNode) root = lmwb_json_load_file(path, (uint64_t)16 << 20, error);
   if (!root) {
     g_prefix_error(error, "recipe ");
@@ -130,13 +133,14 @@ static gboolean parse_recipe(const char *path, Recipe *r, GError **error) {
   JsonObject *o = json_node_get_object(root);
   static const char *const known[] = {"out", "tokenizer", "init_from", "model", "train_files", "valid_files", "seed",
     "batch", "seq", "grad_accum", "steps", "lr", "min_lr", "warmup", "weight_decay", "beta1", "beta2", "eps",
-    "grad_clip", "eval_every", "eval_batches", "checkpoint_every", "dtype", "threads", "comment", NULL};
+    "grad_clip", "eval_every", "eval_batches", "checkpoint_every", "dtype", "threads", "window_start", "comment", NULL};
   if (!check_keys(o, known, "the recipe", path, error)) return FALSE;
   g_autofree char *dir = g_path_get_dirname(path);
   r->base = g_strdup(dir);
   char *out = NULL, *tok = NULL, *init = NULL;
   gboolean ok = str_member(o, "out", &out, path, error) && str_member(o, "tokenizer", &tok, path, error) &&
                 str_member(o, "init_from", &init, path, error) && str_member(o, "dtype", &r->dtype, path, error) &&
+                str_member(o, "window_start", &r->window_start, path, error) &&
                 int_member(o, "seed", &r->seed, path, error) && int_member(o, "batch", &r->batch, path, error) &&
                 int_member(o, "seq", &r->seq, path, error) && int_member(o, "grad_accum", &r->grad_accum, path, error) &&
                 int_member(o, "steps", &r->steps, path, error) && int_member(o, "warmup", &r->warmup, path, error) &&
@@ -171,6 +175,8 @@ static gboolean parse_recipe(const char *path, Recipe *r, GError **error) {
   NEED(r->grad_clip >= 0, "recipe %s: grad_clip %g must be >= 0 (0 turns clipping off)", path, r->grad_clip);
   NEED(!strcmp(r->dtype, "F32") || !strcmp(r->dtype, "F16") || !strcmp(r->dtype, "BF16"), "recipe %s: dtype \"%s\" must be F32, F16 or BF16", path, r->dtype);
   NEED(r->threads >= 0 && r->threads <= 1024, "recipe %s: threads out of range", path);
+  NEED(!strcmp(r->window_start, "any") || !strcmp(r->window_start, "eos"),
+       "recipe %s: window_start \"%s\" must be any or eos", path, r->window_start);
   r->from_scratch = r->tokenizer != NULL;
   if (r->from_scratch) {
     NEED(json_object_has_member(o, "model") && JSON_NODE_HOLDS_OBJECT(json_object_get_member(o, "model")),
@@ -259,6 +265,21 @@ static int32_t *tokenize_files(const LmwbTokenizer *tok, char **files, size_t *n
   return (int32_t *)g_array_free(all, FALSE);
 }
 
+/* Window starts for "window_start": "eos": the positions of the end-of-text token from which a
+ * whole window and its targets fit (each window then begins at a document boundary, as rows of
+ * documents padded after a BOS would). NULL with *n 0 when there is none. */
+static size_t *eos_starts(const int32_t *ids, size_t n_ids, int32_t eos, int T, size_t *n) {
+  GArray *a = g_array_new(FALSE, FALSE, sizeof(size_t));
+  for (size_t i = 0; i + (size_t)T + 1 <= n_ids; i++)
+    if (ids[i] == eos) g_array_append_val(a, i);
+  *n = a->len;
+  if (!a->len) {
+    g_array_free(a, TRUE);
+    return NULL;
+  }
+  return (size_t *)g_array_free(a, FALSE);
+}
+
 /* ---- checkpoints ---------------------------------------------------------------------------- */
 
 static gboolean save_checkpoint(const char *dir, const LmwbModel *m, const LmwbAdamW *opt, gint64 step, guint64 rng,
@@ -332,8 +353,8 @@ static gboolean load_checkpoint(const char *dir, LmwbModel *m, LmwbAdamW *opt, g
 /* ---- training ------------------------------------------------------------------------------- */
 
 /* Mean validation loss; NAN on error or when cancel was requested (checked between batches). */
-static double validate(LmwbRunner *r, const int32_t *val, size_t n_val, const Recipe *rc, LmwbReporter *rep,
-                       GError **error) {
+static double validate(LmwbRunner *r, const int32_t *val, size_t n_val, const size_t *starts, size_t n_starts,
+                       const Recipe *rc, LmwbReporter *rep, GError **error) {
   int B = (int)rc->batch, T = (int)rc->seq;
   size_t span = n_val > (size_t)T + 1 ? n_val - T - 1 : 0;
   g_autofree int32_t *ids = g_new(int32_t, (size_t)B * T);
@@ -344,7 +365,7 @@ static double validate(LmwbRunner *r, const int32_t *val, size_t n_val, const Re
   size_t total = (size_t)rc->eval_batches * B;
   for (gint64 k = 0; k < rc->eval_batches; k++) {
     for (int b = 0; b < B; b++) {
-      size_t start = span ? (span * (k * B + b)) / total : 0;
+      size_t start = starts ? starts[(n_starts * (k * B + b)) / total] : span ? (span * (k * B + b)) / total : 0;
       memcpy(ids + (size_t)b * T, val + start, (size_t)T * sizeof(int32_t));
       memcpy(tg + (size_t)b * T, val + start + 1, (size_t)T * sizeof(int32_t));
     }
@@ -376,7 +397,8 @@ gboolean lmwb_train(const char *recipe_path, gboolean resume, int64_t max_steps_
   int32_t *train = NULL, *val = NULL;
   FILE *csv = NULL;
   uint8_t *mask = NULL;
-  size_t n_train = 0, n_val = 0;
+  size_t n_train = 0, n_val = 0, n_train_starts = 0, n_val_starts = 0;
+  size_t *train_starts = NULL, *val_starts = NULL;
   char *ckpt = NULL, *ckpt_file = NULL, *csv_path = NULL;
   int32_t *ids = NULL, *tg = NULL;
   const char *tok_dir = rc.from_scratch ? rc.tokenizer : rc.init_from;
@@ -416,6 +438,20 @@ gboolean lmwb_train(const char *recipe_path, gboolean resume, int64_t max_steps_
     lmwb_input_error(error, "the corpus is too small: %zu training and %zu validation tokens for windows of %" G_GINT64_FORMAT,
                      n_train, n_val, rc.seq + 1);
     goto done;
+  }
+  if (!strcmp(rc.window_start, "eos")) {
+    int32_t eos = lmwb_tokenizer_eos(tok);
+    if (eos < 0) {
+      lmwb_input_error(error, "recipe %s: window_start \"eos\" needs a tokenizer with an end-of-text token", recipe_path);
+      goto done;
+    }
+    train_starts = eos_starts(train, n_train, eos, (int)rc.seq, &n_train_starts);
+    val_starts = eos_starts(val, n_val, eos, (int)rc.seq, &n_val_starts);
+    if (!train_starts || !val_starts) {
+      lmwb_input_error(error, "recipe %s: window_start \"eos\": the %s files hold no end-of-text token with a whole window after it",
+                       recipe_path, train_starts ? "validation" : "training");
+      goto done;
+    }
   }
   mask = g_new0(uint8_t, m->n_params);
   for (int i = 0; i < m->n_info; i++)
@@ -476,7 +512,8 @@ gboolean lmwb_train(const char *recipe_path, gboolean resume, int64_t max_steps_
     const guint64 rng_at_step = rng;
     for (gint64 a = 0; ok && !stop && a < rc.grad_accum; a++) {
       for (int b = 0; b < B; b++) {
-        size_t start = (size_t)(lmwb_splitmix64(&rng) % (guint64)(n_train - T - 1));
+        size_t start = train_starts ? train_starts[lmwb_splitmix64(&rng) % (guint64)n_train_starts]
+                                    : (size_t)(lmwb_splitmix64(&rng) % (guint64)(n_train - T - 1));
         memcpy(ids + (size_t)b * T, train + start, (size_t)T * sizeof(int32_t));
         memcpy(tg + (size_t)b * T, train + start + 1, (size_t)T * sizeof(int32_t));
       }
@@ -512,7 +549,7 @@ gboolean lmwb_train(const char *recipe_path, gboolean resume, int64_t max_steps_
     gboolean eval_now = step % rc.eval_every == 0 || step == rc.steps;
     double vl = NAN;
     if (eval_now) {
-      vl = validate(r, val, n_val, &rc, rep, error);
+      vl = validate(r, val, n_val, val_starts, n_val_starts, &rc, rep, error);
       if (isnan(vl) && lmwb_reporter_cancelled(rep, NULL)) {
         stop = TRUE; /* this step is done: the checkpoint keeps it, without its validation loss */
       } else if (isnan(vl)) {
@@ -560,6 +597,8 @@ done:
   lmwb_adamw_free(opt);
   g_free(mask);
   g_free(train);
+  g_free(train_starts);
+  g_free(val_starts);
   g_free(val);
   if (m) lmwb_model_unref(m); /* frees the tokenizer it holds */
   else if (tok && rc.from_scratch) lmwb_tokenizer_free(tok);

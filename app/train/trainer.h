@@ -9,9 +9,12 @@
  *             "d_ff", "context"},
  *   "train_files": [...], "valid_files": [...], "seed", "batch", "seq", "grad_accum", "steps",
  *   "lr", "min_lr", "warmup", "weight_decay", "beta1", "beta2", "eps", "grad_clip",
- *   "eval_every", "eval_batches", "checkpoint_every", "dtype" ("F32"|"F16"|"BF16"), "threads".
+ *   "eval_every", "eval_batches", "checkpoint_every", "dtype" ("F32"|"F16"|"BF16"), "threads",
+ *   "window_start" ("any" | "eos").
  * Training windows are drawn uniformly from the train files' tokens, concatenated, so a file
- * listed twice is drawn twice as often.
+ * listed twice is drawn twice as often. With "window_start": "eos" a window starts only at an
+ * end-of-text token (a document boundary; the TokFSM sequences, whose state parity is read from
+ * the position after it), for training and validation alike.
  * Optimiser defaults: beta1 0.9, beta2 0.95, weight_decay 0.1 (GPT-2 recipes), eps 1e-8. On narrow
  * data a larger eps (1e-6 to 1e-5) damps the drift of tokens the data never uses: their softmax
  * gradients are ~1e-7, which eps 1e-8 turns into nearly full-size steps

@@ -126,7 +126,7 @@ int lmwb_cmd_codebook_train(int argc, char **argv) {
   int codes = 1024, k = 8, batch = 0, context = 0, eval_windows = 0, kmeans_iters = 0;
   double lr = 0, lambda = 0, dead_noise = 0;
   gint64 steps = 0, seed = 1, dead_every = 0, ckpt_every = 0, stop_after = 0;
-  gboolean kmeans = FALSE, resume = FALSE, finetune = FALSE;
+  gboolean kmeans = FALSE, resume = FALSE, finetune = FALSE, eos_windows = FALSE;
   double model_lr = 0;
   GOptionEntry e[] = {
     {"sites", 0, 0, G_OPTION_ARG_STRING, &sites, "Sites: attn (per head, hook_z), mlp (hook_mlp_out) or both (default attn)", "attn,mlp"},
@@ -151,6 +151,7 @@ int lmwb_cmd_codebook_train(int argc, char **argv) {
     {"stop-after", 0, 0, G_OPTION_ARG_INT64, &stop_after, "Stop (with a checkpoint) after N steps of this run", "N"},
     {"finetune", 0, 0, G_OPTION_ARG_NONE, &finetune, "Train the model's weights with the codes (the paper's setting); writes OUT/model", NULL},
     {"model-lr", 0, 0, G_OPTION_ARG_DOUBLE, &model_lr, "Learning rate of the model's weights with --finetune (default: --lr)", "X"},
+    {"eos-windows", 0, 0, G_OPTION_ARG_NONE, &eos_windows, "Start every window at an end-of-text token (documents such as TokFSM sequences)", NULL},
     {NULL}};
   if (!lmwb_cli_parse(&argc, &argv, "- train codebooks for a model (frozen, or fine-tuned with them)",
                       "Trains with the LM loss plus lambda x the reconstruction MSE (straight-through gradient; only the\n"
@@ -202,7 +203,7 @@ int lmwb_cmd_codebook_train(int argc, char **argv) {
                                 .kmeans_iters = kmeans_iters, .dead_every = dead_every, .dead_noise = dead_noise,
                                 .eval_windows = eval_windows, .seed = (guint64)seed, .checkpoint_dir = ckpt,
                                 .checkpoint_every = ckpt_every, .resume = resume, .max_steps_this_run = stop_after,
-                                .finetune = finetune, .model_lr = model_lr};
+                                .finetune = finetune, .model_lr = model_lr, .eos_windows = eos_windows};
   if (!lmwb_codebook_train(m, ids, n, init, &o, lmwb_cli_reporter(), &res, &err)) goto fail;
   if (isatty(2)) fputc('\n', stderr);
   gboolean stopped = res.steps < steps;
