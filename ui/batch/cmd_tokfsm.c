@@ -1,12 +1,13 @@
-/* lmwb-batch tokfsm make | eval: the TokFSM language of the codebook-features paper (analysis/tokfsm.h)
- * and the paper's measurements on a model trained on it (analysis/tokfsm_eval.h). Training is the
- * existing `train --recipe` and `codebook train --finetune` (data/models/tokfsm/rebuild.sh). */
+/* lmwb-batch tokfsm make | train | eval: the TokFSM language of the codebook-features paper
+ * (analysis/tokfsm.h), its model and codebooks trained by the ordinary `train --recipe` and
+ * `codebook train` with the paper's settings, and the paper's measurements (analysis/tokfsm_eval.h). */
 #include "ui/batch/cli.h"
 #include "ui/batch/commands.h"
 #include "analysis/tokfsm.h"
 #include "analysis/tokfsm_eval.h"
 #include "app/core/atomic_file.h"
 #include "app/core/inputs.h"
+#include "app/formats/json_text.h"
 #include <glib/gstdio.h>
 #include <stdio.h>
 #include <string.h>
@@ -276,4 +277,111 @@ done:
   if (m) lmwb_model_unref(m);
   lmwb_tokfsm_free(f);
   return status;
+}
+
+/* The paper's TokFSM model (GPT-2 here; 4 layers, 4 heads, d 128, MLP 512; windows of one walk,
+ * each starting at <|endoftext|>) as a recipe for `train`. The context is one walk: 1 + 2 * length. */
+static char *tokfsm_recipe(const char *data, const char *out, int context, gint64 steps, int batch, gint64 seed, int threads) {
+  g_autofree char *train = g_build_filename(data, "train.txt", NULL), *valid = g_build_filename(data, "valid.txt", NULL);
+  g_autoptr(JsonBuilder) b = json_builder_new();
+  json_builder_begin_object(b);
+#define S(k, v) (json_builder_set_member_name(b, k), json_builder_add_string_value(b, v))
+#define I(k, v) (json_builder_set_member_name(b, k), json_builder_add_int_value(b, v))
+#define D(k, v) (json_builder_set_member_name(b, k), json_builder_add_double_value(b, v))
+  S("out", out);
+  S("tokenizer", data);
+  json_builder_set_member_name(b, "model");
+  json_builder_begin_object(b);
+  S("architecture", "gpt2");
+  I("n_layer", 4), I("d_model", 128), I("n_head", 4), I("d_ff", 512), I("context", context);
+  json_builder_end_object(b);
+  json_builder_set_member_name(b, "train_files");
+  json_builder_begin_array(b);
+  json_builder_add_string_value(b, train);
+  json_builder_end_array(b);
+  json_builder_set_member_name(b, "valid_files");
+  json_builder_begin_array(b);
+  json_builder_add_string_value(b, valid);
+  json_builder_end_array(b);
+  I("seed", seed), I("batch", batch), I("seq", context), I("steps", steps), I("warmup", MIN(100, steps / 10));
+  D("lr", 2e-3), D("min_lr", 1e-4), D("weight_decay", 0.1), D("grad_clip", 1.0);
+  I("eval_every", MAX(1, steps / 6)), I("eval_batches", 8), I("checkpoint_every", MAX(1, steps / 6));
+  S("dtype", "F32"), S("window_start", "eos");
+  if (threads > 0) I("threads", threads);
+#undef S
+#undef I
+#undef D
+  json_builder_end_object(b);
+  g_autoptr(JsonNode) root = json_builder_get_root(b);
+  return lmwb_json_generate(root, TRUE, NULL);
+}
+
+int lmwb_cmd_tokfsm_train(int argc, char **argv) {
+  char *data = NULL, *out = NULL;
+  gint64 steps = 3000, cb_steps = 1000, seed = 1;
+  int batch = 16, codes = 512, threads = 0;
+  GOptionEntry e[] = {
+    {"data", 0, 0, G_OPTION_ARG_FILENAME, &data, "Folder of `tokfsm make` (train.txt, valid.txt, tokenizer.json; required)", "DIR"},
+    {"out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "The model folder to write; its codebooks go to OUT/codebooks (required)", "DIR"},
+    {"steps", 0, 0, G_OPTION_ARG_INT64, &steps, "Model training steps (default 3000; the paper: 20k at batch 512)", "N"},
+    {"batch", 'b', 0, G_OPTION_ARG_INT, &batch, "Walks per step (default 16)", "N"},
+    {"codes", 0, 0, G_OPTION_ARG_INT, &codes, "Codes per codebook (default 512; the paper: 10k)", "C"},
+    {"codebook-steps", 0, 0, G_OPTION_ARG_INT64, &cb_steps, "Codebook training steps (default 1000)", "N"},
+    {"seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Seed of the model's initialisation and batches (default 1)", "S"},
+    {"threads", 0, 0, G_OPTION_ARG_INT, &threads, "Compute threads (default: all cores)", "N"},
+    {NULL}};
+  if (!lmwb_cli_parse(&argc, &argv, "- train the TokFSM model and its codebooks (the codebook paper, section 5)",
+                      "Two stages, each the ordinary command with the paper's settings:\n"
+                      "  1. train --recipe: a 4-layer GPT-2 (4 heads, d_model 128, MLP 512) on DIR/train.txt, every\n"
+                      "     window one walk starting at <|endoftext|>; the model goes to OUT.\n"
+                      "  2. codebook train: attention + MLP codebooks at every layer, k = 1, k-means start, dead codes\n"
+                      "     re-seeded, the model frozen, windows starting at <|endoftext|>; the set goes to OUT/codebooks.\n"
+                      "Each stage prints its JSON line. Then: lmwb-batch tokfsm eval --model OUT --fsm DIR --codebooks OUT/codebooks\n"
+                      "Example: lmwb-batch tokfsm make --out fsm && lmwb-batch tokfsm train --data fsm --out tokfsm-model",
+                      TOKFSM_HELP, e, 0))
+    return 2;
+  if (!data) return lmwb_cli_usage_error("--data DIR (from tokfsm make) is required");
+  if (!out) return lmwb_cli_usage_error("--out DIR is required");
+  if (steps < 1 || cb_steps < 1 || batch < 1 || codes < 2)
+    return lmwb_cli_usage_error("--steps, --codebook-steps and --batch must be positive and --codes at least 2");
+  const char *need[] = {"fsm.json", "train.txt", "valid.txt", "tokenizer.json"};
+  for (size_t i = 0; i < G_N_ELEMENTS(need); i++) {
+    g_autofree char *p = g_build_filename(data, need[i], NULL);
+    if (!g_file_test(p, G_FILE_TEST_IS_REGULAR)) {
+      g_autofree char *msg = g_strdup_printf("--data %s has no %s: make it with `lmwb-batch tokfsm make --out DIR`", data, need[i]);
+      return lmwb_cli_usage_error(msg);
+    }
+  }
+  GError *err = NULL;
+  g_autofree char *fsm_path = g_build_filename(data, "fsm.json", NULL);
+  LmwbTokfsm *fsm = lmwb_tokfsm_load(fsm_path, &err);
+  if (!fsm) return lmwb_cli_fail(err);
+  int context = 1 + 2 * fsm->length; /* one walk per window, its end-of-text first */
+  lmwb_tokfsm_free(fsm);
+  g_autofree char *context_s = g_strdup_printf("%d", context);
+  g_autofree char *recipe_text = tokfsm_recipe(data, out, context, steps, batch, seed, threads);
+  g_autofree char *recipe = NULL;
+  int fd = g_file_open_tmp("lmwb-tokfsm-XXXXXX.json", &recipe, &err);
+  if (fd < 0) return lmwb_cli_fail(err);
+  gboolean ok = write(fd, recipe_text, strlen(recipe_text)) == (ssize_t)strlen(recipe_text);
+  close(fd);
+  if (!ok) {
+    g_unlink(recipe);
+    return lmwb_cli_fail(g_error_new(G_FILE_ERROR, G_FILE_ERROR_IO, "cannot write the recipe %s", recipe));
+  }
+  char *train_argv[] = {"train", "--recipe", recipe, NULL};
+  int rc = lmwb_cmd_train(3, train_argv);
+  g_unlink(recipe);
+  if (rc != 0) return rc;
+  g_autofree char *cb_out = g_build_filename(out, "codebooks", NULL);
+  g_autofree char *train_txt = g_build_filename(data, "train.txt", NULL);
+  g_autofree char *codes_s = g_strdup_printf("%d", codes), *steps_s = g_strdup_printf("%" G_GINT64_FORMAT, cb_steps);
+  g_autofree char *threads_s = g_strdup_printf("%d", threads);
+  char *cb_argv[] = {"codebook train", "--model", out, "--file", train_txt, "--eos-windows", "--context", context_s,
+                     "--sites", "attn,mlp", "--layers", "0-3", "--codes", codes_s, "--k", "1", "--kmeans",
+                     "--dead-every", "100", "--lr", "1e-3", "--batch", "8", "--steps", steps_s, "--out", cb_out,
+                     threads > 0 ? "--threads" : NULL, threads_s, NULL};
+  int n = 0;
+  while (cb_argv[n]) n++;
+  return lmwb_cmd_codebook_train(n, cb_argv);
 }

@@ -37,6 +37,7 @@ const LmwbCommand lmwb_commands[] = {
   {"codebook search", "Codes that stand for a regex over a text (precision, recall, contexts); topic codes", lmwb_cmd_codebook_search},
   {"codebook steer", "Share of sampled generations containing a word, code clamps off vs on (JSON + plot)", lmwb_cmd_codebook_steer},
   {"tokfsm make", "Generate the TokFSM language (random finite-state machine, 2-digit states) and its tokenizer", lmwb_cmd_tokfsm_make},
+  {"tokfsm train", "Train the TokFSM model and its attention + MLP codebooks with the paper's settings", lmwb_cmd_tokfsm_train},
   {"tokfsm eval", "LM, state accuracy, codes vs neurons and code patching of a TokFSM model (the codebook paper)", lmwb_cmd_tokfsm_eval},
   {"kfac collect", "K-FAC factors (input and output-gradient second moments) of MLP matrices over a text", lmwb_cmd_kfac_collect},
   {"kfac spectrum", "Eigenvalues of K-FAC factors and the curvature mass curve (JSON + plots)", lmwb_cmd_kfac_spectrum},

@@ -31,4 +31,5 @@ int lmwb_cmd_codebook_train(int argc, char **argv);
 int lmwb_cmd_codebook_search(int argc, char **argv);
 int lmwb_cmd_codebook_steer(int argc, char **argv);
 int lmwb_cmd_tokfsm_make(int argc, char **argv);
+int lmwb_cmd_tokfsm_train(int argc, char **argv);
 int lmwb_cmd_tokfsm_eval(int argc, char **argv);

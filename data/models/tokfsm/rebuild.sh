@@ -9,15 +9,12 @@ root=$(cd "$here/../../.." && pwd)
 B=${LMWB_BATCH:-$root/build/ui/batch/lmwb-batch}
 work=/tmp/tokfsm   # recipe.json's paths point here
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-rm -rf "$work/model" "$work/cb"
+rm -rf "$work/model"
 "$B" tokfsm make --states 100 --edges 10 --seed 1 --sequences 50000 --valid 2000 --out "$work/data"
-"$B" train --recipe "$here/recipe.json"
-"$B" codebook train --model "$work/model" --file "$work/data/train.txt" --eos-windows --context 129 \
-  --sites attn,mlp --layers 0-3 --codes 512 --k 1 --kmeans --dead-every 100 --lr 1e-3 \
-  --batch 8 --steps 1000 --threads 1 --out "$work/cb"
+"$B" tokfsm train --data "$work/data" --out "$work/model" --threads 1   # model, then model/codebooks
 cp "$work/data/fsm.json" "$work/data/valid.txt" "$here/fsm/"
 cp "$work/model/config.json" "$work/model/model.safetensors" "$work/model/tokenizer.json" "$work/model/metrics.csv" "$here/"
-cp "$work/cb/codebooks.json" "$work/cb/codebooks.safetensors" "$work/cb/train.json" "$here/codebooks/"
+cp "$work/model/codebooks/codebooks.json" "$work/model/codebooks/codebooks.safetensors" "$work/model/codebooks/train.json" "$here/codebooks/"
 # the model without and with its codebooks: (a) LM and state accuracy, (b) codes vs neurons, (c) code patching
 "$B" tokfsm eval --model "$here" --fsm "$here/fsm" --codebooks "$here/codebooks" --sequences 200 --threads 1 \
   --out "$here/eval.json"

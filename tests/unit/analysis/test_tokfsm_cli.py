@@ -305,6 +305,25 @@ def case_train(tmp, fsm_dir, model):
                        "--batch", "4", "--eos-windows", "--finetune", "--eval-windows", "4", "--threads", "1", "--out", cbo)
     check(rc == 0 and os.path.exists(os.path.join(cbo, "model", "model.safetensors")),
           f"codebook train --eos-windows --finetune runs ({err.strip()[-200:]})")
+    # tokfsm train: the paper's model and its codebooks in one command (tiny step counts here)
+    tf = os.path.join(tmp, "tokfsm-model")
+    rc, out, err = run("tokfsm", "train", "--data", fsm_dir, "--out", tf, "--steps", "4", "--batch", "4",
+                       "--codes", "8", "--codebook-steps", "2", "--threads", "1")
+    lines = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    cfg = json.load(open(os.path.join(tf, "config.json"))) if rc == 0 else {}
+    cbj = json.load(open(os.path.join(tf, "codebooks", "codebooks.json"))) if rc == 0 else {}
+    check(rc == 0 and len(lines) == 2 and lines[0]["steps"] == 4 and lines[1]["steps"] == 2 and
+          (cfg.get("n_layer"), cfg.get("n_embd"), cfg.get("n_head"), cfg.get("n_inner")) == (4, 128, 4, 512) and
+          cbj.get("k") == 1 and cbj.get("num_codes") == 8 and len(cbj.get("sites", [])) == 8,
+          f"tokfsm train: the paper's 4x128 GPT-2 and attn+mlp codebooks (k 1) at 4 layers ({err.strip()[-200:]})")
+    rc, out, _ = run("tokfsm", "eval", "--model", tf, "--fsm", fsm_dir, "--codebooks", os.path.join(tf, "codebooks"),
+                     "--sequences", "4", "--transitions", "4")
+    check(rc == 0 and "codes_vs_neurons" in json.loads(out), "tokfsm eval reads what tokfsm train wrote")
+    nodata = os.path.join(tmp, "nodata")
+    os.makedirs(nodata)
+    rc, _, err = run("tokfsm", "train", "--data", nodata, "--out", os.path.join(tmp, "tf2"))
+    check(rc == 2 and "fsm.json" in err and not os.path.exists(os.path.join(tmp, "tf2")),
+          "tokfsm train without tokfsm make's files: exit 2 naming the file, nothing written")
     digits = os.path.join(tmp, "digits.txt")
     open(digits, "w").write("0123456789" * 20)
     rc, _, err = run("codebook", "train", "--model", model, "--file", digits, "--codes", "8", "--k", "1", "--steps", "2",
