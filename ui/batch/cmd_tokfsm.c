@@ -321,7 +321,7 @@ int lmwb_cmd_tokfsm_train(int argc, char **argv) {
   gint64 steps = 3000, cb_steps = 1000, seed = 1;
   int batch = 16, codes = 512, threads = 0;
   GOptionEntry e[] = {
-    {"data", 0, 0, G_OPTION_ARG_FILENAME, &data, "Folder of `tokfsm make` (train.txt, valid.txt, tokenizer.json; required)", "DIR"},
+    {"data", 0, 0, G_OPTION_ARG_FILENAME, &data, "Folder of `tokfsm make` (fsm.json, train.txt, valid.txt, tokenizer.json; required)", "DIR"},
     {"out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "The model folder to write; its codebooks go to OUT/codebooks (required)", "DIR"},
     {"steps", 0, 0, G_OPTION_ARG_INT64, &steps, "Model training steps (default 3000; the paper: 20k at batch 512)", "N"},
     {"batch", 'b', 0, G_OPTION_ARG_INT, &batch, "Walks per step (default 16)", "N"},
