@@ -3,6 +3,7 @@
 #include "app/core/errors.h"
 #include "app/core/rng.h"
 #include "app/formats/json_input.h"
+#include <stdlib.h>
 #include <string.h>
 
 LmwbTokfsm *lmwb_tokfsm_new(int states, int edges, int length, guint64 seed, GError **error) {
@@ -63,6 +64,34 @@ void lmwb_tokfsm_sequence(const LmwbTokfsm *f, LmwbTokfsmSplit split, int64_t i,
     out[1 + 2 * t] = s / 10;
     out[2 + 2 * t] = s % 10;
   }
+}
+
+typedef struct {
+  int64_t slot;
+  int32_t walk;
+} Placed;
+
+static int placed_cmp(const void *a, const void *b) {
+  const Placed *x = a, *y = b;
+  if (x->slot != y->slot) return x->slot < y->slot ? -1 : 1;
+  return (x->walk > y->walk) - (x->walk < y->walk);
+}
+
+void lmwb_tokfsm_memorised_schedule(const LmwbTokfsm *f, int64_t n_train, int n_memorised, int repeats, int64_t *slot,
+                                    int32_t *walk) {
+  size_t n = (size_t)n_memorised * (size_t)repeats;
+  Placed *p = g_new(Placed, n);
+  guint64 rng = f->seed * 0xA0761D6478BD642Full + 0xE7037ED1A0B428DBull;
+  for (size_t k = 0; k < n; k++) {
+    p[k].walk = (int32_t)(k % (size_t)n_memorised);
+    p[k].slot = (int64_t)(lmwb_splitmix64(&rng) % (guint64)(n_train + 1)); /* copies spread uniformly */
+  }
+  qsort(p, n, sizeof *p, placed_cmp);
+  for (size_t k = 0; k < n; k++) {
+    slot[k] = p[k].slot;
+    walk[k] = p[k].walk;
+  }
+  g_free(p);
 }
 
 char *lmwb_tokfsm_to_json(const LmwbTokfsm *f, size_t *len) {

@@ -37,10 +37,18 @@ void lmwb_tokfsm_free(LmwbTokfsm *f);
 gboolean lmwb_tokfsm_is_edge(const LmwbTokfsm *f, int from, int to);
 
 /* Which stream a walk is drawn from: the training walks or the held-out ones. */
-typedef enum { LMWB_TOKFSM_TRAIN = 1, LMWB_TOKFSM_HELDOUT = 2 } LmwbTokfsmSplit;
+typedef enum { LMWB_TOKFSM_TRAIN = 1, LMWB_TOKFSM_HELDOUT = 2, LMWB_TOKFSM_MEMORISED = 3 } LmwbTokfsmSplit;
 /* Sequence i of a split as tokens: EOT then 2*length digits (out holds 1 + 2*length ids). Each
  * sequence has its own stream (seed, split, i), so sequence i is the same whatever the count. */
 void lmwb_tokfsm_sequence(const LmwbTokfsm *f, LmwbTokfsmSplit split, int64_t i, int32_t *out);
+
+/* Memorised walks (the TinyMem setup of Sakarvadia et al. 2024, which Merullo et al. 2025 use as
+ * their language toy): walks of the MEMORISED split, each repeated `repeats` times among the
+ * `n_train` training walks. Fills slot[k] (k < n_memorised * repeats, sorted ascending) with the
+ * training index a copy goes before (0..n_train; n_train = after the last) and walk[k] with the
+ * memorised walk it copies; deterministic from the seed. */
+void lmwb_tokfsm_memorised_schedule(const LmwbTokfsm *f, int64_t n_train, int n_memorised, int repeats, int64_t *slot,
+                                    int32_t *walk);
 
 /* fsm.json text (g_free) and its reader (every field checked; errors name the file and field). */
 char *lmwb_tokfsm_to_json(const LmwbTokfsm *f, size_t *len);

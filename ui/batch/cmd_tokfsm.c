@@ -18,21 +18,40 @@
   "E random successors of probability 1/E; sequences are random walks written as digits after <|endoftext|>.\n" \
   "Exit status: 0 ok, 2 bad input (the message names the option, file or field), 1 other failure."
 
-/* Writes sequences [0, n) of a split as text: per sequence "<|endoftext|>" and its digits; one more
+/* Memorised walks placed among the training walks (lmwb_tokfsm_memorised_schedule). */
+typedef struct {
+  size_t n;
+  int64_t *slot;
+  int32_t *walk;
+} Copies;
+
+static void append_walk(GString *s, const int32_t *seq, size_t T) {
+  g_string_append(s, "<|endoftext|>");
+  for (size_t t = 1; t < T; t++) g_string_append_c(s, (char)('0' + seq[t]));
+}
+
+/* Writes sequences [0, n) of a split as text: per sequence "<|endoftext|>" and its digits, with
+ * the memorised copies (if any) before the training walk their slot names; one more
  * "<|endoftext|>" at the end (the last sequence's EOS). */
-static gboolean write_split(const LmwbTokfsm *f, LmwbTokfsmSplit split, gint64 n, const char *path, LmwbReporter *rep,
-                            double p0, double p1, GError **error) {
+static gboolean write_split(const LmwbTokfsm *f, LmwbTokfsmSplit split, gint64 n, const Copies *copies,
+                            const char *path, LmwbReporter *rep, double p0, double p1, GError **error) {
   LmwbAtomicFile *af = lmwb_atomic_file_begin(path, error);
   if (!af) return FALSE;
-  size_t T = 1 + 2 * (size_t)f->length;
+  size_t T = 1 + 2 * (size_t)f->length, c = 0;
   g_autofree int32_t *seq = g_new(int32_t, T);
   GString *s = g_string_sized_new(1 << 16);
-  for (gint64 i = 0; i < n; i++) {
-    lmwb_tokfsm_sequence(f, split, i, seq);
-    g_string_append(s, "<|endoftext|>");
-    for (size_t t = 1; t < T; t++) g_string_append_c(s, (char)('0' + seq[t]));
-    if (i + 1 == n) g_string_append(s, "<|endoftext|>");
-    if (s->len > (1 << 16) || i + 1 == n) {
+  for (gint64 i = 0; i <= n; i++) {
+    for (; copies && c < copies->n && copies->slot[c] == i; c++) {
+      lmwb_tokfsm_sequence(f, LMWB_TOKFSM_MEMORISED, copies->walk[c], seq);
+      append_walk(s, seq, T);
+    }
+    if (i < n) {
+      lmwb_tokfsm_sequence(f, split, i, seq);
+      append_walk(s, seq, T);
+    } else {
+      g_string_append(s, "<|endoftext|>");
+    }
+    if (s->len > (1 << 16) || i == n) {
       if (!lmwb_atomic_file_write(af, s->str, s->len, error)) {
         lmwb_atomic_file_abort(af);
         g_string_free(s, TRUE);
@@ -53,9 +72,30 @@ static gboolean write_split(const LmwbTokfsm *f, LmwbTokfsmSplit split, gint64 n
   return lmwb_atomic_file_commit(af, error);
 }
 
+/* memorised.jsonl: per memorised walk {"prefix": EOT + its first `prefix` states, "suffix": the
+ * next `suffix` states}, the set `memorisation eval --set` and `kfac sweep --set` read. */
+static gboolean write_memorised_set(const LmwbTokfsm *f, int n, int prefix, int suffix, const char *path,
+                                    GError **error) {
+  size_t T = 1 + 2 * (size_t)f->length;
+  g_autofree int32_t *seq = g_new(int32_t, T);
+  GString *s = g_string_new(NULL);
+  for (int j = 0; j < n; j++) {
+    lmwb_tokfsm_sequence(f, LMWB_TOKFSM_MEMORISED, j, seq);
+    g_string_append(s, "{\"prefix\": \"<|endoftext|>");
+    for (int t = 1; t <= 2 * prefix; t++) g_string_append_c(s, (char)('0' + seq[t]));
+    g_string_append(s, "\", \"suffix\": \"");
+    for (int t = 2 * prefix + 1; t <= 2 * (prefix + suffix); t++) g_string_append_c(s, (char)('0' + seq[t]));
+    g_string_append(s, "\"}\n");
+  }
+  gboolean ok = lmwb_file_write_atomic(path, s->str, s->len, error);
+  g_string_free(s, TRUE);
+  return ok;
+}
+
 int lmwb_cmd_tokfsm_make(int argc, char **argv) {
   int states = LMWB_TOKFSM_DEFAULT_STATES, edges = LMWB_TOKFSM_DEFAULT_EDGES, length = LMWB_TOKFSM_DEFAULT_LENGTH;
   gint64 seed = 1, sequences = 0, valid = -1;
+  int memorised = 0, repeats = 100, prefix = -1, suffix = -1;
   char *out = NULL;
   GOptionEntry e[] = {
     {"states", 0, 0, G_OPTION_ARG_INT, &states, "States, at most 100 (default 100, the paper's)", "N"},
@@ -64,6 +104,10 @@ int lmwb_cmd_tokfsm_make(int argc, char **argv) {
     {"seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Seed of the machine and the walks (default 1)", "S"},
     {"sequences", 'n', 0, G_OPTION_ARG_INT64, &sequences, "Training sequences (required)", "N"},
     {"valid", 0, 0, G_OPTION_ARG_INT64, &valid, "Held-out sequences (default max(1, N/10))", "N"},
+    {"memorised", 0, 0, G_OPTION_ARG_INT, &memorised, "Memorised walks placed among the training walks (default 0)", "N"},
+    {"repeats", 0, 0, G_OPTION_ARG_INT, &repeats, "Copies of each memorised walk in train.txt (default 100)", "R"},
+    {"prefix-states", 0, 0, G_OPTION_ARG_INT, &prefix, "States of a memorised walk given as the prompt (default length/2)", "P"},
+    {"suffix-states", 0, 0, G_OPTION_ARG_INT, &suffix, "States to recite after it (default min(24, the rest))", "S"},
     {NULL}};
   if (!lmwb_cli_parse(&argc, &argv, "- generate the TokFSM language",
                       "Writes into --out DIR (created; files replaced atomically):\n"
@@ -71,6 +115,10 @@ int lmwb_cmd_tokfsm_make(int argc, char **argv) {
                       "  train.txt       the training sequences, each \"<|endoftext|>\" then its digits\n"
                       "  valid.txt       the held-out sequences (other walks on the same machine)\n"
                       "  tokenizer.json  the 11-token vocabulary (\"0\"..\"9\" = ids 0..9, <|endoftext|> = 10)\n"
+                      "  memorised.jsonl with --memorised N: N walks of their own, each copied --repeats times into\n"
+                      "                  train.txt at random places, as {\"prefix\", \"suffix\"} lines (the first\n"
+                      "                  --prefix-states states after <|endoftext|>, then the next --suffix-states):\n"
+                      "                  the memorised set of `memorisation eval --set` and `kfac sweep --set`\n"
                       "and prints {\"out\", \"states\", \"edges\", \"length\", \"sequences\", \"valid\", \"tokens\"}.\n"
                       "The text files are what `lmwb-batch train --recipe` reads with tokenizer.json.\n"
                       "Example: lmwb-batch tokfsm make --states 100 --edges 10 --seed 1 --sequences 20000 --out fsm/",
@@ -82,6 +130,13 @@ int lmwb_cmd_tokfsm_make(int argc, char **argv) {
   if (valid < 0) valid = MAX(1, sequences / 10);
   if (valid < 1 || valid > 100000000) return lmwb_cli_usage_error("--valid: %" G_GINT64_FORMAT " is outside 1..100000000", valid);
   if (seed < 0) return lmwb_cli_usage_error("--seed must not be negative");
+  if (memorised < 0 || memorised > 100000) return lmwb_cli_usage_error("--memorised: %d is outside 0..100000", memorised);
+  if (repeats < 1 || repeats > 100000) return lmwb_cli_usage_error("--repeats: %d is outside 1..100000", repeats);
+  if (prefix < 0) prefix = length / 2;
+  if (suffix < 0) suffix = MIN(24, length - prefix);
+  if (memorised > 0 && (prefix < 1 || suffix < 1 || prefix + suffix > length))
+    return lmwb_cli_usage_error("--prefix-states %d and --suffix-states %d must be at least 1 and fit in --length %d",
+                                prefix, suffix, length);
   GError *err = NULL;
   LmwbTokfsm *f = lmwb_tokfsm_new(states, edges, length, (guint64)seed, &err);
   if (!f) {
@@ -94,10 +149,12 @@ int lmwb_cmd_tokfsm_make(int argc, char **argv) {
   g_autofree char *p_train = g_build_filename(out, "train.txt", NULL);
   g_autofree char *p_valid = g_build_filename(out, "valid.txt", NULL);
   g_autofree char *p_tok = g_build_filename(out, "tokenizer.json", NULL);
+  g_autofree char *p_mem = g_build_filename(out, "memorised.jsonl", NULL);
   g_autofree char *tok = NULL, *fj = NULL;
+  Copies copies = {.n = (size_t)memorised * (size_t)repeats};
   g_autoptr(JsonBuilder) b = NULL;
   size_t len = 0;
-  const char *outs[] = {p_fsm, p_train, p_valid, p_tok, NULL};
+  const char *outs[] = {p_fsm, p_train, p_valid, p_tok, p_mem, NULL};
   for (int i = 0; outs[i]; i++)
     if (!lmwb_input_guard_check_output(outs[i], &err)) goto fail;
   if (g_mkdir_with_parents(out, 0755) != 0) {
@@ -108,8 +165,15 @@ int lmwb_cmd_tokfsm_make(int argc, char **argv) {
   if (!lmwb_file_write_atomic(p_tok, tok, len, &err)) goto fail;
   fj = lmwb_tokfsm_to_json(f, &len);
   if (!lmwb_file_write_atomic(p_fsm, fj, len, &err)) goto fail;
-  if (!write_split(f, LMWB_TOKFSM_TRAIN, sequences, p_train, rep, 0, 0.9, &err)) goto fail;
-  if (!write_split(f, LMWB_TOKFSM_HELDOUT, valid, p_valid, rep, 0.9, 1, &err)) goto fail;
+  if (memorised > 0) {
+    copies.slot = g_new(int64_t, copies.n);
+    copies.walk = g_new(int32_t, copies.n);
+    lmwb_tokfsm_memorised_schedule(f, sequences, memorised, repeats, copies.slot, copies.walk);
+    if (!write_memorised_set(f, memorised, prefix, suffix, p_mem, &err)) goto fail;
+  }
+  if (!write_split(f, LMWB_TOKFSM_TRAIN, sequences, memorised > 0 ? &copies : NULL, p_train, rep, 0, 0.9, &err))
+    goto fail;
+  if (!write_split(f, LMWB_TOKFSM_HELDOUT, valid, NULL, p_valid, rep, 0.9, 1, &err)) goto fail;
   if (isatty(2)) fputc('\n', stderr);
   b = json_builder_new();
   json_builder_begin_object(b);
@@ -120,13 +184,21 @@ int lmwb_cmd_tokfsm_make(int argc, char **argv) {
   lmwb_json_member_int(b, "seed", seed);
   lmwb_json_member_int(b, "sequences", sequences);
   lmwb_json_member_int(b, "valid", valid);
-  lmwb_json_member_int(b, "tokens", (sequences + valid) * (1 + 2 * (gint64)length) + 2);
+  if (memorised > 0) {
+    lmwb_json_member_int(b, "memorised", memorised);
+    lmwb_json_member_int(b, "repeats", repeats);
+    lmwb_json_member_int(b, "prefix_states", prefix);
+    lmwb_json_member_int(b, "suffix_states", suffix);
+  }
+  lmwb_json_member_int(b, "tokens", (sequences + (gint64)copies.n + valid) * (1 + 2 * (gint64)length) + 2);
   json_builder_end_object(b);
   if (!lmwb_cli_emit_json(json_builder_get_root(b), NULL, &err)) goto fail;
   goto done;
 fail:
   status = lmwb_cli_fail(err);
 done:
+  g_free(copies.slot);
+  g_free(copies.walk);
   lmwb_tokfsm_free(f);
   return status;
 }

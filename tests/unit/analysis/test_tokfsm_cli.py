@@ -10,6 +10,10 @@
     independent float64 reimplementation here (hf_models forward, the codebook written out in torch,
     the greedy two-digit continuation run in full, neurons by brute force over every threshold).
 (c) bad input -> exit 2 naming the field or file, nothing written.
+(m) make --memorised N --repeats R: train.txt holds the ordinary walks in order with exactly R
+    copies of each of N other legal walks between them, spread over the file (not bunched);
+    memorised.jsonl gives each walk's first --prefix-states states after <|endoftext|> and the next
+    --suffix-states; the same seed gives the same bytes.
 (d) the pieces rebuild.sh uses: `train` with "window_start": "eos" and `codebook train --eos-windows`
     run on TokFSM data (and refuse a text without end-of-text tokens).
 Usage: test_tokfsm_cli.py LMWB_BATCH
@@ -90,6 +94,45 @@ def case_make(tmp):
     check(rc == 0 and p["states"] == 100 and all(len(set(r)) == 10 for r in p["next"]) and p["length"] == 64,
           "defaults: 100 states, 10 distinct out-edges each, 64 states a sequence")
     return d, fsm
+
+
+def case_memorised(tmp):
+    d = os.path.join(tmp, "mem")
+    args = ["tokfsm", "make", "--states", "12", "--edges", "3", "--length", "10", "--seed", "5", "--sequences", "300",
+            "--valid", "20", "--memorised", "4", "--repeats", "7", "--prefix-states", "3", "--suffix-states", "5"]
+    rc, out, err = run(*args, "--out", d)
+    check(rc == 0 and json.loads(out)["memorised"] == 4, f"make --memorised runs ({err.strip()[-200:]})")
+    plain = os.path.join(tmp, "mem-plain")
+    run(*args[:args.index("--memorised")], "--out", plain)
+    fsm = json.load(open(os.path.join(d, "fsm.json")))
+    nxt = fsm["next"]
+    items = [json.loads(line) for line in open(os.path.join(d, "memorised.jsonl"))]
+    check(len(items) == 4 and all(i["prefix"].startswith("<|endoftext|>") and len(i["prefix"]) == 13 + 6
+                                  and len(i["suffix"]) == 10 for i in items),
+          "memorised.jsonl: 4 items, prefix <|endoftext|> + 3 states, suffix 5 states")
+    walks = open(os.path.join(d, "train.txt")).read().split("<|endoftext|>")[1:-1]
+    ordinary = open(os.path.join(plain, "train.txt")).read().split("<|endoftext|>")[1:-1]
+    keys = [i["prefix"][13:] + i["suffix"] for i in items]
+    copies = [k for k, w in enumerate(walks) if any(w.startswith(key) for key in keys)]
+    check(len(walks) == 300 + 28 and len(copies) == 28, f"train.txt: 300 walks + 28 copies ({len(walks)}, {len(copies)})")
+    check(all(sum(walks[k].startswith(key) for k in copies) == 7 for key in keys), "each memorised walk 7 times")
+    check([w for k, w in enumerate(walks) if k not in copies] == ordinary,
+          "the ordinary walks are those of make without --memorised, in order")
+    check(copies[0] < 60 and copies[-1] > 268, f"copies spread over the file (first {copies[0]}, last {copies[-1]})")
+    bad = 0
+    for k in copies:
+        st = [int(walks[k][2 * j:2 * j + 2]) for j in range(10)]
+        bad += sum(st[j + 1] not in nxt[st[j]] for j in range(9))
+    check(bad == 0, "memorised walks are legal walks of the machine")
+    d2 = os.path.join(tmp, "mem2")
+    run(*args, "--out", d2)
+    check(all(open(os.path.join(d, f), "rb").read() == open(os.path.join(d2, f), "rb").read()
+              for f in ("train.txt", "memorised.jsonl")), "memorised: the same seed gives the same files")
+    o = os.path.join(tmp, "mem-bad")
+    for extra, field in ((["--memorised", "-1"], "memorised"), (["--memorised", "2", "--repeats", "0"], "repeats"),
+                         (["--memorised", "2", "--prefix-states", "8", "--suffix-states", "5"], "prefix-states")):
+        rc, _, err = run(*args[:args.index("--memorised")], *extra, "--out", o)
+        check(rc == 2 and field in err and not os.path.exists(o), f"make {' '.join(extra)}: exit 2 naming {field}")
 
 
 def random_model(tmp, fsm_dir):
@@ -336,6 +379,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="lmwb-tokfsm-")
     try:
         fsm_dir, fsm = case_make(tmp)
+        case_memorised(tmp)
         model = case_eval(tmp, fsm_dir, fsm)
         if model:
             case_bad(tmp, fsm_dir, model)
