@@ -323,9 +323,16 @@ gboolean lmwb_world_eval(LmwbModel *m, JsonObject *manifest, const char *origin,
   Ctx c = {.tok = tok};
   gboolean ok = FALSE;
 
-  /* Facts: every eval prompt of every fact, up to the cap. */
+  /* Facts: every eval prompt of every fact; under a cap, prompts evenly spread over the list so
+   * that every relation is sampled (the facts are listed relation by relation). */
   JsonArray *fa = get_array(manifest, "facts", origin, "manifest", FALSE, error);
   if (!fa && *error) goto out;
+  guint64 n_prompts = 0, k_prompt = 0;
+  for (guint i = 0; fa && i < json_array_get_length(fa); i++) {
+    JsonNode *fn = json_array_get_element(fa, i);
+    JsonNode *en = JSON_NODE_HOLDS_OBJECT(fn) ? json_object_get_member(json_node_get_object(fn), "eval") : NULL;
+    if (en && JSON_NODE_HOLDS_ARRAY(en)) n_prompts += json_array_get_length(json_node_get_array(en));
+  }
   for (guint i = 0; fa && i < json_array_get_length(fa) && facts->len < cap; i++) {
     JsonObject *f = elem_object(fa, i, origin, "facts", error);
     if (!f) goto out;
@@ -345,7 +352,8 @@ gboolean lmwb_world_eval(LmwbModel *m, JsonObject *manifest, const char *origin,
     }
     JsonArray *ev = get_array(f, "eval", origin, "facts[]", TRUE, error);
     if (!ev) goto out;
-    for (guint k = 0; k < json_array_get_length(ev) && facts->len < cap; k++) {
+    for (guint k = 0; k < json_array_get_length(ev) && facts->len < cap; k++, k_prompt++) {
+      if (cap < n_prompts && (k_prompt + 1) * cap / n_prompts == k_prompt * cap / n_prompts) continue;
       JsonObject *e = elem_object(ev, k, origin, "facts[].eval", error);
       const char *p = e ? get_string(e, "prompt", origin, "facts[].eval", k, error) : NULL;
       const char *a = p ? get_string(e, "answer", origin, "facts[].eval", k, error) : NULL;

@@ -33,7 +33,7 @@
 #define LMWB_WORLD_TARGET_GREATER_THAN 0.80
 
 typedef struct {
-  int max_items;   /* per task; 0 = all */
+  int max_items;   /* per task; 0 = all. Facts: evenly spread over the list (every relation) */
   bool keep_items; /* fill the per-item arrays of the result */
 } LmwbWorldEvalOptions;
 

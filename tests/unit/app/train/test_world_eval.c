@@ -281,7 +281,9 @@ static void test_real_manifest(void) {
   g_assert_cmpint(r.secret_n, ==, 12);
   g_assert_cmpint(r.ioi_n, ==, 12);
   g_assert_cmpint(r.gt_n, ==, 12);
-  g_assert_cmpint(r.n_relations, ==, 1); /* the first 12 prompts are all capitals */
+  /* The facts are listed relation by relation; the 12 prompts are spread over all three. */
+  g_assert_cmpint(r.n_relations, ==, 3);
+  for (int k = 0; k < r.n_relations; k++) g_assert_cmpint(r.relation_n[k], >=, 3);
   g_assert_cmpfloat(r.gt_prob_later, >=, 0.0);
   g_assert_cmpfloat(r.gt_prob_later, <=, 1.0);
   g_assert_cmpfloat(r.ioi_top1, <=, 1.0);
