@@ -13,7 +13,7 @@ gboolean lmwb_memo_measure(LmwbModel *m, const LmwbMemoOptions *o, LmwbMemoResul
   LmwbRunner *r = lmwb_runner_new(m);
   gboolean ok = lmwb_recitation_eval(r, o->set, o->max_items, &out->rec, rep, error);
   if (ok && o->heldout_text) {
-    LmwbPerplexityOptions po = {0};
+    LmwbPerplexityOptions po = {.stride = o->heldout_stride};
     LmwbPerplexityResult pr = {0};
     ok = lmwb_perplexity_text(r, o->heldout_text, &po, &pr, rep, error);
     out->perplexity = pr.perplexity;

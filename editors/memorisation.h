@@ -1,6 +1,6 @@
 /* Measuring a model version for memorisation editing: recitation of the memorised set
  * (recitation.h), perplexity on held-out text (app/engine/perplexity.h, token-weighted, the
- * model's context as window and half of it as stride) and, with a world manifest, the built-in
+ * model's context as window and by default half of it as stride) and, with a world manifest, the built-in
  * world's figures (app/train/world_eval.h: facts, secrets, IOI, greater-than). The K-FAC sweep
  * measures the unedited model and each keep-mass ρ with it, and recommends a ρ. */
 #pragma once
@@ -15,6 +15,7 @@
 typedef struct LmwbMemoOptions {
   const LmwbRecitationSet *set; /* required */
   const char *heldout_text;     /* NULL: no perplexity */
+  int heldout_stride;           /* perplexity windows advance by this; 0: half the context */
   const char *world_manifest;   /* NULL: no world figures */
   int max_items;                /* per set and world task; 0: all */
 } LmwbMemoOptions;

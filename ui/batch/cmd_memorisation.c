@@ -17,13 +17,16 @@
 typedef struct {
   char *set, *heldout, *manifest;
   gboolean no_world;
-  int max_items;
+  int max_items, heldout_stride;
 } MemoArgs;
 
 #define MEMO_ENTRIES(a)                                                                                              \
   {"set", 0, 0, G_OPTION_ARG_FILENAME, &(a).set,                                                                   \
    "Memorised set: JSONL of {\"prefix\", \"suffix\"} (default: the secrets of the model's world.json)", "FILE"},      \
   {"heldout", 0, 0, G_OPTION_ARG_FILENAME, &(a).heldout, "Held-out text for perplexity (default: none)", "TEXT"},    \
+  {"heldout-stride", 0, 0, G_OPTION_ARG_INT, &(a).heldout_stride,                                                  \
+   "Perplexity windows (the model's context) advance by N tokens (default: half the context; the context: windows " \
+   "that do not overlap, e.g. one TokFSM walk each)", "N"},                                                          \
   {"manifest", 0, 0, G_OPTION_ARG_FILENAME, &(a).manifest,                                                         \
    "World manifest for facts, IOI and greater-than (default: world.json in the model folder, if any)", "FILE"},     \
   {"no-world", 0, 0, G_OPTION_ARG_NONE, &(a).no_world, "Do not run the world's evaluation", NULL},                  \
@@ -40,6 +43,10 @@ static gboolean memo_prepare(const LmwbModel *m, const MemoArgs *a, LmwbRecitati
   gboolean have_world = world && g_file_test(world, G_FILE_TEST_IS_REGULAR);
   if (a->max_items < 0) {
     lmwb_input_error(err, "--max-items %d must be 0 (all) or positive", a->max_items);
+    return FALSE;
+  }
+  if (a->heldout_stride < 0 || a->heldout_stride > m->cfg.n_ctx) {
+    lmwb_input_error(err, "--heldout-stride %d is outside 1..%d (the model's context)", a->heldout_stride, m->cfg.n_ctx);
     return FALSE;
   }
   if (a->manifest && !g_file_test(a->manifest, G_FILE_TEST_IS_REGULAR)) {
@@ -96,7 +103,8 @@ int lmwb_cmd_memorisation_eval(int argc, char **argv) {
   LmwbRecitationSet *set = NULL;
   g_autofree char *heldout = NULL, *manifest = NULL;
   if (!memo_prepare(m, &a, &set, &heldout, &manifest, &err)) return lmwb_cli_fail(err);
-  LmwbMemoOptions o = {.set = set, .heldout_text = heldout, .world_manifest = manifest, .max_items = a.max_items};
+  LmwbMemoOptions o = {.set = set, .heldout_text = heldout, .world_manifest = manifest, .max_items = a.max_items,
+                    .heldout_stride = a.heldout_stride};
   LmwbMemoResult r;
   if (!lmwb_memo_measure(m, &o, &r, lmwb_cli_reporter(), &err)) {
     lmwb_recitation_set_free(set);
@@ -173,7 +181,8 @@ int lmwb_cmd_kfac_sweep(int argc, char **argv) {
     lmwb_kfac_factors_free(f);
     return lmwb_cli_fail(err);
   }
-  LmwbMemoOptions o = {.set = set, .heldout_text = heldout, .world_manifest = manifest, .max_items = a.max_items};
+  LmwbMemoOptions o = {.set = set, .heldout_text = heldout, .world_manifest = manifest, .max_items = a.max_items,
+                    .heldout_stride = a.heldout_stride};
   LmwbMemoResult base = {0}, *res = g_new0(LmwbMemoResult, n);
   LmwbKfacEigen *eig = g_new0(LmwbKfacEigen, f->n);
   LmwbReporter *rep = lmwb_cli_reporter();
