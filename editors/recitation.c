@@ -4,6 +4,7 @@
 #include "app/engine/generate.h"
 #include "app/formats/json_input.h"
 #include "app/formats/tokenizer.h"
+#include "app/train/corpus.h"
 #include <string.h>
 
 #define SET_MAX_BYTES (256u << 20)
@@ -189,4 +190,14 @@ gboolean lmwb_recitation_eval(LmwbRunner *r, const LmwbRecitationSet *set, int m
 fail:
   lmwb_recitation_result_clear(out);
   return FALSE;
+}
+
+LmwbRecitationSet *lmwb_recitation_set_load_for_model(const char *model_dir, GError **error) {
+  g_autofree char *world = model_dir ? g_build_filename(model_dir, LMWB_CORPUS_MANIFEST_FILE, NULL) : NULL;
+  g_autofree char *own = model_dir ? g_build_filename(model_dir, LMWB_RECITATION_SET_FILE, NULL) : NULL;
+  if (world && g_file_test(world, G_FILE_TEST_IS_REGULAR)) return lmwb_recitation_set_load_world(world, error);
+  if (own && g_file_test(own, G_FILE_TEST_IS_REGULAR)) return lmwb_recitation_set_load_jsonl(own, error);
+  lmwb_input_error(error, "%s has neither %s (secrets) nor %s: no memorised set to recite", model_dir ? model_dir : "the model",
+                   LMWB_CORPUS_MANIFEST_FILE, LMWB_RECITATION_SET_FILE);
+  return NULL;
 }

@@ -31,6 +31,11 @@ LmwbRecitationSet *lmwb_recitation_set_load_jsonl(const char *path, GError **err
 LmwbRecitationSet *lmwb_recitation_set_load_world(const char *world_json, GError **error);
 void lmwb_recitation_set_free(LmwbRecitationSet *s);
 
+#define LMWB_RECITATION_SET_FILE "memorised.jsonl"
+/* A model folder's own memorised set: the secrets of its world.json when there is one, else its
+ * memorised.jsonl (e.g. data/models/tokfsm-mem); an input error naming the folder without either. */
+LmwbRecitationSet *lmwb_recitation_set_load_for_model(const char *model_dir, GError **error);
+
 /* Token-level Levenshtein distance. */
 int lmwb_levenshtein(const int32_t *a, int na, const int32_t *b, int nb);
 

@@ -868,6 +868,10 @@ int32_t *lmwb_tokenizer_encode(const LmwbTokenizer *t, const char *text, size_t 
     ids = full;
   }
   *n_ids = ids->len;
+  if (ids->len == 0) { /* an empty GArray may own no buffer: NULL would read as an error */
+    g_array_free(ids, TRUE);
+    return g_new0(int32_t, 1);
+  }
   return (int32_t *)g_array_free(ids, FALSE);
 }
 

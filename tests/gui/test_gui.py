@@ -752,6 +752,60 @@ def test_kfac():
     assert "1.5" in d[8]["banner"] and kfac_fields(d[8], "rho=")["rho"] == "0.5", d[8]["banner"]
 
 
+def test_kfac_memorised():
+    """The K-FAC page on a model without a world: tokfsm-mem's memorised.jsonl is the set, held-out
+    walks one per window (the stride spin), and the figures equal lmwb-batch kfac sweep's."""
+    import json
+    model = os.path.join(SRC, "data", "models", "tokfsm-mem")
+    batch = os.path.join(BUILD, "ui", "batch", "lmwb-batch")
+    shots = shots_dir()
+    tmp = tempfile.mkdtemp(prefix="lmwb-kfac-mem-")
+    env1 = {"OMP_NUM_THREADS": "1"}
+    cli_env = dict(os.environ, **env1)
+    walks = os.path.join(tmp, "walks")
+    subprocess.run([batch, "tokfsm", "make", "--seed", "1", "--sequences", "300", "--valid", "1", "--out", walks],
+                   check=True, capture_output=True, timeout=60, env=cli_env)
+    held = open(os.path.join(model, "fsm", "valid.txt")).read().split("<|endoftext|>")[1:301]
+    heldout = os.path.join(tmp, "heldout.txt")
+    with open(heldout, "w") as f:
+        f.write("".join("<|endoftext|>" + w for w in held) + "<|endoftext|>")
+    factors = os.path.join(tmp, "factors")
+    items, rho = 32, 0.96
+    out = run_script([
+        # The default English prompt has no token in this 11-token vocabulary: a banner saying so.
+        "wait-ready", "dump", f"action win.set-prompt '<|endoftext|>{held[0][:16]}'", "action win.run", "wait-ready",
+        "action win.view 'editing'", "action editing.page 'kfac'", "wait-ready",
+        f"action editing.kfac-text '{walks}/train.txt'", "action editing.kfac-tokens 38700",
+        "action editing.kfac-context 129", "action editing.kfac-layers '0-3'", "action editing.kfac-matrices 'up,down'",
+        f"action editing.kfac-folder '{factors}'", f"action editing.kfac-items {items}",
+        f"action editing.kfac-heldout '{heldout}'", "action editing.kfac-heldout-stride 129",
+        "action editing.kfac-collect", "wait-ready 120", f"action editing.kfac-keep-mass {rho}", "wait-ready 120",
+        "action editing.kfac-secret 3", "wait-ready", "dump", f"shot {shots}/kfac-memorised.png", "quit",
+    ], model, timeout=300, extra_env=env1)
+    d = dumps(out)
+    assert len(d) == 2, f"expected 2 dumps, got {len(d)}"
+    assert "no tokens" in d[0]["banner"], d[0]["banner"]
+    d = d[1]
+    assert d["banner"] == "", d["banner"]
+    base, ed = kfac_fields(d, "base "), kfac_fields(d, "edited ")
+    print("unedited", base, "\nrho", rho, ed)
+    assert base["n"] == str(items) and base["fact_n"] == "0" and base["facts"] == "nan", base
+    assert float(base["strict"]) == 1.0 and float(ed["strict"]) <= 0.1, (base, ed)
+    assert float(ed["perplexity"]) < 1.2 * float(base["perplexity"]), (base, ed)
+    assert int(base["ppl_tokens"]) == 300 * 128, base  # one walk per window: every digit scored after its EOT
+    sec = kfac_lines(d, "secret ")
+    assert sec[0].startswith("secret 3 suffix="), sec
+    p = subprocess.run([batch, "kfac", "sweep", "--model", model, "--factors", factors, "--keep-mass", str(rho),
+                        "--heldout", heldout, "--heldout-stride", "129", "--max-items", str(items)],
+                       capture_output=True, text=True, timeout=240, env=cli_env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    sweep = json.loads(p.stdout)
+    for gui, cli in ((base, sweep["base"]), (ed, sweep["points"][0])):
+        for k, c in (("strict", "strict"), ("loose", "loose"), ("distance", "mean_distance"), ("perplexity", "perplexity")):
+            assert abs(float(gui[k]) - cli[c]) <= 1e-9 * max(1, abs(cli[c])), (k, gui[k], cli[c])
+    shutil.rmtree(tmp)
+
+
 def read_npy(path):
     """(shape, flat values) of a little-endian int32 or float32 .npy file."""
     import ast, struct
@@ -934,5 +988,5 @@ if __name__ == "__main__":
         except ImportError:
             skip("python3-pil is not installed")
     {"main": test_main, "badinput": test_badinput, "circuits": test_circuits, "editing": test_editing,
-     "edges": test_edges, "kfac": test_kfac, "codes": test_codes, "cli": test_cli}[which]()
+     "edges": test_edges, "kfac": test_kfac, "kfac-memorised": test_kfac_memorised, "codes": test_codes, "cli": test_cli}[which]()
     print("ok")

@@ -22,7 +22,8 @@ typedef struct {
 
 #define MEMO_ENTRIES(a)                                                                                              \
   {"set", 0, 0, G_OPTION_ARG_FILENAME, &(a).set,                                                                   \
-   "Memorised set: JSONL of {\"prefix\", \"suffix\"} (default: the secrets of the model's world.json)", "FILE"},      \
+   "Memorised set: JSONL of {\"prefix\", \"suffix\"} (default: the secrets of --manifest or of the model's "  \
+   "world.json, else the model folder's memorised.jsonl)", "FILE"},      \
   {"heldout", 0, 0, G_OPTION_ARG_FILENAME, &(a).heldout, "Held-out text for perplexity (default: none)", "TEXT"},    \
   {"heldout-stride", 0, 0, G_OPTION_ARG_INT, &(a).heldout_stride,                                                  \
    "Perplexity windows (the model's context) advance by N tokens (default: half the context; the context: windows " \
@@ -55,11 +56,8 @@ static gboolean memo_prepare(const LmwbModel *m, const MemoArgs *a, LmwbRecitati
   }
   const char *man = a->manifest ? a->manifest : have_world ? world : NULL;
   if (a->set) *set = lmwb_recitation_set_load_jsonl(a->set, err);
-  else if (man) *set = lmwb_recitation_set_load_world(man, err);
-  else {
-    lmwb_input_error(err, "no --set given and no world.json in the model folder to take the secrets from");
-    return FALSE;
-  }
+  else if (a->manifest) *set = lmwb_recitation_set_load_world(a->manifest, err);
+  else *set = lmwb_recitation_set_load_for_model(m->dir, err);
   if (!*set) return FALSE;
   if (a->heldout && !(*heldout = lmwb_cli_read_text(a->heldout, err))) return FALSE;
   *manifest = !a->no_world && man ? g_strdup(man) : NULL;

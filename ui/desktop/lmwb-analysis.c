@@ -68,7 +68,9 @@ gpointer lmwb_analysis_run(gpointer data, LmwbReporter *rep, GError **error) {
   g_autofree int32_t *ids = lmwb_tokenizer_encode(m->tokenizer, in->prompt, strlen(in->prompt), TRUE, &n_ids, error);
   if (!ids) return NULL;
   if (n_ids == 0) {
-    lmwb_input_error(error, "the prompt is empty: type some text first");
+    lmwb_input_error(error, *in->prompt ? "the model's tokenizer encodes this prompt to no tokens (its vocabulary has "
+                                          "none of its characters)"
+                                        : "the prompt is empty: type some text first");
     return NULL;
   }
   LmwbAnalysis *a = g_new0(LmwbAnalysis, 1);

@@ -6,9 +6,10 @@
  *             factor once (the cache every later edit reads) and compute the mass curves;
  *   evaluate  the edit at ρ as a new version of the model (lmwb_kfac_edit: a weight overlay, the
  *             loaded model untouched) measured by lmwb_memo_measure on the sample (the first N
- *             secrets, the held-out text, the first N items of each world task), and the unedited
+ *             items of the model's memorised set: world.json's secrets or memorised.jsonl; the
+ *             held-out text, windows advancing by the stride; N items of each world task), and the unedited
  *             model once per sample: the same figures as `lmwb-batch kfac sweep` and `memorisation
- *             eval` with --max-items N --heldout TEXT;
+ *             eval` with --max-items N --heldout TEXT --heldout-stride S;
  *   save      the same edit written with lmwb_model_save in the source's dtype (`kfac edit`).
  * Moving ρ waits EVAL_DEBOUNCE_MS for it to rest, then cancels a running evaluation and starts
  * the newest when that one has stopped. */
@@ -55,7 +56,7 @@ static void factors_unref(Factors *x) {
 struct _LmwbKfacPanel {
   GtkBox parent;
   GtkEntry *text_entry, *layers_entry, *folder_entry, *heldout_entry;
-  GtkSpinButton *tokens_spin, *context_spin, *items_spin;
+  GtkSpinButton *tokens_spin, *context_spin, *items_spin, *stride_spin;
   GtkCheckButton *up_check, *gate_check, *down_check;
   GtkScale *rho_scale;
   GtkAdjustment *rho_adj;
@@ -65,7 +66,7 @@ struct _LmwbKfacPanel {
   LmwbPlotView *a_plot, *g_plot, *mass_plot;
 
   LmwbModel *model;
-  LmwbRecitationSet *secrets; /* the world's, for the picker (NULL without world.json) */
+  LmwbRecitationSet *secrets; /* the model's memorised set, for the picker (NULL without one) */
   guint serial;               /* bumped by a new model or new factors: older results are dropped */
   Factors *factors;
   LmwbJob *factors_job, *eval_job, *save_job;
@@ -132,7 +133,7 @@ typedef struct {
   unsigned mask;
   gboolean load;
   double rho;
-  int items;
+  int items, stride;
   char *heldout, *world, *out, *dtype;
   gboolean need_base;
   char *base_key;
@@ -254,7 +255,7 @@ static void eval_out_free(gpointer p) {
 
 static gpointer run_eval(gpointer data, LmwbReporter *rep, GError **error) {
   JobIn *in = data;
-  LmwbRecitationSet *set = lmwb_recitation_set_load_world(in->world, error);
+  LmwbRecitationSet *set = lmwb_recitation_set_load_for_model(in->model->dir, error);
   if (!set) return NULL;
   g_autofree char *heldout = NULL;
   if (in->heldout) {
@@ -266,7 +267,8 @@ static gpointer run_eval(gpointer data, LmwbReporter *rep, GError **error) {
       return NULL;
     }
   }
-  LmwbMemoOptions mo = {.set = set, .heldout_text = heldout, .world_manifest = in->world, .max_items = in->items};
+  LmwbMemoOptions mo = {.set = set, .heldout_text = heldout, .heldout_stride = in->stride, .world_manifest = in->world,
+                        .max_items = in->items};
   EvalOut *o = g_new0(EvalOut, 1);
   o->rho = in->rho;
   gint64 t0 = g_get_monotonic_time();
@@ -360,7 +362,7 @@ static void show_metrics(LmwbKfacPanel *p) {
     g_string_append_c(t, '\n');
     g_free(cell[0]), g_free(cell[1]);
   }
-  g_string_append_printf(t, "on %d secrets, %zu held-out tokens, %d facts", b->rec.n, b->ppl_tokens,
+  g_string_append_printf(t, "on %d memorised items, %zu held-out tokens, %d facts", b->rec.n, b->ppl_tokens,
                          b->has_world ? b->world.fact_n : 0);
   if (e && p->n_stats) {
     double kept = 0, change = 0;
@@ -375,7 +377,7 @@ static void show_metrics(LmwbKfacPanel *p) {
 static void show_secret(LmwbKfacPanel *p) {
   guint i = gtk_drop_down_get_selected(p->secret_drop);
   if (!p->secrets || i >= (guint)p->secrets->n) {
-    gtk_label_set_text(p->secret_label, p->secrets ? " " : "No world.json beside this model: no secrets to recite.");
+    gtk_label_set_text(p->secret_label, p->secrets ? " " : "Neither world.json nor memorised.jsonl beside this model: nothing to recite.");
     return;
   }
   const LmwbRecitationItem *it = &p->secrets->items[i];
@@ -484,24 +486,28 @@ static void update_rho_label(LmwbKfacPanel *p) {
 
 static char *sample_key(LmwbKfacPanel *p) {
   g_autofree char *h = stripped(p->heldout_entry);
-  return g_strdup_printf("%d|%s", gtk_spin_button_get_value_as_int(p->items_spin), h);
+  return g_strdup_printf("%d|%d|%s", gtk_spin_button_get_value_as_int(p->items_spin),
+                         gtk_spin_button_get_value_as_int(p->stride_spin), h);
 }
 
 static void eval_done(LmwbJob *job, GtkWidget *owner, gpointer result, const GError *error, gpointer data);
 
 static void start_eval(LmwbKfacPanel *p) {
   if (!p->model || !p->factors) return;
-  g_autofree char *world = world_path(p->model);
-  if (!world || !g_file_test(world, G_FILE_TEST_IS_REGULAR)) {
-    banner(p, "K-FAC: this model has no world.json beside it, so there are no secrets and facts to measure.");
+  if (!p->secrets) {
+    banner(p, "K-FAC: this model has neither world.json (secrets) nor memorised.jsonl beside it: no memorised set "
+              "to measure.");
     return;
   }
+  g_autofree char *world = world_path(p->model);
+  if (world && !g_file_test(world, G_FILE_TEST_IS_REGULAR)) g_clear_pointer(&world, g_free); /* no facts */
   JobIn *in = g_new0(JobIn, 1);
   in->serial = p->serial;
   in->model = lmwb_model_ref(p->model);
   in->factors = factors_ref(p->factors);
   in->rho = rho_of(p);
   in->items = gtk_spin_button_get_value_as_int(p->items_spin);
+  in->stride = gtk_spin_button_get_value_as_int(p->stride_spin);
   g_autofree char *h = stripped(p->heldout_entry);
   in->heldout = *h ? g_strdup(h) : NULL;
   in->world = g_steal_pointer(&world);
@@ -756,6 +762,7 @@ ENTRY_ACTION(heldout, heldout_entry)
 SPIN_ACTION(tokens, tokens_spin)
 SPIN_ACTION(context, context_spin)
 SPIN_ACTION(items, items_spin)
+SPIN_ACTION(stride, stride_spin)
 
 static void act_matrices(GSimpleAction *a, GVariant *v, gpointer user) {
   LmwbKfacPanel *p = panel_of(user);
@@ -822,6 +829,7 @@ const GActionEntry lmwb_kfac_panel_actions[LMWB_KFAC_PANEL_N_ACTIONS] = {
   {"kfac-layers", act_layers, "s"},     {"kfac-matrices", act_matrices, "s"}, {"kfac-folder", act_folder, "s"},
   {"kfac-collect", act_collect},        {"kfac-load", act_load, "s"},         {"kfac-cancel", act_cancel},
   {"kfac-keep-mass", act_keep_mass, "d"}, {"kfac-items", act_items, "i"},     {"kfac-heldout", act_heldout, "s"},
+  {"kfac-heldout-stride", act_stride, "i"},
   {"kfac-secret", act_secret, "i"},     {"kfac-save", act_save, "s"},         {"kfac-save-dialog", act_save_dialog},
   {"kfac-browse", act_browse, "s"},
 };
@@ -846,8 +854,7 @@ void lmwb_kfac_panel_set_model(LmwbKfacPanel *p, LmwbModel *m) {
   g_clear_pointer(&p->saved, g_free);
   p->n_stats = p->evaluations = p->cancelled = 0;
   g_clear_pointer(&p->secrets, lmwb_recitation_set_free);
-  g_autofree char *world = world_path(m);
-  if (world && g_file_test(world, G_FILE_TEST_IS_REGULAR)) p->secrets = lmwb_recitation_set_load_world(world, NULL);
+  if (m) p->secrets = lmwb_recitation_set_load_for_model(m->dir, NULL);
   gtk_string_list_splice(p->secret_list, 0, g_list_model_get_n_items(G_LIST_MODEL(p->secret_list)), NULL);
   for (int i = 0; p->secrets && i < p->secrets->n; i++) {
     g_autofree char *item = g_strdup_printf("%d · %s…", i, p->secrets->items[i].prefix);
@@ -861,6 +868,7 @@ void lmwb_kfac_panel_set_model(LmwbKfacPanel *p, LmwbModel *m) {
     gtk_widget_set_sensitive(GTK_WIDGET(p->gate_check), m->cfg.gated_mlp);
     gtk_spin_button_set_range(p->context_spin, 2, m->cfg.n_ctx);
     gtk_spin_button_set_value(p->context_spin, MIN(LMWB_KFAC_DEFAULT_CONTEXT, m->cfg.n_ctx));
+    gtk_spin_button_set_range(p->stride_spin, 0, m->cfg.n_ctx);
   }
   gtk_label_set_text(p->status_label, " ");
   show_factors(p);
@@ -959,7 +967,7 @@ static void lmwb_kfac_panel_class_init(LmwbKfacPanelClass *k) {
   gtk_widget_class_set_template_from_resource(wk, "/org/lmwb/Workbench/lmwb-kfac-panel.ui");
 #define BIND(x) gtk_widget_class_bind_template_child(wk, LmwbKfacPanel, x)
   BIND(text_entry), BIND(layers_entry), BIND(folder_entry), BIND(heldout_entry), BIND(tokens_spin), BIND(context_spin);
-  BIND(items_spin), BIND(up_check), BIND(gate_check), BIND(down_check), BIND(rho_scale), BIND(rho_adj);
+  BIND(items_spin), BIND(stride_spin), BIND(up_check), BIND(gate_check), BIND(down_check), BIND(rho_scale), BIND(rho_adj);
   BIND(factors_label), BIND(rho_label), BIND(metrics_label), BIND(secret_label), BIND(status_label), BIND(secret_drop);
   BIND(secret_list), BIND(a_plot), BIND(g_plot), BIND(mass_plot);
 #undef BIND
@@ -975,6 +983,7 @@ static void lmwb_kfac_panel_init(LmwbKfacPanel *p) {
   gtk_scale_add_mark(p->rho_scale, 0.5, GTK_POS_BOTTOM, "0.5");
   g_signal_connect(p->rho_adj, "value-changed", G_CALLBACK(on_rho_changed), p);
   g_signal_connect(p->items_spin, "value-changed", G_CALLBACK(on_sample_changed), p);
+  g_signal_connect(p->stride_spin, "value-changed", G_CALLBACK(on_sample_changed), p);
   g_signal_connect(p->heldout_entry, "changed", G_CALLBACK(on_sample_changed), p);
   g_signal_connect(p->secret_drop, "notify::selected", G_CALLBACK(on_secret_picked), p);
   show_factors(p);

@@ -24,6 +24,7 @@ struct _LmwbWindow {
   GPtrArray *jobs;     /* LmwbJob* running under the window, newest last */
   LmwbJob *prompt_job; /* the run of the prompt, until its done */
   char *banner_text;
+  gboolean banner_from_prompt; /* the banner is about the last prompt run: a good run hides it */
   GdkFrameClock *clock;
   gulong after_paint_id;
 };
@@ -41,6 +42,7 @@ static guint signals[N_SIGNALS];
 void lmwb_window_show_error(LmwbWindow *w, const char *message) {
   g_free(w->banner_text);
   w->banner_text = g_strdup(message);
+  w->banner_from_prompt = FALSE;
   gtk_label_set_text(w->banner_label, message);
   gtk_info_bar_set_revealed(w->banner, TRUE);
 }
@@ -156,13 +158,19 @@ static void analysis_done(LmwbJob *job, GtkWidget *owner, gpointer result, const
   LmwbWindow *w = LMWB_WINDOW(owner);
   if (w->prompt_job == job) w->prompt_job = NULL;
   if (error) {
-    if (!lmwb_job_cancelled(error)) lmwb_window_show_error(w, error->message);
+    if (!lmwb_job_cancelled(error)) {
+      lmwb_window_show_error(w, error->message);
+      w->banner_from_prompt = TRUE;
+    }
     return;
   }
   LmwbAnalysis *a = result;
   if (a->truncated) {
     g_autofree char *msg = g_strdup_printf("The prompt was cut to its first %d tokens.", a->n);
     lmwb_window_show_error(w, msg);
+    w->banner_from_prompt = TRUE;
+  } else if (w->banner_from_prompt) {
+    hide_banner(w);
   }
   g_clear_pointer(&w->analysis, lmwb_analysis_unref);
   w->analysis = lmwb_analysis_ref(a);
