@@ -21,25 +21,18 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "reference"))
 import hf_write  # noqa: E402
+from cli_checks import check, failures, run_batch  # noqa: E402
 
 BATCH, FIX = sys.argv[1], sys.argv[2]
 GPT2 = os.path.join(FIX, "gpt2")
-failures = []
 CTX = 16
 TEXT = ("The cat sat on the mat. The dog sat on the log and the cat ran to the dog. "
         "Then the bird sang to the tree, and the tree was tall. A man and the dog went to the sea; "
         "the sea was cold and the man was tired, so the dog sat on the sand by the sea.")
 
 
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures.append(what)
-
-
 def run(*args):
-    p = subprocess.run([BATCH, *args], capture_output=True, text=True)
-    return p.returncode, p.stdout, p.stderr
+    return run_batch(BATCH, *args)
 
 
 def main():

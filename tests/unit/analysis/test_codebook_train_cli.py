@@ -17,20 +17,15 @@ import tempfile
 
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "reference"))
+from cli_checks import check, failures, run_batch  # noqa: E402
+
 BATCH, FIX, TEXT = sys.argv[1], sys.argv[2], sys.argv[3]
 GPT2 = os.path.join(FIX, "gpt2")
-failures = []
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures.append(what)
 
 
 def run(*args):
-    p = subprocess.run([BATCH, *args], capture_output=True, text=True)
-    return p.returncode, p.stdout, p.stderr
+    return run_batch(BATCH, *args)
 
 
 SMALL = ["--model", GPT2, "--sites", "attn,mlp", "--codes", "64", "--k", "4", "--context", "16", "--lr", "1e-2",

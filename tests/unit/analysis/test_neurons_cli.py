@@ -23,20 +23,13 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "reference"))
 import hf_models  # noqa: E402
 import neurons_reference  # noqa: E402
+from cli_checks import check, failures, run_batch  # noqa: E402
 
 BATCH, FIX = sys.argv[1], sys.argv[2]
-failures = []
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures.append(what)
 
 
 def run(*args):
-    p = subprocess.run([BATCH, *args], capture_output=True, text=True)
-    return p.returncode, p.stdout, p.stderr
+    return run_batch(BATCH, *args)
 
 
 def decode_case(model, which, layers, k, norm=True, block=None):

@@ -33,21 +33,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "reference"))
 import hf_models  # noqa: E402
 import hf_write  # noqa: E402
+from cli_checks import check, failures, run_batch  # noqa: E402
 
 BATCH = sys.argv[1]
 EOT = 10
-failures = []
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures.append(what)
 
 
 def run(*args):
-    p = subprocess.run([BATCH, *args], capture_output=True, text=True)
-    return p.returncode, p.stdout, p.stderr
+    return run_batch(BATCH, *args)
 
 
 def read_seqs(path, length):

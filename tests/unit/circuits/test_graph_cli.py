@@ -28,19 +28,11 @@ BATCH, FIX, REF = sys.argv[1], sys.argv[2], sys.argv[3]
 sys.path.insert(0, REF)
 import hf_models as hm  # noqa: E402
 import hf_write as hw  # noqa: E402
-
-failures = []
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures.append(what)
+from cli_checks import check, failures, run_batch  # noqa: E402
 
 
 def run(*args):
-    p = subprocess.run([BATCH, *args], capture_output=True, text=True)
-    return p.returncode, p.stdout, p.stderr
+    return run_batch(BATCH, *args)
 
 
 def random_set(cfg, d_sae, rng):

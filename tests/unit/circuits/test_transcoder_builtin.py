@@ -13,16 +13,12 @@ import struct
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "reference"))
+from cli_checks import check, failures  # noqa: E402
+
 BATCH, MODEL = sys.argv[1], sys.argv[2]
 SET = os.path.join(MODEL, "transcoders")
 MARGIN_RECOVERED, MARGIN_FVU = 0.05, 0.02
-failures = []
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures.append(what)
 
 
 def header(path):

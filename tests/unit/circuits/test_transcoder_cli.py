@@ -18,15 +18,11 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "reference"))
+from cli_checks import check, failures  # noqa: E402
+
 BATCH, FIX, TEXT = sys.argv[1], sys.argv[2], sys.argv[3]
 GPT2 = os.path.join(FIX, "gpt2")
-failures = []
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures.append(what)
 
 
 def run(*args, env=None):

@@ -23,20 +23,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "reference"))
 import hf_models  # noqa: E402
+from cli_checks import check, failures, run_batch  # noqa: E402
 
 BATCH, MODEL, MONITOR = sys.argv[1], sys.argv[2], sys.argv[3]
-failures = []
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures.append(what)
 
 
 def run(*args):
-    p = subprocess.run([BATCH, *args], capture_output=True, text=True)
-    return p.returncode, p.stdout, p.stderr
+    return run_batch(BATCH, *args)
 
 
 def read_safetensors(path):

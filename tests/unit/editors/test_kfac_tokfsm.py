@@ -18,14 +18,10 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "reference"))
+from cli_checks import check, failures, finish  # noqa: E402
+
 BATCH, MODEL = sys.argv[1:3]
-failures = []
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures.append(what)
 
 
 def run(*args):
@@ -91,7 +87,4 @@ def main():
 
 
 main()
-if failures:
-    print(f"{len(failures)} failure(s)")
-    sys.exit(1)
-print("all passed")
+finish()

@@ -409,6 +409,33 @@ static void expect_load_error(const char *json, const char *needle) {
   g_error_free(err);
 }
 
+/* Text with no token in the vocabulary (no unk token, no byte fallback: HF drops it) encodes to an
+ * empty array, which is not an error: NULL is only returned with an error set. */
+static void test_no_tokens(void) {
+  const char *json = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"1\": 0, \"2\": 1}, \"merges\": []}}";
+  GError *err = NULL;
+  LmwbTokenizer *t = lmwb_tokenizer_load_json_data(json, strlen(json), &err);
+  g_assert_no_error(err);
+  size_t n = 99;
+  int32_t *ids = lmwb_tokenizer_encode(t, "abc", 3, TRUE, &n, &err);
+  g_assert_no_error(err);
+  g_assert_nonnull(ids);
+  g_assert_cmpuint(n, ==, 0);
+  g_free(ids);
+  ids = lmwb_tokenizer_encode(t, "", 0, TRUE, &n, &err);
+  g_assert_no_error(err);
+  g_assert_nonnull(ids);
+  g_assert_cmpuint(n, ==, 0);
+  g_free(ids);
+  ids = lmwb_tokenizer_encode(t, "a2b1", 4, TRUE, &n, &err);
+  g_assert_no_error(err);
+  g_assert_cmpuint(n, ==, 2);
+  g_assert_cmpint(ids[0], ==, 1);
+  g_assert_cmpint(ids[1], ==, 0);
+  g_free(ids);
+  lmwb_tokenizer_free(t);
+}
+
 static void test_bad_input(void) {
   expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0", "not valid JSON");
   expect_load_error("[1, 2]", "not a JSON object");
@@ -497,5 +524,6 @@ int main(int argc, char **argv) {
   g_test_add_func("/tokenizer/gpt2/reference", test_gpt2_reference);
   g_test_add_func("/tokenizer/splitters", test_splitters);
   g_test_add_func("/tokenizer/bad-input", test_bad_input);
+  g_test_add_func("/tokenizer/no-tokens", test_no_tokens);
   return g_test_run();
 }
