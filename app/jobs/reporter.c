@@ -25,7 +25,28 @@ void lmwb_reporter_cancel(LmwbReporter *r) {
 }
 
 gboolean lmwb_reporter_cancelled(LmwbReporter *r, GError **error) {
-  if (!r || !g_atomic_int_get(&r->cancel_requested)) return FALSE;
-  g_set_error(error, LMWB_ERROR, LMWB_ERROR_CANCELLED, "cancelled");
-  return TRUE;
+  for (; r; r = r->parent) {
+    if (g_atomic_int_get(&r->cancel_requested)) {
+      g_set_error(error, LMWB_ERROR, LMWB_ERROR_CANCELLED, "cancelled");
+      return TRUE;
+    }
+  }
+  return FALSE;
+}
+
+static void part_progress(LmwbReporter *r, double fraction, const char *stage) {
+  LmwbReporterPart *p = (LmwbReporterPart *)r;
+  lmwb_report_progress(r->parent, p->lo + (p->hi - p->lo) * fraction, stage);
+}
+
+static void part_metric(LmwbReporter *r, const char *series, double x, double y) {
+  lmwb_report_metric(r->parent, series, x, y);
+}
+
+static void part_log(LmwbReporter *r, const char *message) { lmwb_report_log(r->parent, "%s", message); }
+
+LmwbReporter *lmwb_reporter_part_init(LmwbReporterPart *part, LmwbReporter *parent, double lo, double hi) {
+  *part = (LmwbReporterPart){.r = {.progress = part_progress, .metric = part_metric, .log = part_log, .parent = parent},
+                             .lo = lo, .hi = hi};
+  return &part->r;
 }

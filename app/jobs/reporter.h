@@ -14,6 +14,7 @@ struct LmwbReporter {
   void (*log)(LmwbReporter *r, const char *message);
   gint cancel_requested; /* set with lmwb_reporter_cancel from any thread */
   void *user;
+  LmwbReporter *parent; /* a part's whole (lmwb_reporter_part_init): its cancel counts too */
 };
 
 void lmwb_report_progress(LmwbReporter *r, double fraction, const char *stage);
@@ -22,3 +23,12 @@ void lmwb_report_log(LmwbReporter *r, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 void lmwb_reporter_cancel(LmwbReporter *r);
 /* TRUE when cancel was requested; sets a LMWB_ERROR_CANCELLED error when error is non-NULL. */
 gboolean lmwb_reporter_cancelled(LmwbReporter *r, GError **error);
+
+/* A reporter for one part of a job: the part's progress 0..1 is shown as lo..hi of the parent's,
+ * metrics and logs go to the parent, and cancelling the parent cancels the part. The part lives
+ * as long as the caller keeps it (usually on the stack around one call). */
+typedef struct LmwbReporterPart {
+  LmwbReporter r;
+  double lo, hi;
+} LmwbReporterPart;
+LmwbReporter *lmwb_reporter_part_init(LmwbReporterPart *part, LmwbReporter *parent, double lo, double hi);

@@ -754,7 +754,8 @@ def test_kfac():
 
 def test_kfac_memorised():
     """The K-FAC page on a model without a world: tokfsm-mem's memorised.jsonl is the set, held-out
-    walks one per window (the stride spin), and the figures equal lmwb-batch kfac sweep's."""
+    walks one per window (the stride spin), Recommend moves ρ to kfac sweep's recommended value, and
+    the figures equal lmwb-batch kfac sweep's."""
     import json
     model = os.path.join(SRC, "data", "models", "tokfsm-mem")
     batch = os.path.join(BUILD, "ui", "batch", "lmwb-batch")
@@ -770,7 +771,7 @@ def test_kfac_memorised():
     with open(heldout, "w") as f:
         f.write("".join("<|endoftext|>" + w for w in held) + "<|endoftext|>")
     factors = os.path.join(tmp, "factors")
-    items, rho = 32, 0.96
+    items = 32
     out = run_script([
         # The default English prompt has no token in this 11-token vocabulary: a banner saying so.
         "wait-ready", "dump", f"action win.set-prompt '<|endoftext|>{held[0][:16]}'", "action win.run", "wait-ready",
@@ -779,28 +780,35 @@ def test_kfac_memorised():
         "action editing.kfac-context 129", "action editing.kfac-layers '0-3'", "action editing.kfac-matrices 'up,down'",
         f"action editing.kfac-folder '{factors}'", f"action editing.kfac-items {items}",
         f"action editing.kfac-heldout '{heldout}'", "action editing.kfac-heldout-stride 129",
-        "action editing.kfac-collect", "wait-ready 120", f"action editing.kfac-keep-mass {rho}", "wait-ready 120",
+        "action editing.kfac-collect", "wait-ready 120", "action editing.kfac-recommend", "wait-ready 240",
         "action editing.kfac-secret 3", "wait-ready", "dump", f"shot {shots}/kfac-memorised.png", "quit",
-    ], model, timeout=300, extra_env=env1)
+    ], model, timeout=400, extra_env=env1)
     d = dumps(out)
     assert len(d) == 2, f"expected 2 dumps, got {len(d)}"
     assert "no tokens" in d[0]["banner"], d[0]["banner"]
     d = d[1]
     assert d["banner"] == "", d["banner"]
     base, ed = kfac_fields(d, "base "), kfac_fields(d, "edited ")
-    print("unedited", base, "\nrho", rho, ed)
+    rec = kfac_fields(d, "recommend=")
+    rho = float(rec["recommend"])
+    print("unedited", base, "\nrecommended rho", rho, ed)
+    # Recommend: kfac sweep's ten default values, ρ moved to the recommended one and measured there.
+    assert rec["tried"] == "10" and 0.9 <= rho < 1, rec
+    assert float(kfac_fields(d, "rho=")["evaluated_rho"]) == rho, kfac_lines(d, "rho=")
     assert base["n"] == str(items) and base["fact_n"] == "0" and base["facts"] == "nan", base
     assert float(base["strict"]) == 1.0 and float(ed["strict"]) <= 0.1, (base, ed)
     assert float(ed["perplexity"]) < 1.2 * float(base["perplexity"]), (base, ed)
     assert int(base["ppl_tokens"]) == 300 * 128, base  # one walk per window: every digit scored after its EOT
     sec = kfac_lines(d, "secret ")
     assert sec[0].startswith("secret 3 suffix="), sec
-    p = subprocess.run([batch, "kfac", "sweep", "--model", model, "--factors", factors, "--keep-mass", str(rho),
-                        "--heldout", heldout, "--heldout-stride", "129", "--max-items", str(items)],
-                       capture_output=True, text=True, timeout=240, env=cli_env)
+    p = subprocess.run([batch, "kfac", "sweep", "--model", model, "--factors", factors, "--heldout", heldout,
+                        "--heldout-stride", "129", "--max-items", str(items)],
+                       capture_output=True, text=True, timeout=300, env=cli_env)
     assert p.returncode == 0, p.stderr[-2000:]
     sweep = json.loads(p.stdout)
-    for gui, cli in ((base, sweep["base"]), (ed, sweep["points"][0])):
+    assert len(sweep["points"]) == 10 and sweep["recommended_keep_mass"] == rho, (sweep["recommended_keep_mass"], rho)
+    at = [q for q in sweep["points"] if q["keep_mass"] == rho][0]
+    for gui, cli in ((base, sweep["base"]), (ed, at)):
         for k, c in (("strict", "strict"), ("loose", "loose"), ("distance", "mean_distance"), ("perplexity", "perplexity")):
             assert abs(float(gui[k]) - cli[c]) <= 1e-9 * max(1, abs(cli[c])), (k, gui[k], cli[c])
     shutil.rmtree(tmp)

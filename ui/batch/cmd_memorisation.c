@@ -4,13 +4,13 @@
 #include "ui/batch/cli.h"
 #include "ui/batch/cmd_kfac.h"
 #include "app/train/corpus.h"
+#include "editors/kfac_sweep.h"
 #include "editors/memorisation.h"
 #include "ui/plot/plot.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define DEFAULT_SWEEP "0.5,0.6,0.7,0.8,0.9,0.95"
 #define KFAC_SWEEP_EXIT "Exit status: 0 ok, 2 bad input (the message names the option, file or tensor), 1 failure."
 
 /* The options both commands share. */
@@ -122,21 +122,6 @@ int lmwb_cmd_memorisation_eval(int argc, char **argv) {
 
 /* ---- kfac sweep -------------------------------------------------------------------------------- */
 
-static int parse_values(const char *s, double **out) {
-  g_auto(GStrv) parts = g_strsplit(s, ",", -1);
-  int n = (int)g_strv_length(parts);
-  *out = g_new(double, MAX(n, 1));
-  for (int i = 0; i < n; i++) {
-    char *end = NULL;
-    (*out)[i] = g_ascii_strtod(g_strstrip(parts[i]), &end);
-    if (!*parts[i] || *end || !((*out)[i] > 0 && (*out)[i] <= 1)) {
-      lmwb_cli_usage_error("--keep-mass: \"%s\" is not a value in (0, 1]", parts[i]);
-      return -1;
-    }
-  }
-  return n;
-}
-
 static double ratio(double a, double b) { return isfinite(a) && isfinite(b) && b > 0 ? a / b : NAN; }
 
 int lmwb_cmd_kfac_sweep(int argc, char **argv) {
@@ -146,7 +131,7 @@ int lmwb_cmd_kfac_sweep(int argc, char **argv) {
       {"factors", 'f', 0, G_OPTION_ARG_FILENAME, &factors, "Factor folder from kfac collect on this model (required)", "DIR"},
       {"layers", 'l', 0, G_OPTION_ARG_STRING, &layers, "Layers to edit (default: those of the factors)", "L"},
       {"matrices", 0, 0, G_OPTION_ARG_STRING, &matrices, "Any of up,gate,down (default: those of the factors)", "M"},
-      {"keep-mass", 'r', 0, G_OPTION_ARG_STRING, &values, "Values of ρ to try (default " DEFAULT_SWEEP ")", "R1,R2,..."},
+      {"keep-mass", 'r', 0, G_OPTION_ARG_STRING, &values, "Values of ρ to try (default " LMWB_KFAC_SWEEP_DEFAULT ")", "R1,R2,..."},
       {"plot", 0, 0, G_OPTION_ARG_FILENAME, &plot, "Draw recitation, perplexity and facts against ρ to a .png, .svg or .pdf", "FILE"},
       MEMO_ENTRIES(a),
       {NULL}};
@@ -162,9 +147,12 @@ int lmwb_cmd_kfac_sweep(int argc, char **argv) {
   if (!factors) return lmwb_cli_usage_error("--factors DIR is required");
   if (!lmwb_kfac_cli_plot_path("--plot", plot)) return 2;
   g_autofree double *rho = NULL;
-  int n = parse_values(values ? values : DEFAULT_SWEEP, &rho);
-  if (n < 0) return 2;
+  int n = 0;
   GError *err = NULL;
+  if (!lmwb_kfac_sweep_parse(values ? values : LMWB_KFAC_SWEEP_DEFAULT, &rho, &n, &err)) {
+    g_prefix_error(&err, "--");
+    return lmwb_cli_fail(err);
+  }
   g_autoptr(LmwbModel) m = lmwb_cli_load_model(&err);
   if (!m) return lmwb_cli_fail(err);
   LmwbRecitationSet *set = NULL;
@@ -181,44 +169,30 @@ int lmwb_cmd_kfac_sweep(int argc, char **argv) {
   }
   LmwbMemoOptions o = {.set = set, .heldout_text = heldout, .world_manifest = manifest, .max_items = a.max_items,
                     .heldout_stride = a.heldout_stride};
-  LmwbMemoResult base = {0}, *res = g_new0(LmwbMemoResult, n);
+  LmwbKfacSweep sw = {0};
   LmwbKfacEigen *eig = g_new0(LmwbKfacEigen, f->n);
-  LmwbReporter *rep = lmwb_cli_reporter();
   g_autoptr(JsonBuilder) b = json_builder_new();
+  if (!lmwb_kfac_sweep_run(m, f, list, n_layers, mask, rho, n, &eig, &o, &sw, lmwb_cli_reporter(), &err)) goto fail;
+  const LmwbMemoResult *base = &sw.base, *res = sw.res;
   json_builder_begin_object(b);
-  if (!lmwb_memo_measure(m, &o, &base, rep, &err)) goto fail;
   json_builder_set_member_name(b, "base");
   json_builder_begin_object(b);
-  lmwb_memo_result_to_json(&base, b);
+  lmwb_memo_result_to_json(base, b);
   json_builder_end_object(b);
   json_builder_set_member_name(b, "points");
   json_builder_begin_array(b);
   for (int i = 0; i < n; i++) {
-    LmwbKfacEditStats *st = NULL;
-    int n_st = 0;
-    LmwbModel *ed = lmwb_kfac_edit(m, f, list, n_layers, mask, rho[i], &eig, &st, &n_st, &err);
-    if (!ed) goto fail;
-    gboolean ok = lmwb_memo_measure(ed, &o, &res[i], rep, &err);
-    lmwb_model_unref(ed);
-    if (!ok) {
-      g_free(st);
-      goto fail;
-    }
     json_builder_begin_object(b);
     json_builder_set_member_name(b, "keep_mass");
     json_builder_add_double_value(b, rho[i]);
     lmwb_memo_result_to_json(&res[i], b);
     json_builder_set_member_name(b, "matrices");
-    json_builder_add_value(b, lmwb_kfac_cli_stats_json(st, n_st));
+    json_builder_add_value(b, lmwb_kfac_cli_stats_json(sw.stats[i], sw.n_stats[i]));
     json_builder_end_object(b);
-    g_free(st);
-    lmwb_report_log(rep, "keep-mass %g: strict %.3f loose %.3f perplexity %.2f", rho[i], res[i].rec.strict,
-                    res[i].rec.loose, res[i].perplexity);
   }
   json_builder_end_array(b);
-  int best = lmwb_memo_recommend(&base, res, rho, n);
   json_builder_set_member_name(b, "recommended_keep_mass");
-  if (best >= 0) json_builder_add_double_value(b, rho[best]);
+  if (sw.recommended >= 0) json_builder_add_double_value(b, rho[sw.recommended]);
   else json_builder_add_null_value(b);
   json_builder_set_member_name(b, "goals");
   json_builder_begin_object(b);
@@ -236,8 +210,8 @@ int lmwb_cmd_kfac_sweep(int argc, char **argv) {
     for (int i = 0; i < n; i++) {
       lmwb_plot_append(p, ss, rho[i], res[i].rec.strict);
       lmwb_plot_append(p, sl, rho[i], res[i].rec.loose);
-      if (sp >= 0) lmwb_plot_append(p, sp, rho[i], ratio(res[i].perplexity, base.perplexity));
-      if (sf >= 0 && res[i].has_world) lmwb_plot_append(p, sf, rho[i], ratio(res[i].world.fact_top1, base.world.fact_top1));
+      if (sp >= 0) lmwb_plot_append(p, sp, rho[i], ratio(res[i].perplexity, base->perplexity));
+      if (sf >= 0 && res[i].has_world) lmwb_plot_append(p, sf, rho[i], ratio(res[i].world.fact_top1, base->world.fact_top1));
     }
     gboolean ok = lmwb_plot_save(p, plot, 900, 560, &err);
     lmwb_plot_free(p);
@@ -248,9 +222,7 @@ int lmwb_cmd_kfac_sweep(int argc, char **argv) {
 fail:
   status = lmwb_cli_fail(err);
 done:
-  lmwb_memo_result_clear(&base);
-  for (int i = 0; i < n; i++) lmwb_memo_result_clear(&res[i]);
-  g_free(res);
+  lmwb_kfac_sweep_clear(&sw);
   for (int i = 0; i < f->n; i++) lmwb_kfac_eigen_clear(&eig[i]);
   g_free(eig);
   lmwb_kfac_factors_free(f);

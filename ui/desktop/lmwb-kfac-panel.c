@@ -19,6 +19,7 @@
 #include "app/formats/tokenizer.h"
 #include "app/train/corpus.h"
 #include "editors/kfac.h"
+#include "editors/kfac_sweep.h"
 #include "editors/memorisation.h"
 #include "ui/desktop/lmwb-app.h"
 #include "ui/desktop/lmwb-job.h"
@@ -60,7 +61,7 @@ struct _LmwbKfacPanel {
   GtkCheckButton *up_check, *gate_check, *down_check;
   GtkScale *rho_scale;
   GtkAdjustment *rho_adj;
-  GtkLabel *factors_label, *rho_label, *metrics_label, *secret_label, *status_label;
+  GtkLabel *factors_label, *rho_label, *metrics_label, *secret_label, *status_label, *recommend_label;
   GtkDropDown *secret_drop;
   GtkStringList *secret_list;
   LmwbPlotView *a_plot, *g_plot, *mass_plot;
@@ -69,7 +70,7 @@ struct _LmwbKfacPanel {
   LmwbRecitationSet *secrets; /* the model's memorised set, for the picker (NULL without one) */
   guint serial;               /* bumped by a new model or new factors: older results are dropped */
   Factors *factors;
-  LmwbJob *factors_job, *eval_job, *save_job;
+  LmwbJob *factors_job, *eval_job, *save_job, *recommend_job;
   guint debounce_id;
   gboolean eval_pending;      /* an evaluation waits for the cancelled one to stop */
   int evaluations, cancelled;
@@ -81,6 +82,8 @@ struct _LmwbKfacPanel {
   LmwbKfacEditStats *stats;
   int n_stats;
   char *saved;
+  double recommended; /* the last Recommend's ρ (NaN: none met the goals or not run), of n_tried */
+  int n_tried;
 };
 
 G_DEFINE_FINAL_TYPE(LmwbKfacPanel, lmwb_kfac_panel, GTK_TYPE_BOX)
@@ -253,22 +256,31 @@ static void eval_out_free(gpointer p) {
   g_free(o);
 }
 
-static gpointer run_eval(gpointer data, LmwbReporter *rep, GError **error) {
-  JobIn *in = data;
-  LmwbRecitationSet *set = lmwb_recitation_set_load_for_model(in->model->dir, error);
-  if (!set) return NULL;
-  g_autofree char *heldout = NULL;
+/* The sample of a job: the model's memorised set and the held-out text (mo borrows both). */
+static gboolean load_sample(const JobIn *in, LmwbRecitationSet **set, char **heldout, LmwbMemoOptions *mo,
+                            GError **error) {
+  if (!(*set = lmwb_recitation_set_load_for_model(in->model->dir, error))) return FALSE;
   if (in->heldout) {
     size_t len = 0;
-    heldout = lmwb_file_read(in->heldout, LMWB_TEXT_MAX_BYTES, LMWB_READ_REGULAR, &len, error);
-    if (!heldout || !g_utf8_validate(heldout, (gssize)len, NULL)) {
-      if (heldout) lmwb_input_error(error, "%s is not UTF-8 text", in->heldout);
-      lmwb_recitation_set_free(set);
-      return NULL;
+    *heldout = lmwb_file_read(in->heldout, LMWB_TEXT_MAX_BYTES, LMWB_READ_REGULAR, &len, error);
+    if (!*heldout || !g_utf8_validate(*heldout, (gssize)len, NULL)) {
+      if (*heldout) lmwb_input_error(error, "%s is not UTF-8 text", in->heldout);
+      g_clear_pointer(heldout, g_free);
+      g_clear_pointer(set, lmwb_recitation_set_free);
+      return FALSE;
     }
   }
-  LmwbMemoOptions mo = {.set = set, .heldout_text = heldout, .heldout_stride = in->stride, .world_manifest = in->world,
-                        .max_items = in->items};
+  *mo = (LmwbMemoOptions){.set = *set, .heldout_text = *heldout, .heldout_stride = in->stride,
+                          .world_manifest = in->world, .max_items = in->items};
+  return TRUE;
+}
+
+static gpointer run_eval(gpointer data, LmwbReporter *rep, GError **error) {
+  JobIn *in = data;
+  LmwbRecitationSet *set = NULL;
+  g_autofree char *heldout = NULL;
+  LmwbMemoOptions mo;
+  if (!load_sample(in, &set, &heldout, &mo, error)) return NULL;
   EvalOut *o = g_new0(EvalOut, 1);
   o->rho = in->rho;
   gint64 t0 = g_get_monotonic_time();
@@ -303,6 +315,30 @@ static gpointer run_eval(gpointer data, LmwbReporter *rep, GError **error) {
   }
   o->seconds = (g_get_monotonic_time() - t0) / 1e6;
   return o;
+}
+
+/* ---- the recommend job (worker): kfac sweep's values, and its recommended ρ ------------------ */
+
+static gpointer run_recommend(gpointer data, LmwbReporter *rep, GError **error) {
+  JobIn *in = data;
+  LmwbRecitationSet *set = NULL;
+  g_autofree char *heldout = NULL;
+  g_autofree double *rho = NULL;
+  int n = 0;
+  LmwbMemoOptions mo;
+  if (!lmwb_kfac_sweep_parse(LMWB_KFAC_SWEEP_DEFAULT, &rho, &n, error)) return NULL;
+  if (!load_sample(in, &set, &heldout, &mo, error)) return NULL;
+  LmwbKfacSweep *sw = g_new0(LmwbKfacSweep, 1);
+  gboolean ok = lmwb_kfac_sweep_run(in->model, in->factors->f, in->factors->layers, in->factors->n_layers,
+                                    in->factors->mask, rho, n, &in->factors->eig, &mo, sw, rep, error);
+  lmwb_recitation_set_free(set);
+  if (!ok) g_clear_pointer(&sw, g_free);
+  return sw;
+}
+
+static void sweep_free(gpointer sw) {
+  lmwb_kfac_sweep_clear(sw);
+  g_free(sw);
 }
 
 /* ---- the save job (worker) -------------------------------------------------------------------- */
@@ -482,6 +518,30 @@ static void update_rho_label(LmwbKfacPanel *p) {
   g_string_free(t, TRUE);
 }
 
+static void show_recommended(LmwbKfacPanel *p, const LmwbKfacSweep *sw) {
+  if (!sw) {
+    gtk_label_set_text(p->recommend_label, " ");
+    return;
+  }
+  GString *t = g_string_new(NULL);
+  if (sw->recommended < 0) {
+    g_string_append_printf(t, "Recommend: none of the %d values of ρ tried keeps perplexity within +%.0f%% and fact "
+                              "recall at %.0f%%; ρ left as it was.", sw->n, 100 * LMWB_MEMO_MAX_PPL_RISE,
+                           100 * LMWB_MEMO_MIN_FACT_RETAINED);
+  } else {
+    const LmwbMemoResult *b = &sw->base, *e = &sw->res[sw->recommended];
+    g_string_append_printf(t, "Recommended ρ = %.3g (of %d tried: the lowest strict recitation with perplexity within +%.0f%%"
+                              "%s): strict %.1f%% → %.1f%%, perplexity %+.1f%%", sw->rho[sw->recommended], sw->n,
+                           100 * LMWB_MEMO_MAX_PPL_RISE, b->has_world ? " and fact recall at 80%" : "",
+                           100 * b->rec.strict, 100 * e->rec.strict,
+                           isfinite(b->perplexity) && b->perplexity > 0 ? 100 * (e->perplexity / b->perplexity - 1) : NAN);
+    if (b->has_world && e->has_world)
+      g_string_append_printf(t, ", facts %.1f%% → %.1f%%", 100 * b->world.fact_top1, 100 * e->world.fact_top1);
+  }
+  gtk_label_set_text(p->recommend_label, t->str);
+  g_string_free(t, TRUE);
+}
+
 /* ---- evaluation scheduling -------------------------------------------------------------------- */
 
 static char *sample_key(LmwbKfacPanel *p) {
@@ -492,12 +552,14 @@ static char *sample_key(LmwbKfacPanel *p) {
 
 static void eval_done(LmwbJob *job, GtkWidget *owner, gpointer result, const GError *error, gpointer data);
 
-static void start_eval(LmwbKfacPanel *p) {
-  if (!p->model || !p->factors) return;
+/* A job's input for measuring on the page's sample (NULL with a banner when there is nothing to
+ * measure). */
+static JobIn *sample_job_in(LmwbKfacPanel *p) {
+  if (!p->model || !p->factors) return NULL;
   if (!p->secrets) {
     banner(p, "K-FAC: this model has neither world.json (secrets) nor memorised.jsonl beside it: no memorised set "
               "to measure.");
-    return;
+    return NULL;
   }
   g_autofree char *world = world_path(p->model);
   if (world && !g_file_test(world, G_FILE_TEST_IS_REGULAR)) g_clear_pointer(&world, g_free); /* no facts */
@@ -511,6 +573,12 @@ static void start_eval(LmwbKfacPanel *p) {
   g_autofree char *h = stripped(p->heldout_entry);
   in->heldout = *h ? g_strdup(h) : NULL;
   in->world = g_steal_pointer(&world);
+  return in;
+}
+
+static void start_eval(LmwbKfacPanel *p) {
+  JobIn *in = sample_job_in(p);
+  if (!in) return;
   in->base_key = sample_key(p);
   in->need_base = !p->base || g_strcmp0(p->base_key, in->base_key);
   g_autofree char *title = g_strdup_printf("Measuring the K-FAC edit at ρ = %.3g", in->rho);
@@ -602,6 +670,9 @@ static void factors_done(LmwbJob *job, GtkWidget *owner, gpointer result, const 
   }
   p->serial++; /* measurements of the previous factors are dropped */
   if (p->eval_job) lmwb_job_cancel(p->eval_job);
+  if (p->recommend_job) lmwb_job_cancel(p->recommend_job);
+  p->recommended = NAN, p->n_tried = 0;
+  show_recommended(p, NULL);
   p->eval_pending = FALSE;
   factors_unref(p->factors);
   p->factors = result;
@@ -736,6 +807,42 @@ static void save(LmwbKfacPanel *p, const char *dir) {
   p->save_job = lmwb_job_start(job, GTK_WIDGET(p));
 }
 
+static void recommend_done(LmwbJob *job, GtkWidget *owner, gpointer result, const GError *error, gpointer data) {
+  LmwbKfacPanel *p = LMWB_KFAC_PANEL(owner);
+  JobIn *in = data;
+  if (p->recommend_job == job) p->recommend_job = NULL;
+  busy_changed(p);
+  if (in->serial != p->serial) return;
+  if (error) {
+    gtk_label_set_text(p->status_label, " ");
+    if (!lmwb_job_cancelled(error)) job_banner(p, error);
+    return;
+  }
+  const LmwbKfacSweep *sw = result;
+  p->n_tried = sw->n;
+  p->recommended = sw->recommended >= 0 ? sw->rho[sw->recommended] : NAN;
+  show_recommended(p, sw);
+  gtk_label_set_text(p->status_label, " ");
+  if (sw->recommended >= 0) gtk_adjustment_set_value(p->rho_adj, p->recommended); /* measured again on the slider */
+}
+
+static void recommend(LmwbKfacPanel *p) {
+  if (!p->model || refuse_busy(p)) return;
+  if (!p->factors) {
+    banner(p, "K-FAC: collect or load factors before asking for a recommended ρ.");
+    return;
+  }
+  if (p->recommend_job) return;
+  JobIn *in = sample_job_in(p);
+  if (!in) return;
+  const char *title = "Recommending ρ: kfac sweep over " LMWB_KFAC_SWEEP_DEFAULT;
+  LmwbJob *job = lmwb_job_new(title, run_recommend, in, job_in_free);
+  lmwb_job_on_done(job, recommend_done, sweep_free);
+  p->recommend_job = lmwb_job_start(job, GTK_WIDGET(p));
+  gtk_label_set_text(p->status_label, title);
+  busy_changed(p);
+}
+
 /* ---- file dialogs ----------------------------------------------------------------------------- */
 
 static void save_to(gpointer owner, const char *path) { save(owner, path); }
@@ -786,7 +893,10 @@ static void act_save(GSimpleAction *a, GVariant *v, gpointer user) { save(panel_
 static void act_cancel(GSimpleAction *a, GVariant *v, gpointer user) {
   LmwbKfacPanel *p = panel_of(user);
   if (p->factors_job) lmwb_job_cancel(p->factors_job);
+  if (p->recommend_job) lmwb_job_cancel(p->recommend_job);
 }
+
+static void act_recommend(GSimpleAction *a, GVariant *v, gpointer user) { recommend(panel_of(user)); }
 
 static void act_keep_mass(GSimpleAction *a, GVariant *v, gpointer user) {
   LmwbKfacPanel *p = panel_of(user);
@@ -829,7 +939,7 @@ const GActionEntry lmwb_kfac_panel_actions[LMWB_KFAC_PANEL_N_ACTIONS] = {
   {"kfac-layers", act_layers, "s"},     {"kfac-matrices", act_matrices, "s"}, {"kfac-folder", act_folder, "s"},
   {"kfac-collect", act_collect},        {"kfac-load", act_load, "s"},         {"kfac-cancel", act_cancel},
   {"kfac-keep-mass", act_keep_mass, "d"}, {"kfac-items", act_items, "i"},     {"kfac-heldout", act_heldout, "s"},
-  {"kfac-heldout-stride", act_stride, "i"},
+  {"kfac-heldout-stride", act_stride, "i"}, {"kfac-recommend", act_recommend},
   {"kfac-secret", act_secret, "i"},     {"kfac-save", act_save, "s"},         {"kfac-save-dialog", act_save_dialog},
   {"kfac-browse", act_browse, "s"},
 };
@@ -840,6 +950,7 @@ void lmwb_kfac_panel_set_model(LmwbKfacPanel *p, LmwbModel *m) {
   p->serial++;
   if (p->factors_job) lmwb_job_cancel(p->factors_job);
   if (p->eval_job) lmwb_job_cancel(p->eval_job);
+  if (p->recommend_job) lmwb_job_cancel(p->recommend_job);
   if (p->debounce_id) g_source_remove(p->debounce_id);
   p->debounce_id = 0;
   p->eval_pending = FALSE;
@@ -853,6 +964,8 @@ void lmwb_kfac_panel_set_model(LmwbKfacPanel *p, LmwbModel *m) {
   g_clear_pointer(&p->stats, g_free);
   g_clear_pointer(&p->saved, g_free);
   p->n_stats = p->evaluations = p->cancelled = 0;
+  p->recommended = NAN, p->n_tried = 0;
+  show_recommended(p, NULL);
   g_clear_pointer(&p->secrets, lmwb_recitation_set_free);
   if (m) p->secrets = lmwb_recitation_set_load_for_model(m->dir, NULL);
   gtk_string_list_splice(p->secret_list, 0, g_list_model_get_n_items(G_LIST_MODEL(p->secret_list)), NULL);
@@ -917,6 +1030,7 @@ char *lmwb_kfac_panel_describe(LmwbKfacPanel *p) {
   g_string_append_printf(s, "kfac rho=%.6g evaluated_rho=%.6g evaluations=%d cancelled=%d items=%d seconds=%.3f\n",
                          rho_of(p), p->edited ? p->edited_rho : NAN, p->evaluations, p->cancelled,
                          gtk_spin_button_get_value_as_int(p->items_spin), p->edited ? p->eval_seconds : NAN);
+  g_string_append_printf(s, "kfac recommend=%.6g tried=%d\n", p->recommended, p->n_tried);
   describe_memo(s, "base", p->base);
   describe_memo(s, "edited", p->edited);
   for (int i = 0; i < p->n_stats; i++)
@@ -945,7 +1059,8 @@ static void dispose(GObject *o) {
   if (p->factors_job) lmwb_job_cancel(p->factors_job);
   if (p->eval_job) lmwb_job_cancel(p->eval_job);
   if (p->save_job) lmwb_job_cancel(p->save_job);
-  p->factors_job = p->eval_job = p->save_job = NULL;
+  if (p->recommend_job) lmwb_job_cancel(p->recommend_job);
+  p->factors_job = p->eval_job = p->save_job = p->recommend_job = NULL;
   if (p->debounce_id) g_source_remove(p->debounce_id);
   p->debounce_id = 0;
   g_clear_pointer(&p->model, lmwb_model_unref);
@@ -968,13 +1083,14 @@ static void lmwb_kfac_panel_class_init(LmwbKfacPanelClass *k) {
 #define BIND(x) gtk_widget_class_bind_template_child(wk, LmwbKfacPanel, x)
   BIND(text_entry), BIND(layers_entry), BIND(folder_entry), BIND(heldout_entry), BIND(tokens_spin), BIND(context_spin);
   BIND(items_spin), BIND(stride_spin), BIND(up_check), BIND(gate_check), BIND(down_check), BIND(rho_scale), BIND(rho_adj);
-  BIND(factors_label), BIND(rho_label), BIND(metrics_label), BIND(secret_label), BIND(status_label), BIND(secret_drop);
+  BIND(factors_label), BIND(rho_label), BIND(recommend_label), BIND(metrics_label), BIND(secret_label), BIND(status_label), BIND(secret_drop);
   BIND(secret_list), BIND(a_plot), BIND(g_plot), BIND(mass_plot);
 #undef BIND
 }
 
 static void lmwb_kfac_panel_init(LmwbKfacPanel *p) {
   gtk_widget_init_template(GTK_WIDGET(p));
+  p->recommended = NAN;
   g_autofree char *heldout = lmwb_app_default_monitor();
   set_text(p->heldout_entry, heldout);
   gtk_spin_button_set_value(p->items_spin, DEFAULT_ITEMS);

@@ -22,9 +22,10 @@ G_DECLARE_FINAL_TYPE(LmwbKfacPanel, lmwb_kfac_panel, LMWB, KFAC_PANEL, GtkBox)
 /* Actions, named kfac-*: text PATH (collection text), tokens N, context N, layers 'L', matrices
  * 'up,down', folder DIR (collect writes, load reads), collect, load DIR ('' = the folder field),
  * cancel, keep-mass X, items N (sample size), heldout PATH, heldout-stride N (0: half the
- * context), secret N, save DIR, save-dialog,
+ * context), recommend (kfac sweep's values on the sample; ρ moved to the recommended one), secret N,
+ * save DIR, save-dialog,
  * browse text|folder|heldout. */
-#define LMWB_KFAC_PANEL_N_ACTIONS 17
+#define LMWB_KFAC_PANEL_N_ACTIONS 18
 extern const GActionEntry lmwb_kfac_panel_actions[LMWB_KFAC_PANEL_N_ACTIONS];
 
 void lmwb_kfac_panel_set_model(LmwbKfacPanel *p, LmwbModel *model);

@@ -1,0 +1,31 @@
+/* The K-FAC keep-mass sweep (`lmwb-batch kfac sweep`, the desktop's Recommend): the unedited model
+ * and its edit at each ρ of a list (in memory, nothing written), each measured the same way
+ * (memorisation.h), and the recommended ρ (lmwb_memo_recommend). */
+#pragma once
+#include "editors/kfac.h"
+#include "editors/memorisation.h"
+
+/* The values tried when none are given: coarse below 0.9, fine near 1 where recitation moves. */
+#define LMWB_KFAC_SWEEP_DEFAULT "0.5,0.6,0.7,0.8,0.9,0.95,0.96,0.97,0.98,0.99"
+
+typedef struct LmwbKfacSweep {
+  int n;                    /* values of ρ */
+  double *rho;              /* [n] */
+  LmwbMemoResult base;      /* the unedited model */
+  LmwbMemoResult *res;      /* [n] */
+  LmwbKfacEditStats **stats; /* [n] per (layer, matrix) edit statistics, n_stats[i] each */
+  int *n_stats;
+  int recommended;          /* index into rho, -1 when no edit meets the goals */
+} LmwbKfacSweep;
+
+/* Parses "0.9,0.95,…" (every value in (0, 1]); input errors name the value. */
+gboolean lmwb_kfac_sweep_parse(const char *text, double **rho, int *n, GError **error);
+
+/* Runs the sweep over the lists of layers and matrices (as lmwb_kfac_edit): the unedited model,
+ * then each ρ of rho[n] (copied into out). eig is lmwb_kfac_edit's decomposition cache (an array
+ * of factors->n, filled on first use, kept by the caller). Progress goes from 0 to 1 over the
+ * n + 1 measurements, and a log line per point; cancelling stops it. On failure out is cleared. */
+gboolean lmwb_kfac_sweep_run(LmwbModel *m, const LmwbKfacFactors *factors, const int *layers, int n_layers,
+                             unsigned matrices, const double *rho, int n, LmwbKfacEigen **eig, const LmwbMemoOptions *o,
+                             LmwbKfacSweep *out, LmwbReporter *rep, GError **error);
+void lmwb_kfac_sweep_clear(LmwbKfacSweep *s);
