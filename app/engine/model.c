@@ -392,6 +392,13 @@ static gboolean load_neox(Loader *ld, LmwbModel *m) {
   return TRUE;
 }
 
+const char *lmwb_model_default_dir(const char *source_dir, const char *installed_dir) {
+  const char *env = g_getenv("LMWB_DEFAULT_MODEL");
+  if (env && *env) return env;
+  if (g_file_test(source_dir, G_FILE_TEST_IS_DIR)) return source_dir;
+  return installed_dir;
+}
+
 LmwbModel *lmwb_model_load(const char *dir, GError **error) {
   if (!g_file_test(dir, G_FILE_TEST_IS_DIR)) {
     lmwb_input_error(error, "%s: not a folder (expected a Hugging Face model folder with config.json)", dir);

@@ -70,6 +70,9 @@ typedef struct LmwbModel {
 /* Load a Hugging Face folder: config.json, *.safetensors (single or sharded), tokenizer
  * (tokenizer.json or vocab.json + merges.txt; optional). Refuses models that do not fit memory. */
 LmwbModel *lmwb_model_load(const char *dir, GError **error);
+/* The folder a front end opens when none is given: $LMWB_DEFAULT_MODEL, else the built-in model in
+ * the source tree when it is there, else its installed copy (both passed in by the front end). */
+const char *lmwb_model_default_dir(const char *source_dir, const char *installed_dir);
 /* A model with freshly initialised weights (GPT-2-style init: N(0, 0.02), residual projections
  * scaled by 1/sqrt(2 n_layer), norms 1, biases 0) from a validated config. */
 LmwbModel *lmwb_model_new_random(const LmwbConfig *cfg, guint64 seed, GError **error);

@@ -298,3 +298,9 @@ out:
   g_ptr_array_unref(samples);
   return ok;
 }
+
+char *lmwb_corpus_brown_path(const char *builtin_model_dir) {
+  const char *shared = g_getenv("LMWB_SHARED");
+  if (shared && *shared) return g_build_filename(shared, "data", "brown", "brown.txt", NULL);
+  return g_build_filename(builtin_model_dir, "..", "..", "..", "..", "shared", "data", "brown", "brown.txt", NULL);
+}

@@ -52,3 +52,8 @@ guint lmwb_brown_valid_every(double valid_fraction);
 /* TRUE when sample `index` of `n_samples` belongs to the validation split. With fewer samples
  * than every / 2 + 1 the last sample is held out, so the split is never empty. */
 gboolean lmwb_brown_is_valid(guint index, guint n_samples, guint every);
+
+/* Where the shared data's Brown corpus is looked for (not checked): $LMWB_SHARED/data/brown/
+ * brown.txt, else the `shared` folder beside the source tree of the built-in model folder given
+ * (data/models/tiny-world -> ../shared/data/brown/brown.txt). g_free. */
+char *lmwb_corpus_brown_path(const char *builtin_model_dir);

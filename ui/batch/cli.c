@@ -7,6 +7,7 @@
 #include "app/formats/json_text.h"
 #include "app/formats/npy.h"
 #include "app/formats/tokenizer.h"
+#include "app/train/corpus.h"
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -80,10 +81,7 @@ int lmwb_cli_usage_error(const char *fmt, ...) {
 }
 
 const char *lmwb_cli_default_model_dir(void) {
-  const char *env = g_getenv("LMWB_DEFAULT_MODEL");
-  if (env && *env) return env;
-  if (g_file_test(LMWB_BUILTIN_MODEL_DIR, G_FILE_TEST_IS_DIR)) return LMWB_BUILTIN_MODEL_DIR;
-  return LMWB_INSTALLED_MODEL_DIR;
+  return lmwb_model_default_dir(LMWB_BUILTIN_MODEL_DIR, LMWB_INSTALLED_MODEL_DIR);
 }
 
 LmwbModel *lmwb_cli_load_model(GError **error) {
@@ -435,10 +433,7 @@ void lmwb_json_member_string(JsonBuilder *b, const char *key, const char *v) {
 }
 
 char *lmwb_cli_default_brown(GError **error) {
-  const char *shared = g_getenv("LMWB_SHARED");
-  char *brown = shared && *shared ? g_build_filename(shared, "data", "brown", "brown.txt", NULL)
-                                  : g_build_filename(LMWB_BUILTIN_MODEL_DIR, "..", "..", "..", "..", "shared", "data",
-                                                     "brown", "brown.txt", NULL);
+  char *brown = lmwb_corpus_brown_path(LMWB_BUILTIN_MODEL_DIR);
   if (g_file_test(brown, G_FILE_TEST_IS_REGULAR)) return brown;
   lmwb_input_error(error, "no Brown corpus at %s (set LMWB_SHARED to the folder holding data/brown/brown.txt, or "
                    "give a text file)", brown);

@@ -1,4 +1,5 @@
 #include "ui/desktop/lmwb-app.h"
+#include "app/engine/model.h"
 #include "ui/desktop/lmwb-job.h"
 #include "ui/desktop/lmwb-script.h"
 #include "ui/desktop/lmwb-window.h"
@@ -13,10 +14,7 @@ struct _LmwbApp {
 G_DEFINE_FINAL_TYPE(LmwbApp, lmwb_app, GTK_TYPE_APPLICATION)
 
 const char *lmwb_app_default_model_dir(void) {
-  const char *env = g_getenv("LMWB_DEFAULT_MODEL");
-  if (env && *env) return env;
-  if (g_file_test(LMWB_BUILTIN_MODEL_DIR, G_FILE_TEST_IS_DIR)) return LMWB_BUILTIN_MODEL_DIR;
-  return LMWB_INSTALLED_MODEL_DIR;
+  return lmwb_model_default_dir(LMWB_BUILTIN_MODEL_DIR, LMWB_INSTALLED_MODEL_DIR);
 }
 
 char *lmwb_app_default_monitor(void) {

@@ -3,6 +3,7 @@
 #include "app/core/errors.h"
 #include "app/core/inputs.h"
 #include "app/formats/tokenizer.h"
+#include "app/train/corpus.h"
 #include <string.h>
 
 /* ---- shared results ------------------------------------------------------------------------ */
@@ -268,10 +269,7 @@ gpointer circuits_run_train(gpointer data, LmwbReporter *rep, GError **error) {
 /* ---- defaults -------------------------------------------------------------------------------- */
 
 char *circuits_default_text(void) {
-  const char *shared = g_getenv("LMWB_SHARED");
-  char *brown = shared && *shared ? g_build_filename(shared, "data", "brown", "brown.txt", NULL)
-                                  : g_build_filename(LMWB_BUILTIN_MODEL_DIR, "..", "..", "..", "..", "shared", "data",
-                                                     "brown", "brown.txt", NULL);
+  char *brown = lmwb_corpus_brown_path(LMWB_BUILTIN_MODEL_DIR);
   if (g_file_test(brown, G_FILE_TEST_IS_REGULAR)) {
     char *canon = g_canonicalize_filename(brown, NULL);
     g_free(brown);
