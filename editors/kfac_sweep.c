@@ -33,10 +33,12 @@ gboolean lmwb_kfac_sweep_run(LmwbModel *m, const LmwbKfacFactors *factors, const
   out->res = g_new0(LmwbMemoResult, n);
   out->stats = g_new0(LmwbKfacEditStats *, n);
   out->n_stats = g_new0(int, n);
+  out->seconds = g_new0(double, n);
   out->recommended = -1;
   LmwbReporterPart part;
   gboolean ok = lmwb_memo_measure(m, o, &out->base, lmwb_reporter_part_init(&part, rep, 0, 1.0 / (n + 1)), error);
   for (int i = 0; ok && i < n; i++) {
+    gint64 t0 = g_get_monotonic_time();
     LmwbModel *ed = lmwb_kfac_edit(m, factors, layers, n_layers, matrices, rho[i], eig, &out->stats[i],
                                    &out->n_stats[i], error);
     ok = ed != NULL;
@@ -45,6 +47,7 @@ gboolean lmwb_kfac_sweep_run(LmwbModel *m, const LmwbKfacFactors *factors, const
       ok = lmwb_memo_measure(ed, o, &out->res[i], r, error);
       lmwb_model_unref(ed);
     }
+    out->seconds[i] = (double)(g_get_monotonic_time() - t0) / 1e6;
     if (ok)
       lmwb_report_log(rep, "keep-mass %g: strict %.3f loose %.3f perplexity %.2f", rho[i], out->res[i].rec.strict,
                       out->res[i].rec.loose, out->res[i].perplexity);
@@ -64,7 +67,7 @@ void lmwb_kfac_sweep_clear(LmwbKfacSweep *s) {
     if (s->res) lmwb_memo_result_clear(&s->res[i]);
     if (s->stats) g_free(s->stats[i]);
   }
-  g_free(s->res), g_free(s->stats), g_free(s->n_stats), g_free(s->rho);
+  g_free(s->res), g_free(s->stats), g_free(s->n_stats), g_free(s->seconds), g_free(s->rho);
   memset(s, 0, sizeof *s);
   s->recommended = -1;
 }

@@ -15,6 +15,7 @@ typedef struct LmwbKfacSweep {
   LmwbMemoResult *res;      /* [n] */
   LmwbKfacEditStats **stats; /* [n] per (layer, matrix) edit statistics, n_stats[i] each */
   int *n_stats;
+  double *seconds;          /* [n] wall time of each point's edit and measurement */
   int recommended;          /* index into rho, -1 when no edit meets the goals */
 } LmwbKfacSweep;
 

@@ -614,18 +614,28 @@ def kfac_fields(d, prefix):
     return editing_fields(lines[0]) if lines else None
 
 
+def kfac_setup(prefix):
+    """lmwb-batch, the screenshot folder, a temp folder, and the one-thread environment of the K-FAC
+    tests (OpenMP's short regions crawl when other processes hold the cores: one thread, GUI and CLI
+    alike) as extra_env for lmwb and as the CLI's whole environment."""
+    env1 = {"OMP_NUM_THREADS": "1"}
+    return (os.path.join(BUILD, "ui", "batch", "lmwb-batch"), shots_dir(), tempfile.mkdtemp(prefix=prefix), env1,
+            dict(os.environ, **env1))
+
+
+def kfac_same_as_cli(gui, cli):
+    """The page's figures (describe, %.10g) equal lmwb-batch's JSON ones."""
+    for k, c in (("strict", "strict"), ("loose", "loose"), ("distance", "mean_distance"), ("perplexity", "perplexity")):
+        assert abs(float(gui[k]) - cli[c]) <= 1e-9 * max(1, abs(cli[c])), (k, gui[k], cli[c])
+
+
 def test_kfac():
     """The Editing view's Memorisation (K-FAC) page on the built-in model and its secrets."""
     import json
     model = os.path.abspath(BUILTIN)
     if not os.path.exists(os.path.join(model, "world.json")):
         skip("the built-in model is not there")
-    batch = os.path.join(BUILD, "ui", "batch", "lmwb-batch")
-    shots = shots_dir()
-    tmp = tempfile.mkdtemp(prefix="lmwb-kfac-")
-    # OpenMP's short regions crawl when other processes hold the cores: one thread, GUI and CLI alike.
-    env1 = {"OMP_NUM_THREADS": "1"}
-    cli_env = dict(os.environ, **env1)
+    batch, shots, tmp, env1, cli_env = kfac_setup("lmwb-kfac-")
     # The collection text: Brown (shared data) when there, else the world's fact sentences.
     text = os.path.join(tmp, "text.txt")
     brown = os.path.join(os.environ.get("LMWB_SHARED", os.path.join(SRC, "..", "shared")), "data", "brown", "brown.txt")
@@ -724,8 +734,7 @@ def test_kfac():
     assert p.returncode == 0, p.stderr[-2000:]
     sweep = json.loads(p.stdout)
     def same(gui, cli):
-        for k, c in (("strict", "strict"), ("loose", "loose"), ("distance", "mean_distance"), ("perplexity", "perplexity")):
-            assert abs(float(gui[k]) - cli[c]) <= 1e-9 * max(1, abs(cli[c])), (k, gui[k], cli[c])  # %.10g
+        kfac_same_as_cli(gui, cli)
         assert abs(float(gui["facts"]) - cli["world"]["fact_recall_top1"]) <= 1e-6, (gui["facts"], cli["world"])
     same(base, sweep["base"])
     same(at5, sweep["points"][0])
@@ -758,11 +767,7 @@ def test_kfac_memorised():
     the figures equal lmwb-batch kfac sweep's."""
     import json
     model = os.path.join(SRC, "data", "models", "tokfsm-mem")
-    batch = os.path.join(BUILD, "ui", "batch", "lmwb-batch")
-    shots = shots_dir()
-    tmp = tempfile.mkdtemp(prefix="lmwb-kfac-mem-")
-    env1 = {"OMP_NUM_THREADS": "1"}
-    cli_env = dict(os.environ, **env1)
+    batch, shots, tmp, env1, cli_env = kfac_setup("lmwb-kfac-mem-")
     walks = os.path.join(tmp, "walks")
     subprocess.run([batch, "tokfsm", "make", "--seed", "1", "--sequences", "300", "--valid", "1", "--out", walks],
                    check=True, capture_output=True, timeout=60, env=cli_env)
@@ -791,7 +796,7 @@ def test_kfac_memorised():
     base, ed = kfac_fields(d, "base "), kfac_fields(d, "edited ")
     rec = kfac_fields(d, "recommend=")
     rho = float(rec["recommend"])
-    print("unedited", base, "\nrecommended rho", rho, ed)
+    print("unedited", base, "\nrecommended rho", rho, ed, kfac_lines(d, "rho="))
     # Recommend: kfac sweep's ten default values, ρ moved to the recommended one and measured there.
     assert rec["tried"] == "10" and 0.9 <= rho < 1, rec
     assert float(kfac_fields(d, "rho=")["evaluated_rho"]) == rho, kfac_lines(d, "rho=")
@@ -808,9 +813,8 @@ def test_kfac_memorised():
     sweep = json.loads(p.stdout)
     assert len(sweep["points"]) == 10 and sweep["recommended_keep_mass"] == rho, (sweep["recommended_keep_mass"], rho)
     at = [q for q in sweep["points"] if q["keep_mass"] == rho][0]
-    for gui, cli in ((base, sweep["base"]), (ed, at)):
-        for k, c in (("strict", "strict"), ("loose", "loose"), ("distance", "mean_distance"), ("perplexity", "perplexity")):
-            assert abs(float(gui[k]) - cli[c]) <= 1e-9 * max(1, abs(cli[c])), (k, gui[k], cli[c])
+    kfac_same_as_cli(base, sweep["base"])
+    kfac_same_as_cli(ed, at)
     shutil.rmtree(tmp)
 
 

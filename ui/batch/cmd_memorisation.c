@@ -47,7 +47,7 @@ static gboolean memo_prepare(const LmwbModel *m, const MemoArgs *a, LmwbRecitati
     return FALSE;
   }
   if (a->heldout_stride < 0 || a->heldout_stride > m->cfg.n_ctx) {
-    lmwb_input_error(err, "--heldout-stride %d is outside 1..%d (the model's context)", a->heldout_stride, m->cfg.n_ctx);
+    lmwb_input_error(err, "--heldout-stride %d is not 0 (half the context) or 1..%d (the model's context)", a->heldout_stride, m->cfg.n_ctx);
     return FALSE;
   }
   if (a->manifest && !g_file_test(a->manifest, G_FILE_TEST_IS_REGULAR)) {

@@ -319,6 +319,37 @@ static gpointer run_eval(gpointer data, LmwbReporter *rep, GError **error) {
 
 /* ---- the recommend job (worker): kfac sweep's values, and its recommended ρ ------------------ */
 
+typedef struct {
+  char *summary; /* what the sweep found, for the page */
+  int n_tried;
+  EvalOut *best; /* the unedited and recommended figures, as an evaluation would give them; NULL: none */
+} RecommendOut;
+
+static void recommend_out_free(gpointer data) {
+  RecommendOut *r = data;
+  if (!r) return;
+  g_free(r->summary);
+  eval_out_free(r->best);
+  g_free(r);
+}
+
+static char *recommend_summary(const LmwbKfacSweep *sw) {
+  if (sw->recommended < 0)
+    return g_strdup_printf("Recommend: none of the %d values of ρ tried keeps perplexity within +%.0f%% and fact "
+                           "recall at %.0f%%; ρ left as it was.", sw->n, 100 * LMWB_MEMO_MAX_PPL_RISE,
+                           100 * LMWB_MEMO_MIN_FACT_RETAINED);
+  const LmwbMemoResult *b = &sw->base, *e = &sw->res[sw->recommended];
+  GString *t = g_string_new(NULL);
+  g_string_append_printf(t, "Recommended ρ = %.3g (of %d tried: the lowest strict recitation with perplexity within +%.0f%%"
+                            "%s): strict %.1f%% → %.1f%%, perplexity %+.1f%%", sw->rho[sw->recommended], sw->n,
+                         100 * LMWB_MEMO_MAX_PPL_RISE, b->has_world ? " and fact recall at 80%" : "",
+                         100 * b->rec.strict, 100 * e->rec.strict,
+                         isfinite(b->perplexity) && b->perplexity > 0 ? 100 * (e->perplexity / b->perplexity - 1) : NAN);
+  if (b->has_world && e->has_world)
+    g_string_append_printf(t, ", facts %.1f%% → %.1f%%", 100 * b->world.fact_top1, 100 * e->world.fact_top1);
+  return g_string_free(t, FALSE);
+}
+
 static gpointer run_recommend(gpointer data, LmwbReporter *rep, GError **error) {
   JobIn *in = data;
   LmwbRecitationSet *set = NULL;
@@ -328,17 +359,28 @@ static gpointer run_recommend(gpointer data, LmwbReporter *rep, GError **error) 
   LmwbMemoOptions mo;
   if (!lmwb_kfac_sweep_parse(LMWB_KFAC_SWEEP_DEFAULT, &rho, &n, error)) return NULL;
   if (!load_sample(in, &set, &heldout, &mo, error)) return NULL;
-  LmwbKfacSweep *sw = g_new0(LmwbKfacSweep, 1);
+  LmwbKfacSweep sw;
   gboolean ok = lmwb_kfac_sweep_run(in->model, in->factors->f, in->factors->layers, in->factors->n_layers,
-                                    in->factors->mask, rho, n, &in->factors->eig, &mo, sw, rep, error);
+                                    in->factors->mask, rho, n, &in->factors->eig, &mo, &sw, rep, error);
   lmwb_recitation_set_free(set);
-  if (!ok) g_clear_pointer(&sw, g_free);
-  return sw;
-}
-
-static void sweep_free(gpointer sw) {
-  lmwb_kfac_sweep_clear(sw);
-  g_free(sw);
+  if (!ok) return NULL;
+  RecommendOut *r = g_new0(RecommendOut, 1);
+  r->summary = recommend_summary(&sw);
+  r->n_tried = n;
+  int i = sw.recommended;
+  if (i >= 0) { /* the figures move to the page: the slider's measurement of this ρ is not made again */
+    EvalOut *o = r->best = g_new0(EvalOut, 1);
+    o->rho = rho[i];
+    o->base = g_memdup2(&sw.base, sizeof sw.base);
+    o->edited = g_memdup2(&sw.res[i], sizeof sw.res[i]);
+    memset(&sw.base, 0, sizeof sw.base);
+    memset(&sw.res[i], 0, sizeof sw.res[i]);
+    o->stats = g_steal_pointer(&sw.stats[i]);
+    o->n_stats = sw.n_stats[i];
+    o->seconds = sw.seconds[i];
+  }
+  lmwb_kfac_sweep_clear(&sw);
+  return r;
 }
 
 /* ---- the save job (worker) -------------------------------------------------------------------- */
@@ -518,28 +560,8 @@ static void update_rho_label(LmwbKfacPanel *p) {
   g_string_free(t, TRUE);
 }
 
-static void show_recommended(LmwbKfacPanel *p, const LmwbKfacSweep *sw) {
-  if (!sw) {
-    gtk_label_set_text(p->recommend_label, " ");
-    return;
-  }
-  GString *t = g_string_new(NULL);
-  if (sw->recommended < 0) {
-    g_string_append_printf(t, "Recommend: none of the %d values of ρ tried keeps perplexity within +%.0f%% and fact "
-                              "recall at %.0f%%; ρ left as it was.", sw->n, 100 * LMWB_MEMO_MAX_PPL_RISE,
-                           100 * LMWB_MEMO_MIN_FACT_RETAINED);
-  } else {
-    const LmwbMemoResult *b = &sw->base, *e = &sw->res[sw->recommended];
-    g_string_append_printf(t, "Recommended ρ = %.3g (of %d tried: the lowest strict recitation with perplexity within +%.0f%%"
-                              "%s): strict %.1f%% → %.1f%%, perplexity %+.1f%%", sw->rho[sw->recommended], sw->n,
-                           100 * LMWB_MEMO_MAX_PPL_RISE, b->has_world ? " and fact recall at 80%" : "",
-                           100 * b->rec.strict, 100 * e->rec.strict,
-                           isfinite(b->perplexity) && b->perplexity > 0 ? 100 * (e->perplexity / b->perplexity - 1) : NAN);
-    if (b->has_world && e->has_world)
-      g_string_append_printf(t, ", facts %.1f%% → %.1f%%", 100 * b->world.fact_top1, 100 * e->world.fact_top1);
-  }
-  gtk_label_set_text(p->recommend_label, t->str);
-  g_string_free(t, TRUE);
+static void show_recommended(LmwbKfacPanel *p, const char *summary) {
+  gtk_label_set_text(p->recommend_label, summary ? summary : " ");
 }
 
 /* ---- evaluation scheduling -------------------------------------------------------------------- */
@@ -551,6 +573,26 @@ static char *sample_key(LmwbKfacPanel *p) {
 }
 
 static void eval_done(LmwbJob *job, GtkWidget *owner, gpointer result, const GError *error, gpointer data);
+
+/* Takes a measurement's figures (the unedited ones too when it made them, for the sample of key). */
+static void install_eval(LmwbKfacPanel *p, EvalOut *o, const char *key) {
+  if (o->base) {
+    memo_free(p->base);
+    p->base = g_steal_pointer(&o->base);
+    g_free(p->base_key);
+    p->base_key = g_strdup(key);
+  }
+  memo_free(p->edited);
+  p->edited = g_steal_pointer(&o->edited);
+  p->edited_rho = o->rho;
+  p->eval_seconds = o->seconds;
+  g_free(p->stats);
+  p->stats = g_steal_pointer(&o->stats);
+  p->n_stats = o->n_stats;
+  gtk_label_set_text(p->status_label, " ");
+  show_metrics(p);
+  show_secret(p);
+}
 
 /* A job's input for measuring on the page's sample (NULL with a banner when there is nothing to
  * measure). */
@@ -577,9 +619,11 @@ static JobIn *sample_job_in(LmwbKfacPanel *p) {
 }
 
 static void start_eval(LmwbKfacPanel *p) {
+  g_autofree char *key = sample_key(p);
+  if (p->edited && p->edited_rho == rho_of(p) && p->base && !g_strcmp0(p->base_key, key)) return; /* shown already */
   JobIn *in = sample_job_in(p);
   if (!in) return;
-  in->base_key = sample_key(p);
+  in->base_key = g_steal_pointer(&key);
   in->need_base = !p->base || g_strcmp0(p->base_key, in->base_key);
   g_autofree char *title = g_strdup_printf("Measuring the K-FAC edit at ρ = %.3g", in->rho);
   LmwbJob *job = lmwb_job_new(title, run_eval, in, job_in_free);
@@ -605,24 +649,8 @@ static void eval_done(LmwbJob *job, GtkWidget *owner, gpointer result, const GEr
     job_banner(p, error);
     return;
   }
-  EvalOut *o = result;
-  if (o->base) {
-    memo_free(p->base);
-    p->base = g_steal_pointer(&o->base);
-    g_free(p->base_key);
-    p->base_key = g_strdup(in->base_key);
-  }
-  memo_free(p->edited);
-  p->edited = g_steal_pointer(&o->edited);
-  p->edited_rho = o->rho;
-  p->eval_seconds = o->seconds;
-  g_free(p->stats);
-  p->stats = g_steal_pointer(&o->stats);
-  p->n_stats = o->n_stats;
+  install_eval(p, result, in->base_key);
   p->evaluations++;
-  gtk_label_set_text(p->status_label, " ");
-  show_metrics(p);
-  show_secret(p);
 }
 
 static gboolean debounce_fire(gpointer user) {
@@ -818,12 +846,15 @@ static void recommend_done(LmwbJob *job, GtkWidget *owner, gpointer result, cons
     if (!lmwb_job_cancelled(error)) job_banner(p, error);
     return;
   }
-  const LmwbKfacSweep *sw = result;
-  p->n_tried = sw->n;
-  p->recommended = sw->recommended >= 0 ? sw->rho[sw->recommended] : NAN;
-  show_recommended(p, sw);
+  RecommendOut *r = result;
+  p->n_tried = r->n_tried;
+  p->recommended = r->best ? r->best->rho : NAN;
+  show_recommended(p, r->summary);
   gtk_label_set_text(p->status_label, " ");
-  if (sw->recommended >= 0) gtk_adjustment_set_value(p->rho_adj, p->recommended); /* measured again on the slider */
+  if (!r->best) return;
+  g_autofree char *key = sample_key(p);
+  if (!g_strcmp0(key, in->base_key)) install_eval(p, r->best, key); /* the sample has not changed meanwhile */
+  gtk_adjustment_set_value(p->rho_adj, p->recommended);
 }
 
 static void recommend(LmwbKfacPanel *p) {
@@ -835,9 +866,10 @@ static void recommend(LmwbKfacPanel *p) {
   if (p->recommend_job) return;
   JobIn *in = sample_job_in(p);
   if (!in) return;
+  in->base_key = sample_key(p);
   const char *title = "Recommending ρ: kfac sweep over " LMWB_KFAC_SWEEP_DEFAULT;
   LmwbJob *job = lmwb_job_new(title, run_recommend, in, job_in_free);
-  lmwb_job_on_done(job, recommend_done, sweep_free);
+  lmwb_job_on_done(job, recommend_done, recommend_out_free);
   p->recommend_job = lmwb_job_start(job, GTK_WIDGET(p));
   gtk_label_set_text(p->status_label, title);
   busy_changed(p);

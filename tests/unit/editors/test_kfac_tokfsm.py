@@ -14,21 +14,20 @@ Usage: test_kfac_tokfsm.py LMWB_BATCH MODEL_DIR
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "reference"))
-from cli_checks import check, failures, finish  # noqa: E402
+from cli_checks import check, finish, run_batch  # noqa: E402
 
 BATCH, MODEL = sys.argv[1:3]
 
 
 def run(*args):
-    p = subprocess.run([BATCH, *args], capture_output=True, text=True)
-    if p.returncode != 0:
-        print(p.stderr[-400:])
-    return p.returncode, p.stdout, p.stderr
+    rc, out, err = run_batch(BATCH, *args)
+    if rc != 0:
+        print(err[-400:])
+    return rc, out, err
 
 
 def main():
