@@ -6,6 +6,7 @@
 #include "app/core/inputs.h"
 #include "app/engine/optim.h"
 #include "app/formats/safetensors.h"
+#include "app/train/trainer.h"
 #include <math.h>
 #include <string.h>
 
@@ -28,15 +29,6 @@ static double rnd_normal(guint64 *s) {
 }
 
 /* ---- windows ------------------------------------------------------------------------------------ */
-
-/* Window starts (eos_windows): positions of the end-of-text token with a whole window after them. */
-static size_t *eos_starts(const int32_t *ids, size_t n_ids, int32_t eos, int T, size_t *n) {
-  GArray *a = g_array_new(FALSE, FALSE, sizeof(size_t));
-  for (size_t i = 0; i + (size_t)T <= n_ids; i++)
-    if (ids[i] == eos) g_array_append_val(a, i);
-  *n = a->len;
-  return (size_t *)g_array_free(a, a->len == 0);
-}
 
 /* starts NULL: anywhere in the stream; else one of starts[0..n_starts). */
 static void draw_windows(const int32_t *ids, size_t n_ids, int B, int T, guint64 *rng, int32_t *out,
@@ -479,7 +471,7 @@ gboolean lmwb_codebook_train(LmwbModel *m, const int32_t *ids, size_t n_ids, con
       lmwb_input_error(error, "eos windows: the model has no end-of-text token");
       return FALSE;
     }
-    if (!(t.starts = eos_starts(ids, n_ids, m->cfg.eos_id, t.T, &t.n_starts))) {
+    if (!(t.starts = lmwb_eos_window_starts(ids, n_ids, m->cfg.eos_id, (size_t)t.T, &t.n_starts))) {
       lmwb_input_error(error, "eos windows: the text holds no end-of-text token with a whole window of %d after it", t.T);
       return FALSE;
     }

@@ -265,12 +265,9 @@ static int32_t *tokenize_files(const LmwbTokenizer *tok, char **files, size_t *n
   return (int32_t *)g_array_free(all, FALSE);
 }
 
-/* Window starts for "window_start": "eos": the positions of the end-of-text token from which a
- * whole window and its targets fit (each window then begins at a document boundary, as rows of
- * documents padded after a BOS would). NULL with *n 0 when there is none. */
-static size_t *eos_starts(const int32_t *ids, size_t n_ids, int32_t eos, int T, size_t *n) {
+size_t *lmwb_eos_window_starts(const int32_t *ids, size_t n_ids, int32_t eos, size_t span, size_t *n) {
   GArray *a = g_array_new(FALSE, FALSE, sizeof(size_t));
-  for (size_t i = 0; i + (size_t)T + 1 <= n_ids; i++)
+  for (size_t i = 0; i + span <= n_ids; i++)
     if (ids[i] == eos) g_array_append_val(a, i);
   *n = a->len;
   if (!a->len) {
@@ -445,8 +442,8 @@ gboolean lmwb_train(const char *recipe_path, gboolean resume, int64_t max_steps_
       lmwb_input_error(error, "recipe %s: window_start \"eos\" needs a tokenizer with an end-of-text token", recipe_path);
       goto done;
     }
-    train_starts = eos_starts(train, n_train, eos, (int)rc.seq, &n_train_starts);
-    val_starts = eos_starts(val, n_val, eos, (int)rc.seq, &n_val_starts);
+    train_starts = lmwb_eos_window_starts(train, n_train, eos, (size_t)rc.seq + 1, &n_train_starts); /* + targets */
+    val_starts = lmwb_eos_window_starts(val, n_val, eos, (size_t)rc.seq + 1, &n_val_starts);
     if (!train_starts || !val_starts) {
       lmwb_input_error(error, "recipe %s: window_start \"eos\": the %s files hold no end-of-text token with a whole window after it",
                        recipe_path, train_starts ? "validation" : "training");

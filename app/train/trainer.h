@@ -38,3 +38,8 @@ typedef struct LmwbTrainResult {
 gboolean lmwb_train(const char *recipe_path, gboolean resume, int64_t max_steps_this_run, LmwbReporter *rep,
                     LmwbTrainResult *result, GError **error);
 void lmwb_train_result_clear(LmwbTrainResult *r);
+
+/* Where windows of `span` tokens may start when each must begin at a document boundary ("window_start":
+ * "eos" here, `codebook train --eos-windows`): the positions of the end-of-text token eos with span
+ * tokens from it inside ids. NULL with *n = 0 when there is none; g_free. */
+size_t *lmwb_eos_window_starts(const int32_t *ids, size_t n_ids, int32_t eos, size_t span, size_t *n);
