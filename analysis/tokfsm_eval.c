@@ -3,6 +3,7 @@
 #include "app/core/errors.h"
 #include "app/core/inputs.h"
 #include "app/core/rng.h"
+#include "app/core/rows.h"
 #include "app/formats/tokenizer.h"
 #include <math.h>
 #include <stdlib.h>
@@ -67,13 +68,6 @@ static int argmax(const float *x, int n) {
   return b;
 }
 
-static double log_softmax_at(const float *x, int n, int target) {
-  float mx = x[argmax(x, n)];
-  double s = 0;
-  for (int i = 0; i < n; i++) s += exp((double)x[i] - mx);
-  return (double)x[target] - mx - log(s);
-}
-
 /* Per-book cached code ids [n_seqs, T, k] and neurons [n_layer][n_seqs * T, d_ff] of the codebook run. */
 typedef struct {
   int n_books, *book_layer, k;
@@ -97,6 +91,7 @@ static gboolean lm_pass(Pass *p, LmwbTokfsmLm *lm, Cache *cache, GError **error)
   double loss = 0;
   int64_t tokens = 0, correct = 0, trans = 0, valid = 0;
   g_autofree int32_t *ex_ids = g_new(int32_t, (size_t)p->batch * T);
+  g_autofree float *losses = g_new(float, (size_t)p->batch * T);
   g_autofree int *ex_state = g_new(int, p->batch);
   g_autofree int *ex_d1 = g_new(int, p->batch);
   int n_ex = 0;
@@ -122,6 +117,7 @@ static gboolean lm_pass(Pass *p, LmwbTokfsmLm *lm, Cache *cache, GError **error)
     lmwb_report_progress(p->rep, p->p0 + (p->p1 - p->p0) * b0 / p->n, p->run ? "with codebooks" : "plain model");
     const int32_t *ids = p->seqs + (size_t)b0 * T;
     if (!lmwb_runner_forward(p->r, ids, B, T, NULL, error)) return FALSE;
+    lmwb_runner_token_losses(p->r, NULL, losses); /* [B, T]: the inputs shifted are the targets */
     if (cache) {
       for (int i = 0; i < cache->n_books; i++) {
         int64_t shape[4];
@@ -145,7 +141,7 @@ static gboolean lm_pass(Pass *p, LmwbTokfsmLm *lm, Cache *cache, GError **error)
       const int32_t *s = ids + (size_t)b * T;
       const float *row = lg + (size_t)b * T * V;
       for (int t = 0; t + 1 < T; t++) {
-        loss -= log_softmax_at(row + (size_t)t * V, V, s[t + 1]);
+        loss += losses[(size_t)b * T + t];
         correct += argmax(row + (size_t)t * V, V) == s[t + 1];
         tokens++;
       }
@@ -319,11 +315,9 @@ static double jsd(const double *p, const double *q, int n) {
 static gboolean last_dist(LmwbRunner *r, const int32_t *ids, int len, int V, double *out, GError **error) {
   LmwbForwardOptions fo = {.last_logits_only = true};
   if (!lmwb_runner_forward(r, ids, 1, len, &fo, error)) return FALSE;
-  const float *lg = lmwb_runner_logits(r, NULL);
-  float mx = lg[argmax(lg, V)];
-  double s = 0;
-  for (int i = 0; i < V; i++) s += out[i] = exp((double)lg[i] - mx);
-  for (int i = 0; i < V; i++) out[i] /= s;
+  g_autofree float *pr = g_new(float, V);
+  lmwb_softmax_row(pr, lmwb_runner_logits(r, NULL), V);
+  for (int i = 0; i < V; i++) out[i] = pr[i];
   return TRUE;
 }
 
