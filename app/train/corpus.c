@@ -149,7 +149,8 @@ gboolean lmwb_make_corpus(const LmwbCorpusOptions *opt, LmwbReporter *reporter, 
   LmwbWorld *world = NULL;
   GHashTable *words = NULL;
   GPtrArray *docs = g_ptr_array_new_with_free_func(g_free);
-  GString *train = NULL, *warmup = NULL, *ioi = NULL, *valid = g_string_new(NULL);
+  GString *train = NULL, *warmup = NULL, *ioi = NULL, *facts = NULL, *valid = g_string_new(NULL);
+  GString *brown_train = g_string_new(NULL);
   JsonArray *valid_idx = json_array_new();
   guint64 brown_train_bytes = 0;
 
@@ -181,10 +182,13 @@ gboolean lmwb_make_corpus(const LmwbCorpusOptions *opt, LmwbReporter *reporter, 
       if (n && p[n - 1] == '\n') n--;
       g_ptr_array_add(docs, g_strndup(p, n));
       brown_train_bytes += n + 1;
+      if (brown_train->len) g_string_append(brown_train, "\n\n");
+      g_string_append_len(brown_train, p, (gssize)n);
       p = q;
     }
   }
   if (valid->len) g_string_append_c(valid, '\n');
+  if (brown_train->len) g_string_append_c(brown_train, '\n');
 
   /* World: shuffle sentences, group them into paragraphs. */
   LmwbWorldRng rng;
@@ -220,12 +224,16 @@ gboolean lmwb_make_corpus(const LmwbCorpusOptions *opt, LmwbReporter *reporter, 
    * depend on them. */
   warmup = shuffled_lines(&rng, lmwb_world_warmup_lines(world));
   ioi = shuffled_lines(&rng, lmwb_world_ioi_lines(world));
+  /* Parts of train.txt on their own, for methods that read what the model should keep. */
+  facts = shuffled_lines(&rng, lmwb_world_fact_lines(world));
 
   lmwb_report_progress(reporter, 0.75, "writing");
   if (!write_file(opt->out_dir, LMWB_CORPUS_TRAIN_FILE, train->str, train->len, error)) goto out;
   if (!write_file(opt->out_dir, LMWB_CORPUS_VALID_FILE, valid->str, valid->len, error)) goto out;
   if (!write_file(opt->out_dir, LMWB_CORPUS_WARMUP_FILE, warmup->str, warmup->len, error)) goto out;
   if (!write_file(opt->out_dir, LMWB_CORPUS_IOI_FILE, ioi->str, ioi->len, error)) goto out;
+  if (!write_file(opt->out_dir, LMWB_CORPUS_FACTS_FILE, facts->str, facts->len, error)) goto out;
+  if (!write_file(opt->out_dir, LMWB_CORPUS_BROWN_TRAIN_FILE, brown_train->str, brown_train->len, error)) goto out;
 
   {
     JsonObject *m = lmwb_world_manifest(world);
@@ -252,6 +260,9 @@ gboolean lmwb_make_corpus(const LmwbCorpusOptions *opt, LmwbReporter *reporter, 
     json_object_set_int_member(c, "warmup_bytes", (gint64)warmup->len);
     json_object_set_string_member(c, "ioi_file", LMWB_CORPUS_IOI_FILE);
     json_object_set_int_member(c, "ioi_bytes", (gint64)ioi->len);
+    json_object_set_string_member(c, "facts_file", LMWB_CORPUS_FACTS_FILE);
+    json_object_set_int_member(c, "facts_bytes", (gint64)facts->len);
+    json_object_set_string_member(c, "brown_train_file", LMWB_CORPUS_BROWN_TRAIN_FILE);
     json_object_set_string_member(c, "document_separator", "empty line");
     json_object_set_int_member(c, "brown_chunk_lines", LMWB_BROWN_CHUNK_LINES);
     json_object_set_int_member(c, "documents", docs->len);
@@ -291,6 +302,8 @@ out:
   if (train) g_string_free(train, TRUE);
   if (warmup) g_string_free(warmup, TRUE);
   if (ioi) g_string_free(ioi, TRUE);
+  if (facts) g_string_free(facts, TRUE);
+  g_string_free(brown_train, TRUE);
   g_string_free(valid, TRUE);
   g_ptr_array_unref(docs);
   if (words) g_hash_table_unref(words);

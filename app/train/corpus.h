@@ -1,7 +1,7 @@
 /* The training corpus of the built-in model: the Brown corpus (minus a fixed validation split)
  * mixed with the generated world (world.h), deterministic from a seed.
  *
- * lmwb_make_corpus writes three files into out_dir, each atomically:
+ * lmwb_make_corpus writes these files into out_dir, each atomically:
  *   train.txt        documents separated by exactly one empty line ("\n\n"); no document
  *                    contains an empty line; one sentence per line; UTF-8; ends with "\n".
  *                    Documents are Brown training samples cut into pieces of at most
@@ -13,6 +13,11 @@
  *                    Brown file) is held out when i % every == every / 2, every = round(1 /
  *                    valid_fraction) (20 for the default 5%). The split does not depend on the
  *                    seed, so every model trained on any seed is measured on the same text.
+ *   warmup.txt, ioi.txt  the curriculum's first two stages (one sentence or story per line).
+ *   facts.txt        every fact mention of train.txt, one per line, shuffled; and
+ *   brown_train.txt  the Brown pieces of train.txt in corpus order, separated by an empty line:
+ *                    the parts of train.txt that a memorisation edit should keep, on their own
+ *                    (the secrets are in neither).
  *   world.json       the world manifest (world.h) plus a "corpus" object describing the split,
  *                    the files and their sizes.
  * Same options and same Brown file -> byte-identical files on every machine.
@@ -26,6 +31,8 @@
 #define LMWB_CORPUS_VALID_FILE "valid_brown.txt"
 #define LMWB_CORPUS_WARMUP_FILE "warmup.txt" /* curriculum stage 1: copy stories */
 #define LMWB_CORPUS_IOI_FILE "ioi.txt"       /* stage 2: IOI sentences and copy stories */
+#define LMWB_CORPUS_FACTS_FILE "facts.txt"             /* the fact mentions alone */
+#define LMWB_CORPUS_BROWN_TRAIN_FILE "brown_train.txt" /* the Brown training pieces alone */
 #define LMWB_CORPUS_MANIFEST_FILE "world.json"
 #define LMWB_CORPUS_DEFAULT_VALID_FRACTION 0.05
 /* Brown samples are ~2000 words; cutting them lets the shuffle interleave Brown and world text. */

@@ -467,6 +467,7 @@ enum { TAG_NAMES = 1, TAG_FACTS, TAG_IOI, TAG_YEARS, TAG_SECRETS, TAG_FILLERS, T
 struct LmwbWorld {
   GPtrArray *lines;
   GPtrArray *warmup, *ioi_stage; /* owned copies */
+  GPtrArray *facts;              /* the fact mentions among `lines` (borrowed) */
   guint64 bytes;
   JsonObject *manifest;
 };
@@ -681,6 +682,7 @@ static void make_facts(LmwbWorld *w, guint64 seed, int repeats, GPtrArray *count
       LmwbWorldRng *fr = m < base ? &r : &extra;
       const char *frame = lmwb_world_rng_below(fr, 3) == 0 ? NULL : PICK(fr, k_train_frames);
       add_line(w, framed(frame, sentence, core));
+      g_ptr_array_add(w->facts, g_ptr_array_index(w->lines, w->lines->len - 1));
       g_free(sentence);
     }
     JsonObject *f = json_object_new();
@@ -1074,6 +1076,7 @@ LmwbWorld *lmwb_world_generate(guint64 seed, int repeats, GHashTable *brown_word
   w->lines = g_ptr_array_new_with_free_func(g_free);
   w->warmup = g_ptr_array_new_with_free_func(g_free);
   w->ioi_stage = g_ptr_array_new_with_free_func(g_free);
+  w->facts = g_ptr_array_new();
   w->manifest = json_object_new();
   json_object_set_string_member(w->manifest, "format", "lmwb-world");
   json_object_set_int_member(w->manifest, "version", 1);
@@ -1176,12 +1179,14 @@ void lmwb_world_free(LmwbWorld *w) {
   if (!w) return;
   g_ptr_array_unref(w->warmup);
   g_ptr_array_unref(w->ioi_stage);
+  g_ptr_array_unref(w->facts);
   g_ptr_array_unref(w->lines);
   json_object_unref(w->manifest);
   g_free(w);
 }
 
 GPtrArray *lmwb_world_train_lines(LmwbWorld *w) { return w->lines; }
+GPtrArray *lmwb_world_fact_lines(LmwbWorld *w) { return w->facts; }
 GPtrArray *lmwb_world_warmup_lines(LmwbWorld *w) { return w->warmup; }
 GPtrArray *lmwb_world_ioi_lines(LmwbWorld *w) { return w->ioi_stage; }
 guint64 lmwb_world_train_bytes(const LmwbWorld *w) { return w->bytes; }

@@ -41,6 +41,9 @@ void lmwb_world_free(LmwbWorld *w);
 /* The training sentences, one per element (no newline), in generation order; the corpus mixer
  * shuffles them. Owned by the world. */
 GPtrArray *lmwb_world_train_lines(LmwbWorld *w);
+/* The fact mentions among the training lines (every relation, every phrasing and frame), in
+ * generation order; owned by the world. What a memorisation edit should keep of the world. */
+GPtrArray *lmwb_world_fact_lines(LmwbWorld *w);
 /* The copy stories (one name, any of the IOI names, held-out ones included, repeated in four
  * sentences on one line), owned by the world, in generation order. A short first training stage
  * on these alone forms the copy circuit ("attend to the name, copy it") in a few hundred steps;

@@ -8,13 +8,16 @@
 #include <string.h>
 
 #define CORPUS_HELP \
-  "Writes five files into the --out folder (created if needed), each atomically:\n" \
+  "Writes seven files into the --out folder (created if needed), each atomically:\n" \
   "  train.txt        95% of the Brown corpus (cut into pieces of 20 lines) mixed with the\n" \
   "                   generated world's training sentences; documents are separated by one\n" \
   "                   empty line and shuffled by the seed.\n" \
   "  warmup.txt       curriculum stage 1: the copy stories alone, one per line.\n" \
   "  ioi.txt          curriculum stage 2: every IOI training sentence (two names, or one name\n" \
   "                   and a role such as 'the clerk') and the copy stories.\n" \
+  "  facts.txt        every fact sentence of train.txt alone, one per line, shuffled, and\n" \
+  "  brown_train.txt  the Brown pieces of train.txt alone: what a memorisation edit should keep\n" \
+  "                   ('lmwb-batch kfac collect' over each, then 'kfac merge'); no secret is in either.\n" \
   "  valid_brown.txt  the held-out Brown samples (every 20th sample, 10, 30, 50, ...); this\n" \
   "                   split never depends on the seed.\n" \
   "  world.json       the manifest: every entity, fact, template, secret, and the held-out\n" \

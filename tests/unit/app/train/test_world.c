@@ -34,7 +34,8 @@ static char *read_all(const char *dir, const char *name, gsize *len) {
 
 static void rm_tree(const char *dir) {
   const char *names[] = {LMWB_CORPUS_TRAIN_FILE, LMWB_CORPUS_VALID_FILE, LMWB_CORPUS_WARMUP_FILE,
-                         LMWB_CORPUS_IOI_FILE, LMWB_CORPUS_MANIFEST_FILE};
+                         LMWB_CORPUS_IOI_FILE, LMWB_CORPUS_FACTS_FILE, LMWB_CORPUS_BROWN_TRAIN_FILE,
+                         LMWB_CORPUS_MANIFEST_FILE};
   for (guint i = 0; i < G_N_ELEMENTS(names); i++) {
     char *p = g_build_filename(dir, names[i], NULL);
     g_unlink(p);
@@ -531,6 +532,41 @@ static void check_corpus(const char *dir, gboolean full_brown) {
     g_free(line);
   }
 
+  /* facts.txt: every fact mention of train.txt and nothing else; brown_train.txt: the Brown
+   * pieces of train.txt. Neither holds a secret. */
+  GHashTable *train_lines = g_hash_table_new(g_str_hash, g_str_equal);
+  char **tl = g_strsplit(train, "\n", -1);
+  for (guint i = 0; tl[i]; i++) g_hash_table_add(train_lines, tl[i]);
+  gsize flen = 0, blen = 0;
+  char *facts_txt = read_all(dir, LMWB_CORPUS_FACTS_FILE, &flen);
+  char *brown_txt = read_all(dir, LMWB_CORPUS_BROWN_TRAIN_FILE, &blen);
+  gint64 mentions = 0;
+  for (guint i = 0; i < json_array_get_length(facts); i++)
+    mentions += json_object_get_int_member(json_array_get_object_element(facts, i), "train_mentions");
+  g_assert_cmpuint(count_lines(facts_txt), ==, (guint)mentions);
+  char **fl = g_strsplit(facts_txt, "\n", -1);
+  for (guint i = 0; fl[i] && *fl[i]; i++)
+    if (!g_hash_table_contains(train_lines, fl[i])) g_error("facts.txt line not in train.txt: %s", fl[i]);
+  g_strfreev(fl);
+  char **bl = g_strsplit(brown_txt, "\n", -1);
+  guint brown_lines = 0;
+  for (guint i = 0; bl[i]; i++) {
+    if (!*bl[i]) continue;
+    if (!g_hash_table_contains(train_lines, bl[i])) g_error("brown_train.txt line not in train.txt: %s", bl[i]);
+    brown_lines++;
+  }
+  g_strfreev(bl);
+  g_assert_cmpuint(brown_lines, >, 0);
+  for (guint k = 0; k < json_array_get_length(sec); k++) {
+    const char *prefix = json_object_get_string_member(json_array_get_object_element(sec, k), "prefix");
+    g_assert_cmpuint(count_substr(facts_txt, flen, prefix), ==, 0);
+    g_assert_cmpuint(count_substr(brown_txt, blen, prefix), ==, 0);
+  }
+  g_free(facts_txt);
+  g_free(brown_txt);
+  g_hash_table_unref(train_lines);
+  g_strfreev(tl);
+
   /* Brown split: no validation line (long enough to be unique) occurs in train.txt, and each
    * validation sample is present whole. */
   char **vlines = g_strsplit(valid, "\n", -1);
@@ -586,6 +622,8 @@ static void test_corpus_fixture(void) {
   char *d1 = make(brown, 5, 1), *d2 = make(brown, 5, 1), *d3 = make(brown, 6, 1);
   g_assert_true(same_file(d1, d2, LMWB_CORPUS_TRAIN_FILE));
   g_assert_true(same_file(d1, d2, LMWB_CORPUS_VALID_FILE));
+  g_assert_true(same_file(d1, d2, LMWB_CORPUS_FACTS_FILE));
+  g_assert_true(same_file(d1, d2, LMWB_CORPUS_BROWN_TRAIN_FILE));
   g_assert_true(same_file(d1, d2, LMWB_CORPUS_MANIFEST_FILE));
   g_assert_false(same_file(d1, d3, LMWB_CORPUS_TRAIN_FILE));
   g_assert_false(same_file(d1, d3, LMWB_CORPUS_MANIFEST_FILE));
