@@ -128,6 +128,8 @@ void lmwb_kfac_factors_free(LmwbKfacFactors *f) {
   }
   g_free(f->f);
   g_free(f->model);
+  for (int i = 0; i < f->n_parts; i++) g_free(f->parts[i].source);
+  g_free(f->parts);
   g_free(f);
 }
 

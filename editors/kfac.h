@@ -76,6 +76,14 @@ typedef struct LmwbKfacFactor {
   double *A, *G;
 } LmwbKfacFactor;
 
+/* One collection that a merge took in (kfac_merge.c): what it was and its share. */
+typedef struct LmwbKfacPart {
+  char *source;        /* the factor folder it was read from */
+  int64_t tokens, positions, windows;
+  guint64 seed;
+  double weight;       /* its share of the merged A and G (the shares sum to 1) */
+} LmwbKfacPart;
+
 typedef struct LmwbKfacFactors {
   int n;
   LmwbKfacFactor *f;   /* by layer, then up, gate, down */
@@ -87,6 +95,8 @@ typedef struct LmwbKfacFactors {
   int context;
   LmwbKfacLabels labels;
   guint64 seed;
+  int n_parts;          /* > 0 for merged factors: the collections they combine */
+  LmwbKfacPart *parts;
 } LmwbKfacFactors;
 
 void lmwb_kfac_factors_free(LmwbKfacFactors *f);
@@ -128,6 +138,19 @@ gboolean lmwb_kfac_save(const LmwbKfacFactors *f, const char *dir, GError **erro
 /* Reads a factor folder; when model is non-NULL checks it against the model (shapes, the gated
  * MLP for gate, the fingerprint). Every tensor is checked finite and symmetric. */
 LmwbKfacFactors *lmwb_kfac_load(const char *dir, const LmwbModel *model, GError **error);
+
+/* ---- merging (kfac_merge.c) ---- */
+
+/* Factors over several texts as one. Each A and G is the mean of the parts' weighted by
+ * `weights` (n entries, finite and > 0, normalised to sum 1), or, when weights is NULL, by each
+ * part's positions, which equals collecting over every part's windows. K-FAC keeps what its
+ * collection text exercises, so a mixture says what to keep, and in which proportion (e.g. the
+ * facts a model should know and ordinary English, without the memorised text). The parts must
+ * have the same fingerprint, labels, context and matrices (shapes included): otherwise an input
+ * error naming the part (`names`, for messages) and what differs. tokens, positions and windows
+ * are summed; seed is the first part's; `parts` records each part and its share. */
+LmwbKfacFactors *lmwb_kfac_merge(LmwbKfacFactors *const *parts, const char *const *names, int n,
+                                 const double *weights, GError **error);
 
 /* ---- the edit (kfac_edit.c) ---- */
 

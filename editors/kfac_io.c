@@ -51,6 +51,26 @@ JsonNode *lmwb_kfac_factors_json(const LmwbKfacFactors *f) {
     json_builder_end_object(b);
   }
   json_builder_end_array(b);
+  if (f->n_parts) {
+    json_builder_set_member_name(b, "parts");
+    json_builder_begin_array(b);
+    for (int i = 0; i < f->n_parts; i++) {
+      const LmwbKfacPart *p = &f->parts[i];
+      json_builder_begin_object(b);
+      json_builder_set_member_name(b, "source");
+      json_builder_add_string_value(b, p->source);
+      const char *pk[] = {"tokens", "positions", "windows", "seed"};
+      gint64 pv[] = {p->tokens, p->positions, p->windows, (gint64)p->seed};
+      for (int k = 0; k < 4; k++) {
+        json_builder_set_member_name(b, pk[k]);
+        json_builder_add_int_value(b, pv[k]);
+      }
+      json_builder_set_member_name(b, "weight");
+      json_builder_add_double_value(b, p->weight);
+      json_builder_end_object(b);
+    }
+    json_builder_end_array(b);
+  }
   json_builder_end_object(b);
   return json_builder_get_root(b);
 }

@@ -1,5 +1,5 @@
-/* lmwb-batch kfac collect | spectrum | edit: K-FAC factors of MLP matrices, their spectra and the
- * curvature edit (editors/kfac.h). Each checks everything it can before any work or any file
+/* lmwb-batch kfac collect | merge | spectrum | edit: K-FAC factors of MLP matrices, mixtures of
+ * them, their spectra and the curvature edit (editors/kfac.h). Each checks everything it can before any work or any file
  * is written. `kfac sweep` and `memorisation eval` are in cmd_memorisation.c. */
 #include "ui/batch/cli.h"
 #include "ui/batch/cmd_kfac.h"
@@ -21,6 +21,7 @@
   "only the components that hold a share ρ of the curvature mass (--keep-mass) removes much of the\n" \
   "verbatim recitation while general ability stays. The steps:\n" \
   "  1. kfac collect   the factors over a text (labels sampled from the model by default)\n" \
+  "     kfac merge     factors over several texts as one mixture (what the edit should keep)\n" \
   "  2. kfac spectrum  the eigenvalues and how much mass the top components hold\n" \
   "  3. kfac sweep     recitation, perplexity and facts against ρ; a recommended ρ\n" \
   "  4. kfac edit      the edited model as a new Hugging Face folder (the source is never written)\n" \
@@ -175,6 +176,76 @@ int lmwb_cmd_kfac_collect(int argc, char **argv) {
   json_object_set_double_member(obj, "tokens_per_s", secs > 0 ? f->tokens / secs : 0);
   lmwb_kfac_factors_free(f);
   return lmwb_cli_emit_json(root, NULL, &err) ? 0 : lmwb_cli_fail(err);
+}
+
+/* ---- merge ------------------------------------------------------------------------------------- */
+
+/* "0.6,0.4" -> n weights; usage error naming the bad entry. */
+static double *parse_weights(const char *list, int *n) {
+  g_auto(GStrv) parts = g_strsplit(list, ",", -1);
+  *n = (int)g_strv_length(parts);
+  double *w = g_new(double, *n ? *n : 1);
+  for (int i = 0; i < *n; i++) {
+    char *end = NULL;
+    w[i] = g_ascii_strtod(g_strstrip(parts[i]), &end);
+    if (!*parts[i] || *end || !isfinite(w[i]) || w[i] <= 0) {
+      lmwb_cli_usage_error("--weights: \"%s\" is not a number above 0", parts[i]);
+      g_free(w);
+      return NULL;
+    }
+  }
+  return w;
+}
+
+int lmwb_cmd_kfac_merge(int argc, char **argv) {
+  char **dirs = NULL, *weights = NULL, *out = NULL;
+  GOptionEntry e[] = {
+      {"factors", 'f', 0, G_OPTION_ARG_FILENAME_ARRAY, &dirs, "A factor folder from kfac collect (give two or more)", "DIR"},
+      {"weights", 'w', 0, G_OPTION_ARG_STRING, &weights, "Shares of the folders, in order, e.g. 0.6,0.4 (default: by positions)", "W"},
+      {"out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "Factor folder to write (factors.safetensors, factors.json)", "DIR"},
+      {NULL}};
+  if (!lmwb_cli_parse(&argc, &argv, "- K-FAC factors over several texts as one mixture",
+                      "The edit keeps the components of W that its collection text exercises and removes the rest,\n"
+                      "so the text says what the edited model keeps. Collect over each text that holds something to\n"
+                      "keep (and none of the memorised text), then merge: each A and G becomes the weighted mean of\n"
+                      "the folders'. Without --weights each folder counts by its positions, which is the same as\n"
+                      "collecting over all their windows; --weights sets the shares of the mixture instead (they are\n"
+                      "normalised to sum to 1). The folders must come from the same model, with the same labels,\n"
+                      "context and matrices. factors.json lists the parts and their shares.\n"
+                      "Example: lmwb-batch kfac merge --factors facts-f --factors brown-f --weights 0.6,0.4 --out f",
+                      KFAC_HELP, e, 0))
+    return 2;
+  g_auto(GStrv) owned = dirs;
+  int n = dirs ? (int)g_strv_length(dirs) : 0;
+  if (n < 2) return lmwb_cli_usage_error("--factors DIR is needed at least twice (the folders to merge)");
+  if (!out) return lmwb_cli_usage_error("--out DIR is required");
+  g_autofree double *w = NULL;
+  if (weights) {
+    int nw = 0;
+    if (!(w = parse_weights(weights, &nw))) return 2;
+    if (nw != n) return lmwb_cli_usage_error("--weights gives %d shares for %d folders", nw, n);
+  }
+  GError *err = NULL;
+  g_autofree char *st_path = g_build_filename(out, LMWB_KFAC_FACTORS_FILE, NULL);
+  g_autofree char *meta = g_build_filename(out, LMWB_KFAC_META_FILE, NULL);
+  LmwbKfacFactors **parts = g_new0(LmwbKfacFactors *, n);
+  LmwbKfacFactors *merged = NULL;
+  int status = 0;
+  for (int i = 0; i < n && !status; i++)
+    if (!(parts[i] = lmwb_kfac_load(dirs[i], NULL, &err))) status = lmwb_cli_fail(err);
+  if (!status && (!lmwb_input_guard_check_output(st_path, &err) || !lmwb_input_guard_check_output(meta, &err)))
+    status = lmwb_cli_fail(err);
+  if (!status && !(merged = lmwb_kfac_merge(parts, (const char *const *)dirs, n, w, &err))) status = lmwb_cli_fail(err);
+  if (!status && !lmwb_kfac_save(merged, out, &err)) status = lmwb_cli_fail(err);
+  if (!status) {
+    JsonNode *root = lmwb_kfac_factors_json(merged);
+    json_object_set_string_member(json_node_get_object(root), "out", out);
+    if (!lmwb_cli_emit_json(root, NULL, &err)) status = lmwb_cli_fail(err);
+  }
+  for (int i = 0; i < n; i++) lmwb_kfac_factors_free(parts[i]);
+  g_free(parts);
+  lmwb_kfac_factors_free(merged);
+  return status;
 }
 
 /* ---- spectrum ---------------------------------------------------------------------------------- */

@@ -1,10 +1,11 @@
-/* lmwb-batch kfac collect | spectrum | edit | sweep and memorisation eval (editors/kfac.h,
+/* lmwb-batch kfac collect | merge | spectrum | edit | sweep and memorisation eval (editors/kfac.h,
  * editors/memorisation.h), and what their files share. Entry points return the exit status. */
 #pragma once
 #include "editors/kfac.h"
 #include <json-glib/json-glib.h>
 
 int lmwb_cmd_kfac_collect(int argc, char **argv);
+int lmwb_cmd_kfac_merge(int argc, char **argv);
 int lmwb_cmd_kfac_spectrum(int argc, char **argv);
 int lmwb_cmd_kfac_edit(int argc, char **argv);
 int lmwb_cmd_kfac_sweep(int argc, char **argv);

@@ -40,6 +40,7 @@ const LmwbCommand lmwb_commands[] = {
   {"tokfsm train", "Train the TokFSM model and its attention + MLP codebooks with the paper's settings", lmwb_cmd_tokfsm_train},
   {"tokfsm eval", "LM, state accuracy, codes vs neurons and code patching of a TokFSM model (the codebook paper)", lmwb_cmd_tokfsm_eval},
   {"kfac collect", "K-FAC factors (input and output-gradient second moments) of MLP matrices over a text", lmwb_cmd_kfac_collect},
+  {"kfac merge", "K-FAC factors over several texts as one weighted mixture", lmwb_cmd_kfac_merge},
   {"kfac spectrum", "Eigenvalues of K-FAC factors and the curvature mass curve (JSON + plots)", lmwb_cmd_kfac_spectrum},
   {"kfac edit", "Remove the low-curvature components of MLP matrices: an edited model folder", lmwb_cmd_kfac_edit},
   {"kfac sweep", "Recitation, perplexity and facts against the K-FAC keep-mass; a recommended value", lmwb_cmd_kfac_sweep},

@@ -185,6 +185,40 @@ def main():
         check(rc == 0 and not os.path.exists(ck) and all(np.allclose(r[k], s1[k], rtol=1e-6, atol=1e-12) for k in s1),
               f"--resume finishes with the factors of a run never stopped ({err.strip()[-200:]})")
 
+        # (c2) merge: the weighted mean of the parts (by positions unless --weights), refused across kinds
+        d1, d3 = os.path.join(tmp, "s1"), os.path.join(tmp, "s3")
+        mg, mw = os.path.join(tmp, "merged"), os.path.join(tmp, "merged-w")
+        rc, out, err = run("kfac", "merge", "--factors", d1, "--factors", d3, "--out", mg)
+        m1 = read_st(os.path.join(mg, "factors.safetensors")) if rc == 0 else {}
+        meta = json.load(open(os.path.join(mg, "factors.json"))) if rc == 0 else {}
+        p1, p3 = (json.load(open(os.path.join(d, "factors.json")))["positions"] for d in (d1, d3))
+        want = {k: (p1 * np.asarray(s1[k], np.float64) + p3 * np.asarray(s3[k], np.float64)) / (p1 + p3) for k in s1}
+        check(rc == 0 and set(m1) == set(s1) and max(rel(np.asarray(m1[k], np.float64), want[k]) for k in s1) < 1e-6
+              and meta["positions"] == p1 + p3 and [q["source"] for q in meta["parts"]] == [d1, d3],
+              f"merge: A and G are the parts' mean weighted by positions; factors.json lists the parts ({err.strip()[-200:]})")
+        rc, out, err = run("kfac", "merge", "--factors", d1, "--factors", d3, "--weights", "3,1", "--out", mw)
+        m2 = read_st(os.path.join(mw, "factors.safetensors")) if rc == 0 else {}
+        want = {k: 0.75 * np.asarray(s1[k], np.float64) + 0.25 * np.asarray(s3[k], np.float64) for k in s1}
+        check(rc == 0 and max(rel(np.asarray(m2[k], np.float64), want[k]) for k in s1) < 1e-6
+              and [q["weight"] for q in json.loads(out)["parts"]] == [0.75, 0.25],
+              f"merge --weights 3,1: shares 0.75 and 0.25 ({err.strip()[-200:]})")
+        rc, out, err = run("kfac", "edit", "--model", gpt2, "--factors", mg, "--keep-mass", "0.9", "--out",
+                           os.path.join(tmp, "merged-ed"))
+        check(rc == 0, f"merged factors edit the model they came from ({err.strip()[-200:]})")
+        o = os.path.join(tmp, "never-merged")
+        for args, needle, what in (
+                ([d1], "at least twice", "one folder"),
+                ([d1, factors], "labels", "sampled and data labels"),
+                ([d1, os.path.join(tmp, "llama_gqa-f")], "another model", "factors of two models"),
+                ([d1, d3, "--weights", "1,-1"], "-1", "a negative weight"),
+                ([d1, d3, "--weights", "1"], "1 shares for 2", "too few weights")):
+            argv = ["kfac", "merge"]
+            for a in args:
+                argv += ["--factors", a] if not a.startswith("--") and argv[-1] != "--weights" else [a]
+            rc, out, err = run(*argv, "--out", o)
+            check(rc == 2 and needle in err and not os.path.exists(o),
+                  f"merge refuses {what}: exit {rc}, names '{needle}', nothing written: {err.strip()[-200:]}")
+
         # (d) spectrum and memorisation eval
         png, svg = os.path.join(tmp, "mass.png"), os.path.join(tmp, "eig.svg")
         rc, out, err = run("kfac", "spectrum", "--factors", factors, "--plot-mass", png, "--plot-eigen", svg)
