@@ -1,4 +1,4 @@
-"""K-FAC memorisation editing on the built-in model (the `long` suite; README, "Memorisation
+"""K-FAC memorisation editing on the built-in model (the `slow` suite; README, "Memorisation
 editing with K-FAC"): the recipe the README gives, checked against issue 18's goal.
 
 The edit keeps what its collection text exercises. Factors are collected over the world's fact
