@@ -785,9 +785,9 @@ def test_kfac_memorised():
         "action editing.kfac-context 129", "action editing.kfac-layers '0-3'", "action editing.kfac-matrices 'up,down'",
         f"action editing.kfac-folder '{factors}'", f"action editing.kfac-items {items}",
         f"action editing.kfac-heldout '{heldout}'", "action editing.kfac-heldout-stride 129",
-        "action editing.kfac-collect", "wait-ready 120", "action editing.kfac-recommend", "wait-ready 240",
+        "action editing.kfac-collect", "wait-ready 120", "action editing.kfac-recommend", "wait-ready 400",
         "action editing.kfac-secret 3", "wait-ready", "dump", f"shot {shots}/kfac-memorised.png", "quit",
-    ], model, timeout=400, extra_env=env1)
+    ], model, timeout=600, extra_env=env1)
     d = dumps(out)
     assert len(d) == 2, f"expected 2 dumps, got {len(d)}"
     assert "no tokens" in d[0]["banner"], d[0]["banner"]
@@ -797,8 +797,8 @@ def test_kfac_memorised():
     rec = kfac_fields(d, "recommend=")
     rho = float(rec["recommend"])
     print("unedited", base, "\nrecommended rho", rho, ed, kfac_lines(d, "rho="))
-    # Recommend: kfac sweep's ten default values, ρ moved to the recommended one and measured there.
-    assert rec["tried"] == "10" and 0.9 <= rho < 1, rec
+    # Recommend: kfac sweep's sixteen default values, ρ moved to the recommended one and measured there.
+    assert rec["tried"] == "16" and 0.9 <= rho < 1, rec
     assert float(kfac_fields(d, "rho=")["evaluated_rho"]) == rho, kfac_lines(d, "rho=")
     assert base["n"] == str(items) and base["fact_n"] == "0" and base["facts"] == "nan", base
     assert float(base["strict"]) == 1.0 and float(ed["strict"]) <= 0.1, (base, ed)
@@ -811,7 +811,7 @@ def test_kfac_memorised():
                        capture_output=True, text=True, timeout=300, env=cli_env)
     assert p.returncode == 0, p.stderr[-2000:]
     sweep = json.loads(p.stdout)
-    assert len(sweep["points"]) == 10 and sweep["recommended_keep_mass"] == rho, (sweep["recommended_keep_mass"], rho)
+    assert len(sweep["points"]) == 16 and sweep["recommended_keep_mass"] == rho, (sweep["recommended_keep_mass"], rho)
     at = [q for q in sweep["points"] if q["keep_mass"] == rho][0]
     kfac_same_as_cli(base, sweep["base"])
     kfac_same_as_cli(ed, at)
