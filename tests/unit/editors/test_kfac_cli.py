@@ -218,6 +218,10 @@ def main():
             rc, out, err = run(*argv, "--out", o)
             check(rc == 2 and needle in err and not os.path.exists(o),
                   f"merge refuses {what}: exit {rc}, names '{needle}', nothing written: {err.strip()[-200:]}")
+        before = open(os.path.join(d1, "factors.safetensors"), "rb").read()
+        rc, out, err = run("kfac", "merge", "--factors", d1, "--factors", d3, "--out", d1)
+        check(rc == 2 and "reads" in err and open(os.path.join(d1, "factors.safetensors"), "rb").read() == before,
+              f"merge refuses to write over a folder it reads: exit {rc}: {err.strip()[-200:]}")
 
         # (d) spectrum and memorisation eval
         png, svg = os.path.join(tmp, "mass.png"), os.path.join(tmp, "eig.svg")
