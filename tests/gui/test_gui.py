@@ -786,10 +786,16 @@ def test_kfac_memorised():
         f"action editing.kfac-folder '{factors}'", f"action editing.kfac-items {items}",
         f"action editing.kfac-heldout '{heldout}'", "action editing.kfac-heldout-stride 129",
         "action editing.kfac-collect", "wait-ready 120", "action editing.kfac-recommend", "wait-ready 400",
-        "action editing.kfac-secret 3", "wait-ready", "dump", f"shot {shots}/kfac-memorised.png", "quit",
+        "action editing.kfac-secret 3", "wait-ready", "dump", f"shot {shots}/kfac-memorised.png",
+        # A mixture (as kfac merge): the folder with itself is the same factors; bad mixtures: banners.
+        f"action editing.kfac-load '{factors}:0.5; {factors}:0.5'", "wait-ready 120", "dump",
+        f"action editing.kfac-load '{factors}:0.5; {tmp}/missing:0.5'", "wait-ready", "dump",
+        f"action editing.kfac-load '{factors}:0.5; {factors}'", "wait-ready", "dump", "quit",
     ], model, timeout=600, extra_env=env1)
     d = dumps(out)
-    assert len(d) == 2, f"expected 2 dumps, got {len(d)}"
+    assert len(d) == 5, f"expected 5 dumps, got {len(d)}"
+    mix, missing, unshared = d[2:]
+    d = d[:2]
     assert "no tokens" in d[0]["banner"], d[0]["banner"]
     d = d[1]
     assert d["banner"] == "", d["banner"]
@@ -815,6 +821,13 @@ def test_kfac_memorised():
     at = [q for q in sweep["points"] if q["keep_mass"] == rho][0]
     kfac_same_as_cli(base, sweep["base"])
     kfac_same_as_cli(ed, at)
+    # The mixture of the folder with itself: twice the tokens, the same edit, the same figures.
+    head = kfac_fields(mix, "factors=")
+    assert head["factors"] == "8" and head["tokens"] == str(2 * 38700) and mix["banner"] == "", (head, mix["banner"])
+    assert float(kfac_fields(mix, "rho=")["evaluated_rho"]) == rho, kfac_lines(mix, "rho=")
+    assert kfac_fields(mix, "edited ") == ed, (kfac_fields(mix, "edited "), ed)
+    assert "missing" in missing["banner"], missing["banner"]
+    assert "share" in unshared["banner"], unshared["banner"]
     shutil.rmtree(tmp)
 
 

@@ -173,11 +173,58 @@ static Factors *factors_finish(LmwbKfacFactors *f, char *origin, LmwbReporter *r
   return x;
 }
 
+/* "DIR" or a mixture "DIR:SHARE; DIR:SHARE; ..." (the shares as `kfac merge --weights`; a folder
+ * without one counts by its positions only when none has one). Input error naming the part. */
+static gboolean parse_mixture(const char *spec, GPtrArray *dirs, GArray *shares, GError **error) {
+  g_auto(GStrv) parts = g_strsplit(spec, ";", -1);
+  int with = 0;
+  for (int i = 0; parts[i]; i++) {
+    char *d = g_strstrip(parts[i]), *colon = strrchr(d, ':'), *end = NULL;
+    if (!*d) continue;
+    double w = colon ? g_ascii_strtod(colon + 1, &end) : NAN;
+    if (colon && end && end != colon + 1 && !*end) {
+      if (!(isfinite(w) && w > 0)) {
+        lmwb_input_error(error, "%s: the share %s must be a number above 0", d, colon + 1);
+        return FALSE;
+      }
+      *colon = '\0';
+      g_strstrip(d);
+      with++;
+    } else {
+      w = NAN;
+    }
+    g_ptr_array_add(dirs, g_strdup(d));
+    g_array_append_val(shares, w);
+  }
+  if (with && with != (int)dirs->len) {
+    lmwb_input_error(error, "%s: give every folder of a mixture a share (DIR:0.6; DIR:0.4) or none", spec);
+    return FALSE;
+  }
+  if (!with) g_array_set_size(shares, 0);
+  return TRUE;
+}
+
+/* The factors of one folder, or the mixture of several (lmwb_kfac_merge), checked against the model. */
+static LmwbKfacFactors *load_factors(const char *spec, const LmwbModel *model, GError **error) {
+  g_autoptr(GPtrArray) dirs = g_ptr_array_new_with_free_func(g_free);
+  g_autoptr(GArray) shares = g_array_new(FALSE, FALSE, sizeof(double));
+  if (!parse_mixture(spec, dirs, shares, error)) return NULL;
+  if (dirs->len == 1 && !shares->len) return lmwb_kfac_load(dirs->pdata[0], model, error);
+  int n = (int)dirs->len;
+  LmwbKfacFactors **parts = g_new0(LmwbKfacFactors *, n), *m = NULL;
+  gboolean ok = TRUE;
+  for (int i = 0; i < n && ok; i++) ok = (parts[i] = lmwb_kfac_load(dirs->pdata[i], model, error)) != NULL;
+  if (ok) m = lmwb_kfac_merge(parts, (const char *const *)dirs->pdata, n, shares->len ? (double *)shares->data : NULL, error);
+  for (int i = 0; i < n; i++) lmwb_kfac_factors_free(parts[i]);
+  g_free(parts);
+  return m;
+}
+
 static gpointer run_factors(gpointer data, LmwbReporter *rep, GError **error) {
   JobIn *in = data;
   if (in->load) {
     lmwb_report_progress(rep, 0.05, "loading the factors");
-    LmwbKfacFactors *f = lmwb_kfac_load(in->folder, in->model, error);
+    LmwbKfacFactors *f = load_factors(in->folder, in->model, error);
     if (!f) return NULL;
     if (f->n == 0) {
       lmwb_kfac_factors_free(f);
@@ -783,7 +830,7 @@ static void load(LmwbKfacPanel *p, const char *dir) {
     banner(p, "K-FAC: choose a factor folder to load (from lmwb-batch kfac collect or Collect here).");
     return;
   }
-  if (!g_file_test(d, G_FILE_TEST_IS_DIR)) {
+  if (!strchr(d, ';') && !g_file_test(d, G_FILE_TEST_IS_DIR)) {
     g_autofree char *msg = g_strdup_printf("K-FAC: %s: no such factor folder", d);
     banner(p, msg);
     return;
