@@ -151,6 +151,10 @@ LmwbKfacFactors *lmwb_kfac_load(const char *dir, const LmwbModel *model, GError 
  * are summed; seed is the first part's; `parts` records each part and its share. */
 LmwbKfacFactors *lmwb_kfac_merge(LmwbKfacFactors *const *parts, const char *const *names, int n,
                                  const double *weights, GError **error);
+/* Loads each folder (lmwb_kfac_load, checked against model when non-NULL) and merges them as
+ * above, the folders' paths naming the parts; one folder without weights is simply loaded. */
+LmwbKfacFactors *lmwb_kfac_load_merged(const char *const *dirs, int n, const double *weights, const LmwbModel *model,
+                                       GError **error);
 
 /* ---- the edit (kfac_edit.c) ---- */
 

@@ -265,6 +265,10 @@ static gboolean check_model(const LmwbKfacFactors *f, const LmwbModel *model, co
 }
 
 LmwbKfacFactors *lmwb_kfac_load(const char *dir, const LmwbModel *model, GError **error) {
+  if (!g_file_test(dir, G_FILE_TEST_IS_DIR)) {
+    lmwb_input_error(error, "%s: no such factor folder", dir);
+    return NULL;
+  }
   g_autofree char *meta = g_build_filename(dir, LMWB_KFAC_META_FILE, NULL);
   g_autofree char *path = g_build_filename(dir, LMWB_KFAC_FACTORS_FILE, NULL);
   LmwbKfacFactors *f = g_new0(LmwbKfacFactors, 1);

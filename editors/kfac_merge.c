@@ -89,3 +89,15 @@ LmwbKfacFactors *lmwb_kfac_merge(LmwbKfacFactors *const *parts, const char *cons
   g_free(w);
   return m;
 }
+
+LmwbKfacFactors *lmwb_kfac_load_merged(const char *const *dirs, int n, const double *weights, const LmwbModel *model,
+                                       GError **error) {
+  if (n == 1 && !weights) return lmwb_kfac_load(dirs[0], model, error);
+  LmwbKfacFactors **parts = g_new0(LmwbKfacFactors *, MAX(n, 1)), *m = NULL;
+  gboolean ok = TRUE;
+  for (int i = 0; i < n && ok; i++) ok = (parts[i] = lmwb_kfac_load(dirs[i], model, error)) != NULL;
+  if (ok) m = lmwb_kfac_merge(parts, dirs, n, weights, error);
+  for (int i = 0; i < n; i++) lmwb_kfac_factors_free(parts[i]);
+  g_free(parts);
+  return m;
+}

@@ -228,22 +228,17 @@ int lmwb_cmd_kfac_merge(int argc, char **argv) {
   GError *err = NULL;
   g_autofree char *st_path = g_build_filename(out, LMWB_KFAC_FACTORS_FILE, NULL);
   g_autofree char *meta = g_build_filename(out, LMWB_KFAC_META_FILE, NULL);
-  LmwbKfacFactors **parts = g_new0(LmwbKfacFactors *, n);
-  LmwbKfacFactors *merged = NULL;
+  LmwbKfacFactors *merged = lmwb_kfac_load_merged((const char *const *)dirs, n, w, NULL, &err);
+  if (!merged) return lmwb_cli_fail(err);
   int status = 0;
-  for (int i = 0; i < n && !status; i++)
-    if (!(parts[i] = lmwb_kfac_load(dirs[i], NULL, &err))) status = lmwb_cli_fail(err);
-  if (!status && (!lmwb_input_guard_check_output(st_path, &err) || !lmwb_input_guard_check_output(meta, &err)))
+  if (!lmwb_input_guard_check_output(st_path, &err) || !lmwb_input_guard_check_output(meta, &err) ||
+      !lmwb_kfac_save(merged, out, &err)) {
     status = lmwb_cli_fail(err);
-  if (!status && !(merged = lmwb_kfac_merge(parts, (const char *const *)dirs, n, w, &err))) status = lmwb_cli_fail(err);
-  if (!status && !lmwb_kfac_save(merged, out, &err)) status = lmwb_cli_fail(err);
-  if (!status) {
+  } else {
     JsonNode *root = lmwb_kfac_factors_json(merged);
     json_object_set_string_member(json_node_get_object(root), "out", out);
     if (!lmwb_cli_emit_json(root, NULL, &err)) status = lmwb_cli_fail(err);
   }
-  for (int i = 0; i < n; i++) lmwb_kfac_factors_free(parts[i]);
-  g_free(parts);
   lmwb_kfac_factors_free(merged);
   return status;
 }

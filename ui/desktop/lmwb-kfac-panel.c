@@ -204,20 +204,13 @@ static gboolean parse_mixture(const char *spec, GPtrArray *dirs, GArray *shares,
   return TRUE;
 }
 
-/* The factors of one folder, or the mixture of several (lmwb_kfac_merge), checked against the model. */
+/* The factors of one folder, or the mixture of several (lmwb_kfac_load_merged), checked against the model. */
 static LmwbKfacFactors *load_factors(const char *spec, const LmwbModel *model, GError **error) {
   g_autoptr(GPtrArray) dirs = g_ptr_array_new_with_free_func(g_free);
   g_autoptr(GArray) shares = g_array_new(FALSE, FALSE, sizeof(double));
   if (!parse_mixture(spec, dirs, shares, error)) return NULL;
-  if (dirs->len == 1 && !shares->len) return lmwb_kfac_load(dirs->pdata[0], model, error);
-  int n = (int)dirs->len;
-  LmwbKfacFactors **parts = g_new0(LmwbKfacFactors *, n), *m = NULL;
-  gboolean ok = TRUE;
-  for (int i = 0; i < n && ok; i++) ok = (parts[i] = lmwb_kfac_load(dirs->pdata[i], model, error)) != NULL;
-  if (ok) m = lmwb_kfac_merge(parts, (const char *const *)dirs->pdata, n, shares->len ? (double *)shares->data : NULL, error);
-  for (int i = 0; i < n; i++) lmwb_kfac_factors_free(parts[i]);
-  g_free(parts);
-  return m;
+  return lmwb_kfac_load_merged((const char *const *)dirs->pdata, (int)dirs->len,
+                               shares->len ? (double *)shares->data : NULL, model, error);
 }
 
 static gpointer run_factors(gpointer data, LmwbReporter *rep, GError **error) {
@@ -828,11 +821,6 @@ static void load(LmwbKfacPanel *p, const char *dir) {
   g_autofree char *d = g_strstrip(g_strdup(dir && *dir ? dir : text_of(p->folder_entry)));
   if (!*d) {
     banner(p, "K-FAC: choose a factor folder to load (from lmwb-batch kfac collect or Collect here).");
-    return;
-  }
-  if (!strchr(d, ';') && !g_file_test(d, G_FILE_TEST_IS_DIR)) {
-    g_autofree char *msg = g_strdup_printf("K-FAC: %s: no such factor folder", d);
-    banner(p, msg);
     return;
   }
   set_text(p->folder_entry, d);
