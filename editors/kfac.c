@@ -2,6 +2,7 @@
  * (kfac.h). */
 #include "editors/kfac.h"
 #include "app/core/errors.h"
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -152,5 +153,28 @@ gboolean lmwb_kfac_fingerprint(const LmwbModel *m, char out[65], GError **error)
     g_free(t);
   }
   g_strlcpy(out, g_checksum_get_string(h), 65);
+  return TRUE;
+}
+
+gboolean lmwb_kfac_values_parse(const char *text, const char *what, double upper, double **values, int *n,
+                                GError **error) {
+  g_auto(GStrv) parts = g_strsplit(text ? text : "", ",", -1);
+  int k = (int)g_strv_length(parts);
+  g_autofree double *v = g_new(double, MAX(k, 1));
+  for (int i = 0; i < k; i++) {
+    char *end = NULL;
+    v[i] = g_ascii_strtod(g_strstrip(parts[i]), &end);
+    if (!*parts[i] || *end || !(v[i] > 0 && v[i] <= upper)) {
+      if (isinf(upper)) lmwb_input_error(error, "%s: \"%s\" is not a number above 0", what, parts[i]);
+      else lmwb_input_error(error, "%s: \"%s\" is not a value in (0, %g]", what, parts[i], upper);
+      return FALSE;
+    }
+  }
+  if (k == 0) {
+    lmwb_input_error(error, "%s: no values given", what);
+    return FALSE;
+  }
+  *values = g_steal_pointer(&v);
+  *n = k;
   return TRUE;
 }

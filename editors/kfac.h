@@ -58,6 +58,10 @@ gboolean lmwb_kfac_matrices_parse(const char *list, unsigned *mask, GError **err
 /* "2-3", "0,2", "all" -> a sorted list of distinct layers (g_free) within [0, n_layer): input
  * error naming the layer out of range. */
 int *lmwb_kfac_layers_parse(const char *spec, int n_layer, int *n, GError **error);
+/* "0.6,0.4" -> n values (g_free), each in (0, upper] (upper INFINITY: any number above 0); an input
+ * error naming `what` and the value otherwise. */
+gboolean lmwb_kfac_values_parse(const char *text, const char *what, double upper, double **values, int *n,
+                                GError **error);
 
 /* Where one matrix lives in a model. */
 typedef struct LmwbKfacInfo {

@@ -1,27 +1,9 @@
 /* The K-FAC keep-mass sweep (kfac_sweep.h). */
 #include "editors/kfac_sweep.h"
-#include "app/core/errors.h"
 #include <string.h>
 
 gboolean lmwb_kfac_sweep_parse(const char *text, double **rho, int *n, GError **error) {
-  g_auto(GStrv) parts = g_strsplit(text ? text : "", ",", -1);
-  int k = (int)g_strv_length(parts);
-  g_autofree double *v = g_new(double, MAX(k, 1));
-  for (int i = 0; i < k; i++) {
-    char *end = NULL;
-    v[i] = g_ascii_strtod(g_strstrip(parts[i]), &end);
-    if (!*parts[i] || *end || !(v[i] > 0 && v[i] <= 1)) {
-      lmwb_input_error(error, "keep-mass: \"%s\" is not a value in (0, 1]", parts[i]);
-      return FALSE;
-    }
-  }
-  if (k == 0) {
-    lmwb_input_error(error, "keep-mass: no values given");
-    return FALSE;
-  }
-  *rho = g_steal_pointer(&v);
-  *n = k;
-  return TRUE;
+  return lmwb_kfac_values_parse(text, "keep-mass", 1, rho, n, error);
 }
 
 gboolean lmwb_kfac_sweep_run(LmwbModel *m, const LmwbKfacFactors *factors, const int *layers, int n_layers,

@@ -180,23 +180,6 @@ int lmwb_cmd_kfac_collect(int argc, char **argv) {
 
 /* ---- merge ------------------------------------------------------------------------------------- */
 
-/* "0.6,0.4" -> n weights; usage error naming the bad entry. */
-static double *parse_weights(const char *list, int *n) {
-  g_auto(GStrv) parts = g_strsplit(list, ",", -1);
-  *n = (int)g_strv_length(parts);
-  double *w = g_new(double, *n ? *n : 1);
-  for (int i = 0; i < *n; i++) {
-    char *end = NULL;
-    w[i] = g_ascii_strtod(g_strstrip(parts[i]), &end);
-    if (!*parts[i] || *end || !isfinite(w[i]) || w[i] <= 0) {
-      lmwb_cli_usage_error("--weights: \"%s\" is not a number above 0", parts[i]);
-      g_free(w);
-      return NULL;
-    }
-  }
-  return w;
-}
-
 int lmwb_cmd_kfac_merge(int argc, char **argv) {
   char **dirs = NULL, *weights = NULL, *out = NULL;
   GOptionEntry e[] = {
@@ -220,12 +203,12 @@ int lmwb_cmd_kfac_merge(int argc, char **argv) {
   if (n < 2) return lmwb_cli_usage_error("--factors DIR is needed at least twice (the folders to merge)");
   if (!out) return lmwb_cli_usage_error("--out DIR is required");
   g_autofree double *w = NULL;
+  GError *err = NULL;
   if (weights) {
     int nw = 0;
-    if (!(w = parse_weights(weights, &nw))) return 2;
+    if (!lmwb_kfac_values_parse(weights, "--weights", INFINITY, &w, &nw, &err)) return lmwb_cli_fail(err);
     if (nw != n) return lmwb_cli_usage_error("--weights gives %d shares for %d folders", nw, n);
   }
-  GError *err = NULL;
   g_autofree char *st_path = g_build_filename(out, LMWB_KFAC_FACTORS_FILE, NULL);
   g_autofree char *meta = g_build_filename(out, LMWB_KFAC_META_FILE, NULL);
   LmwbKfacFactors *merged = lmwb_kfac_load_merged((const char *const *)dirs, n, w, NULL, &err);
